@@ -1,0 +1,5 @@
+import sys
+
+from backupd.cli import main
+
+sys.exit(main())

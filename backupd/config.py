@@ -1,0 +1,267 @@
+"""The typed configuration model: every key, its type, its default and its limits.
+
+Every section forbids unknown keys, so a misspelt key is an error rather than a silently
+ignored setting. Cross-field rules ("contradictory values") live in model validators next to
+the fields they relate.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_CONFIG_PATH = "/etc/backupd/backupd.toml"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors and values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+def _absolute_path(value: str, what: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{what} must be an absolute path, got {value!r}")
+    return value
+
+
+class DaemonSection(Section):
+    socket: str = "/run/backupd/control.sock"
+    socket_group: str = "backupd"
+    admin_group: str = ""
+    state_dir: str = "/var/lib/backupd"
+    spool_dir: str = "/var/cache/backupd/spool"
+    log_format: Literal["logfmt", "json"] = "logfmt"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    @field_validator("socket", "state_dir", "spool_dir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        return _absolute_path(value, "path")
+
+
+class MetricsSection(Section):
+    listen: str = "127.0.0.1:9571"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value == "":
+            return value  # metrics disabled
+        parse_listen(value)
+        return value
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split `host:port` (IPv6 as `[::1]:port`) and check both halves."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"expected host:port, got {value!r}")
+    port = int(port_text)
+    if not 0 <= port < 65536:
+        raise ValueError(f"port {port} out of range 0..65535 (0 picks a free port)")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError as exc:
+        if host != "localhost":
+            raise ValueError(
+                f"listen host must be an IP address or localhost, got {host!r}"
+            ) from exc
+    return host, port
+
+
+class MysqlSection(Section):
+    socket: str = ""
+    host: str = ""
+    port: Annotated[int, Field(ge=1, le=65535)] = 3306
+    option_file: str = "/etc/backupd/my.cnf"
+    server_id: Annotated[int, Field(ge=1, le=2**32 - 1)] = 4_000_000_001
+    connect_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 5.0
+    reconnect_max_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> MysqlSection:
+        if self.socket and self.host:
+            raise ValueError("set either mysql.socket or mysql.host, not both")
+        return self
+
+
+class StorageSection(Section):
+    url: str = "file:///var/lib/backupd/repository"
+    region: str = ""
+    endpoint_url: str = ""
+    sse: Literal["", "AES256", "aws:kms"] = ""
+    kms_key_id: str = ""
+    object_lock_days: NonNegativeInt = 0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme == "s3":
+            if not parsed.netloc:
+                raise ValueError(f"s3 url needs a bucket: {value!r}")
+        elif parsed.scheme == "file":
+            if parsed.netloc or not parsed.path.startswith("/"):
+                raise ValueError(f"file url must be file:///absolute/path, got {value!r}")
+        else:
+            raise ValueError(f"url must start with s3:// or file://, got {value!r}")
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if value and urlparse(value).scheme not in ("http", "https"):
+            raise ValueError(f"endpoint_url must be an http(s) URL, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StorageSection:
+        if self.kms_key_id and self.sse != "aws:kms":
+            raise ValueError('storage.kms_key_id needs storage.sse = "aws:kms"')
+        is_file = self.url.startswith("file://")
+        if is_file and (self.sse or self.object_lock_days):
+            raise ValueError("storage.sse and storage.object_lock_days apply to s3:// urls only")
+        return self
+
+
+class RetentionSection(Section):
+    keep_last: NonNegativeInt = 3
+    hourly: NonNegativeInt = 24
+    daily: NonNegativeInt = 7
+    weekly: NonNegativeInt = 4
+    monthly: NonNegativeInt = 6
+    yearly: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> RetentionSection:
+        if not any(
+            (self.keep_last, self.hourly, self.daily, self.weekly, self.monthly, self.yearly)
+        ):
+            raise ValueError("retention keeps nothing: set keep_last or a period count above 0")
+        return self
+
+
+class HooksSection(Section):
+    pre_freeze: list[str] = Field(default_factory=list)
+    post_thaw: list[str] = Field(default_factory=list)
+    timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+
+class EbsSection(Section):
+    region: str = ""
+    endpoint_url: str = ""
+    volumes: list[str] = Field(default_factory=list)
+    copy_to_regions: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+    instance_id: str = ""
+    imds_url: str = "http://169.254.169.254"
+    wait_timeout_seconds: PositiveInt = 3600
+
+    @field_validator("volumes")
+    @classmethod
+    def _volume_ids(cls, value: list[str]) -> list[str]:
+        for volume in value:
+            if not volume.startswith("vol-"):
+                raise ValueError(f"not an EBS volume id: {volume!r}")
+        return value
+
+
+class LocalSection(Section):
+    directory: str = "/var/lib/backupd/snapshots"
+
+    @field_validator("directory")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        return _absolute_path(value, "directory")
+
+
+class SnapshotSection(Section):
+    enabled: bool = True
+    provider: Literal["ebs", "local"] = "ebs"
+    schedule: str = "0 */6 * * *"
+    jitter_seconds: NonNegativeInt = 0
+    mounts: list[str] = Field(default_factory=list)
+    max_freeze_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
+    lock_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 5.0
+    long_query_seconds: Annotated[float, Field(gt=0)] = 60.0
+    on_long_query: Literal["skip", "wait", "kill-selects"] = "skip"
+    long_query_wait_seconds: Annotated[float, Field(ge=0)] = 300.0
+    crash_consistent_fallback: bool = False
+    hooks: HooksSection = Field(default_factory=HooksSection)
+    retention: RetentionSection = Field(default_factory=RetentionSection)
+    ebs: EbsSection = Field(default_factory=EbsSection)
+    local: LocalSection = Field(default_factory=LocalSection)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"not a cron expression ({exc}): {value!r}") from exc
+        return value
+
+    @field_validator("mounts")
+    @classmethod
+    def _mounts(cls, value: list[str]) -> list[str]:
+        for mount in value:
+            _absolute_path(mount, "mount")
+            if PurePosixPath(mount) == PurePosixPath("/"):
+                raise ValueError("refusing to freeze / (it would hang the whole host)")
+        if len(set(value)) != len(value):
+            raise ValueError("mounts are listed more than once")
+        return value
+
+
+class BinlogSection(Section):
+    enabled: bool = True
+    flush_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    segment_max_bytes: Annotated[int, Field(ge=4096)] = 16 * 1024 * 1024
+    compression: Literal["zstd", "none"] = "zstd"
+    level: Annotated[int, Field(ge=1, le=22)] = 3
+    spool_max_bytes: Annotated[int, Field(ge=1024 * 1024)] = 1024 * 1024 * 1024
+    heartbeat_seconds: Annotated[float, Field(gt=0, le=600)] = 5.0
+
+    @model_validator(mode="after")
+    def _spool_fits_segment(self) -> BinlogSection:
+        if self.segment_max_bytes * 2 > self.spool_max_bytes:
+            raise ValueError(
+                "binlog.spool_max_bytes must hold at least two segments (2 x segment_max_bytes)"
+            )
+        return self
+
+
+class Config(Section):
+    daemon: DaemonSection = Field(default_factory=DaemonSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
+    mysql: MysqlSection = Field(default_factory=MysqlSection)
+    storage: StorageSection = Field(default_factory=StorageSection)
+    snapshot: SnapshotSection = Field(default_factory=SnapshotSection)
+    binlog: BinlogSection = Field(default_factory=BinlogSection)
+
+    @model_validator(mode="after")
+    def _no_freezing_own_dirs(self) -> Config:
+        own = {
+            "daemon.state_dir": self.daemon.state_dir,
+            "daemon.spool_dir": self.daemon.spool_dir,
+        }
+        for mount in self.snapshot.mounts:
+            for key, path in own.items():
+                if PurePosixPath(path).is_relative_to(PurePosixPath(mount)):
+                    raise ValueError(
+                        f"snapshot.mounts {mount!r} holds {key} ({path}); freezing it would "
+                        "block the daemon's own writes"
+                    )
+        return self

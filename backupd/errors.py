@@ -1,0 +1,157 @@
+"""Errors with a stable code, an exit code and an HTTP status.
+
+Each class's docstring is its message template, so the daemon, the control API and backupctl
+all describe a failure the same way; the code travels over the API and backupctl rebuilds the
+typed error (and so the exit code) from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_UNHEALTHY = 4
+EXIT_PERMISSION = 5
+EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h; systemd's RestartPreventExitStatus names it
+
+
+class BackupdError(Exception):
+    """{message}"""
+
+    code: ClassVar[str] = "internal_error"
+    exit_code: ClassVar[int] = EXIT_FAILED
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str | None = None, **fields: Any) -> None:
+        if message is not None:
+            fields["message"] = message
+        self.fields = fields
+        template = (self.__doc__ or "{message}").strip().splitlines()[0]
+        try:
+            self.message = template.format(**fields)
+        except (KeyError, IndexError):
+            self.message = message or template
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
+
+
+class ConfigError(BackupdError):
+    """Invalid configuration: {message}"""
+
+    code = "invalid_config"
+    exit_code = EXIT_CONFIG
+    http_status = 400
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class UsageError(BackupdError):
+    """{message}"""
+
+    code = "bad_request"
+    exit_code = EXIT_USAGE
+    http_status = 400
+
+
+class NotFound(BackupdError):
+    """No such resource: {path}"""
+
+    code = "not_found"
+    http_status = 404
+
+
+class MethodNotAllowed(BackupdError):
+    """Method {method} is not allowed on {path}"""
+
+    code = "method_not_allowed"
+    exit_code = EXIT_USAGE
+    http_status = 405
+
+
+class PayloadTooLarge(BackupdError):
+    """Request body of {size} bytes exceeds the limit of {limit} bytes"""
+
+    code = "payload_too_large"
+    exit_code = EXIT_USAGE
+    http_status = 413
+
+
+class PermissionDenied(BackupdError):
+    """Permission denied: {message}"""
+
+    code = "permission_denied"
+    exit_code = EXIT_PERMISSION
+    http_status = 403
+
+
+class DaemonUnreachable(BackupdError):
+    """Cannot reach backupd at {socket}: {reason}"""
+
+    code = "daemon_unreachable"
+    exit_code = EXIT_UNREACHABLE
+    http_status = 503
+
+
+class Unhealthy(BackupdError):
+    """Unhealthy: {message}"""
+
+    code = "unhealthy"
+    exit_code = EXIT_UNHEALTHY
+    http_status = 503
+
+
+class DatabaseUnavailable(BackupdError):
+    """Database unavailable: {message}"""
+
+    code = "database_unavailable"
+    http_status = 503
+
+
+class StorageError(BackupdError):
+    """Storage error: {message}"""
+
+    code = "storage_error"
+    http_status = 502
+
+
+class ObjectMissing(StorageError):
+    """No object at {key}"""
+
+    code = "object_missing"
+    http_status = 404
+
+
+class Conflict(BackupdError):
+    """{message}"""
+
+    code = "conflict"
+    http_status = 409
+
+
+_BY_CODE: dict[str, type[BackupdError]] = {}
+
+
+def _register_all(base: type[BackupdError]) -> None:
+    for sub in base.__subclasses__():
+        _BY_CODE.setdefault(sub.code, sub)
+        _register_all(sub)
+
+
+def from_code(code: str, message: str) -> BackupdError:
+    """Rebuild a typed error from an API error body; the message is kept as sent."""
+    _register_all(BackupdError)  # cheap, and picks up subclasses defined since the last call
+    cls = _BY_CODE.get(code, BackupdError)
+    err = Exception.__new__(cls)
+    Exception.__init__(err, message)
+    err.message = message
+    err.fields = {}
+    if isinstance(err, ConfigError):
+        err.problems = [message]
+    return err
