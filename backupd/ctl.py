@@ -1,0 +1,113 @@
+"""`backupctl`: the operator's command line, talking to the daemon over the control socket.
+
+Exit codes (INTERFACE.md): 0 ok, 1 failed, 2 usage, 3 daemon unreachable, 4 unhealthy,
+5 permission denied. `--json` prints the API's document unchanged (the stable contract).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from backupd import __version__
+from backupd.config import DEFAULT_CONFIG_PATH, DaemonSection
+from backupd.config_loader import load_config
+from backupd.control.client import ControlClient
+from backupd.errors import EXIT_OK, EXIT_UNHEALTHY, BackupdError, ConfigError
+from backupd.render import render_status
+
+DEFAULT_SOCKET = DaemonSection().socket
+
+
+def common_options(top_level: bool) -> argparse.ArgumentParser:
+    """Options accepted before and after the command (`backupctl --json status` or the reverse).
+
+    Subcommand copies default to SUPPRESS so they do not overwrite what the top level parsed.
+    """
+    options = argparse.ArgumentParser(add_help=False)
+
+    def default(value: Any) -> Any:
+        return value if top_level else argparse.SUPPRESS
+
+    options.add_argument(
+        "--socket",
+        default=default(None),
+        help=f"control socket (default: from config, or {DEFAULT_SOCKET})",
+    )
+    options.add_argument(
+        "--config",
+        default=default(None),
+        help=f"config file (default {DEFAULT_CONFIG_PATH} if present)",
+    )
+    options.add_argument(
+        "--json", action="store_true", default=default(False), help="machine-readable output"
+    )
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backupctl", description=__doc__, parents=[common_options(top_level=True)]
+    )
+    parser.add_argument("--version", action="version", version=f"backupctl {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    sub = [common_options(top_level=False)]
+    commands.add_parser("status", parents=sub, help="daemon, database and storage health")
+    commands.add_parser("probe", parents=sub, help="re-probe database and storage now (admin)")
+    return parser
+
+
+def socket_path(args: argparse.Namespace) -> str:
+    if args.socket:
+        return str(args.socket)
+    if args.config:
+        return load_config(args.config).daemon.socket
+    try:
+        return load_config(DEFAULT_CONFIG_PATH).daemon.socket
+    except ConfigError:
+        return DEFAULT_SOCKET
+
+
+def emit(
+    args: argparse.Namespace, document: dict[str, Any], text: Callable[[dict[str, Any]], str]
+) -> None:
+    if args.json:
+        print(json.dumps(document, indent=2, sort_keys=True, default=str))
+    else:
+        print(text(document))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    document = ControlClient(socket_path(args)).request("GET", "/v1/status")
+    emit(args, document, render_status)
+    return EXIT_OK if document.get("healthy") else EXIT_UNHEALTHY
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    document = ControlClient(socket_path(args)).request("POST", "/v1/probe")
+    emit(args, document, render_status)
+    return EXIT_OK if document.get("healthy") else EXIT_UNHEALTHY
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "status": cmd_status,
+    "probe": cmd_probe,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except BackupdError as exc:
+        if args.json:
+            print(json.dumps({"error": exc.to_dict()}, indent=2))
+        print(f"backupctl: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
