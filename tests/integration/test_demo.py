@@ -1,0 +1,28 @@
+"""The README's demo command keeps working: every step of the tour succeeds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_demo_runs_end_to_end(scratch: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.testbed.demo", "--once", "--base", str(scratch / "demo")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "healthy" in result.stdout
+    assert "demo: done" in result.stdout
+    assert not (scratch / "demo" / "data").is_mount()
