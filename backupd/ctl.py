@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from backupd import __version__
 from backupd.config import DEFAULT_CONFIG_PATH, DaemonSection
@@ -20,6 +20,9 @@ from backupd.errors import EXIT_OK, EXIT_UNHEALTHY, BackupdError, ConfigError
 from backupd.render import render_status
 
 DEFAULT_SOCKET = DaemonSection().socket
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Registrar: TypeAlias = Callable[[Subparsers, list[argparse.ArgumentParser]], None]
 
 
 def common_options(top_level: bool) -> argparse.ArgumentParser:
@@ -55,9 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"backupctl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     sub = [common_options(top_level=False)]
-    commands.add_parser("status", parents=sub, help="daemon, database and storage health")
-    commands.add_parser("probe", parents=sub, help="re-probe database and storage now (admin)")
+    for register in REGISTRARS:
+        register(commands, sub)
     return parser
+
+
+def register_core(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
+    commands.add_parser(
+        "status", parents=parents, help="daemon, database and storage health"
+    ).set_defaults(func=cmd_status)
+    commands.add_parser(
+        "probe", parents=parents, help="re-probe database and storage now (admin)"
+    ).set_defaults(func=cmd_probe)
 
 
 def socket_path(args: argparse.Namespace) -> str:
@@ -92,16 +104,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return EXIT_OK if document.get("healthy") else EXIT_UNHEALTHY
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "status": cmd_status,
-    "probe": cmd_probe,
-}
+# Each feature adds its commands here: register(commands, parents) -> add_parser(...)
+# with parents=parents and set_defaults(func=handler), handler(args) -> exit code.
+REGISTRARS: list[Registrar] = [register_core]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        handler: Callable[[argparse.Namespace], int] = args.func
+        return handler(args)
     except BackupdError as exc:
         if args.json:
             print(json.dumps({"error": exc.to_dict()}, indent=2))

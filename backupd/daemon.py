@@ -24,6 +24,7 @@ from backupd.health import Probe
 from backupd.log import configure_logging, get_logger
 from backupd.metrics import Metrics, MetricsServer
 from backupd.sdnotify import Notifier
+from backupd.service import Service, ServiceContext, build_services
 from backupd.status import DaemonInfo, build_status
 from backupd.storage import ObjectStore, open_store
 
@@ -86,6 +87,7 @@ class Daemon:
             interval=30.0,
             max_backoff=60.0,
         )
+        self.services: list[Service] = build_services(self.context())
         self.control = ControlServer(
             config.daemon.socket,
             self.routes(),
@@ -102,17 +104,28 @@ class Daemon:
         )
         self._stoppers: list[tuple[str, Callable[[], None]]] = []
 
+    def context(self) -> ServiceContext:
+        return ServiceContext(self.config, self.store, self.metrics.registry, self.flags.stop)
+
     # -- control API -----------------------------------------------------------------------
 
     def routes(self) -> list[Route]:
-        return [
+        routes = [
             Route("GET", "/v1/status", self._get_status),
             Route("POST", "/v1/probe", self._post_probe, changes=True),
         ]
+        for service in self.services:
+            routes += service.routes()
+        return routes
 
     def status(self) -> dict[str, Any]:
         return build_status(
-            self.info, self.database_probe.state, self.storage_probe.state, self.store.url
+            self.info,
+            self.database_probe.state,
+            self.storage_probe.state,
+            self.store.url,
+            sections={service.name: service.status() for service in self.services},
+            extra_warnings=[w for service in self.services for w in service.warnings()],
         )
 
     def _get_status(self, _request: Request) -> tuple[int, dict[str, Any]]:
@@ -137,6 +150,8 @@ class Daemon:
                 "database probe", self.database_probe.start, self._join(self.database_probe)
             )
             self._start("storage probe", self.storage_probe.start, self._join(self.storage_probe))
+            for service in self.services:
+                self._start(service.name, service.start, service.stop)
         except BaseException:
             self.shutdown()
             raise
@@ -221,6 +236,8 @@ class Daemon:
         self.database_probe.max_backoff = new.mysql.reconnect_max_seconds
         self.database_probe.set_check(probe_database(new))
         self.storage_probe.set_check(probe_storage(self.store))
+        for service in self.services:
+            service.apply_config(self.context())
         self.info = replace(self.info, config_loaded_at=time.time())
         _log.info("config reloaded", path=self.config_path)
 

@@ -1,0 +1,54 @@
+"""What a feature (snapshots, binlog archiving, drills) plugs into the daemon.
+
+The daemon composes services; each brings its own threads, control routes, status section,
+warnings and metrics (registered on the shared, injected registry). Adding a feature is one
+line in `build_services`, not an edit to the daemon's loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry
+
+from backupd.config import Config
+from backupd.control.server import Route
+from backupd.storage import ObjectStore
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    config: Config
+    store: ObjectStore
+    registry: CollectorRegistry
+    stop: threading.Event  # set once, when the daemon stops
+
+
+class Service(Protocol):
+    name: str
+
+    def start(self) -> None:
+        """Start threads; return quickly."""
+
+    def stop(self) -> None:
+        """Stop within the daemon's shutdown budget; must not raise for a normal stop."""
+
+    def routes(self) -> list[Route]:
+        """Control API routes under /v1/ this service answers."""
+
+    def status(self) -> dict[str, Any]:
+        """This service's section of the status document (include a one-line `summary`)."""
+
+    def warnings(self) -> list[str]:
+        """Reasons the daemon is unhealthy because of this service (empty when fine)."""
+
+    def apply_config(self, context: ServiceContext) -> None:
+        """Take a reloaded config (SIGHUP); keys that need a restart are logged, not applied."""
+
+
+def build_services(context: ServiceContext) -> list[Service]:
+    """Every feature service, in start order (stopped in reverse)."""
+    services: list[Service] = []
+    return services
