@@ -109,6 +109,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
 REGISTRARS: list[Registrar] = [register_core]
 
 
+def _register_features() -> None:
+    """Feature registrars import this module, so they are appended after it is defined."""
+    from backupd.binlog.ctl import register as register_binlog
+
+    REGISTRARS.append(register_binlog)
+
+
+_register_features()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

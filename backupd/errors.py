@@ -128,6 +128,13 @@ class ObjectMissing(StorageError):
     http_status = 404
 
 
+class ArchiveCorrupt(BackupdError):
+    """Binlog archive problem: {message}"""
+
+    code = "archive_corrupt"
+    http_status = 500
+
+
 class Conflict(BackupdError):
     """{message}"""
 

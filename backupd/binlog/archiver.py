@@ -1,0 +1,195 @@
+"""The reader: resume where the archive stands, stream, cut, spool, hand to the uploader.
+
+One thread. Network errors, server restarts and kills end the dump; it reconnects with
+backoff and continues from its own position (kept across reconnects), so nothing is read
+twice. An event that fails its checks stops archiving with an alarm; it is retried from the
+durable position after a backoff, and bad bytes never reach the spool.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from backupd import database
+from backupd.binlog import layout
+from backupd.binlog.client import BinlogStream, ServerError, StreamEnded
+from backupd.binlog.events import EventError
+from backupd.binlog.metrics import BinlogMetrics
+from backupd.binlog.segmenter import Segment, Segmenter
+from backupd.binlog.spool import Spool, SpoolEntry
+from backupd.binlog.state import Progress, resume_point
+from backupd.config import BinlogSection, MysqlSection
+from backupd.errors import BackupdError, DatabaseUnavailable
+from backupd.log import get_logger
+from backupd.storage import ObjectStore
+
+_log = get_logger("binlog.archiver")
+
+ERR_MASTER_FATAL_READING_BINLOG = 1236
+
+
+@dataclass
+class Alarms:
+    """What makes `binlog status` unhealthy right now (thread-safe enough: whole-value sets)."""
+
+    stream_error: str = ""
+    upload_error: str = ""
+    gaps: list[str] = field(default_factory=list)
+
+
+def server_logs(section: MysqlSection) -> list[tuple[str, int]]:
+    conn = database.connect(section)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SHOW BINARY LOGS")
+            return [(str(row[0]), int(row[1])) for row in cursor.fetchall()]
+    finally:
+        conn.close()
+
+
+class Archiver:
+    def __init__(
+        self,
+        mysql: MysqlSection,
+        binlog: BinlogSection,
+        store: Callable[[], ObjectStore],
+        server: str,
+        spool: Spool,
+        submit: Callable[[SpoolEntry], bool],
+        progress: Progress,
+        metrics: BinlogMetrics,
+        alarms: Alarms,
+        stop: threading.Event,
+    ) -> None:
+        self.mysql = mysql
+        self.binlog = binlog
+        self._store = store
+        self.server = server
+        self.spool = spool
+        self._submit = submit
+        self.progress = progress
+        self.metrics = metrics
+        self.alarms = alarms
+        self._stop = stop
+        self.segmenter: Segmenter | None = None
+        self.connected = False
+        self._thread = threading.Thread(target=self.run, name="binlog-reader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def run(self) -> None:
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                self._stream_once()
+                delay = 0.2
+            except (StreamEnded, DatabaseUnavailable) as exc:
+                _log.info("binlog stream ended; reconnecting", reason=str(exc), retry_in=delay)
+            except ServerError as exc:
+                _log.warning("server refused the binlog dump", error=str(exc))
+                self.alarms.stream_error = f"server refused the binlog dump: {exc}"
+                self.segmenter = None  # re-resolve the position (purged file -> gap)
+            except EventError as exc:
+                _log.error("binlog event rejected; nothing archived past it", error=str(exc))
+                self.alarms.stream_error = f"binlog event rejected: {exc}"
+                self.segmenter = None
+                delay = max(delay, 5.0)
+            except BackupdError as exc:
+                _log.warning("binlog archiving paused", error=exc.message)
+                self.alarms.stream_error = exc.message
+            self.connected = False
+            if self._stop.wait(delay):
+                break
+            self.metrics.reconnects.inc()
+            delay = min(delay * 2, self.mysql.reconnect_max_seconds)
+        if self.segmenter is not None:
+            for seg in self.segmenter.flush():
+                self._spool(seg)
+
+    def _resolve(self) -> Segmenter:
+        """Where to stream from: the end of repository + spool, checked against the server."""
+        archived: list[tuple[str, int, int, str]] = []
+        for info in self._store().list(layout.server_prefix(self.server)):
+            seg = layout.parse_segment(info.key)
+            if seg is not None:
+                archived.append((seg.file, seg.start, seg.end, seg.kind))
+        archived += [(e.file, e.start, e.end, e.kind) for e in self.spool.entries()]
+        resume = resume_point(self.server, archived, server_logs(self.mysql))
+        if resume.gap is not None:
+            self._record_gap(resume.gap)
+        _log.info("binlog stream resumes", file=resume.file, position=resume.position)
+        return Segmenter(
+            resume.file, resume.position, self.binlog.flush_seconds, self.binlog.segment_max_bytes
+        )
+
+    def _record_gap(self, gap: layout.GapKey) -> None:
+        body = (
+            f'{{"from_file": "{gap.from_file}", "from_pos": {gap.from_pos}, '
+            f'"to_file": "{gap.to_file}", "to_pos": {gap.to_pos}, '
+            f'"detected_at": {time.time():.3f}, "reason": "purged before archived"}}\n'
+        )
+        self._store().put(gap.key, body.encode())
+        text = f"{gap.from_file}:{gap.from_pos} .. {gap.to_file}:{gap.to_pos}"
+        self.alarms.gaps.append(text)
+        self.metrics.gaps.inc()
+        _log.error("binlog gap: the server purged binlogs before they were archived", gap=text)
+
+    def _stream_once(self) -> None:
+        if self.segmenter is None:
+            self.segmenter = self._resolve()
+        seg = self.segmenter
+        stream = BinlogStream.open(
+            self.mysql,
+            self.mysql.server_id,
+            seg.file,
+            seg.position,
+            min(self.binlog.heartbeat_seconds, self.binlog.flush_seconds),
+        )
+        self.connected = True
+        self.alarms.stream_error = ""
+        silent_limit = max(self.binlog.heartbeat_seconds * 3, 5.0)
+        last_data = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                raw = stream.next_event(self._wait(seg))
+                now = time.monotonic()
+                if raw is None:
+                    if now - last_data > silent_limit:
+                        raise StreamEnded(f"no data or heartbeat for {silent_limit:.0f}s")
+                    cut = seg.tick(now)
+                else:
+                    last_data = now
+                    cut = seg.feed(raw, now)
+                for segment in cut:
+                    self._spool(segment)
+        finally:
+            stream.close()
+
+    def _wait(self, seg: Segmenter) -> float:
+        return min(0.5, self.binlog.flush_seconds / 4) if seg.pending_bytes else 0.5
+
+    def _spool(self, segment: Segment) -> None:
+        entry = self.spool.write(segment)
+        if entry is None:
+            return  # stopping; the server still has these bytes
+        self.progress.queued(entry.file, entry.start, entry.end, entry.last_time)
+        self.metrics.spool_bytes.set(self.spool.used)
+        self._submit(entry)
+
+
+def describe_server(conn: Any) -> str:
+    """The server identity used in keys: server_uuid on MySQL, server_id on MariaDB."""
+    version = database.server_version(conn)
+    if version.flavor == "mysql":
+        row = database.query_one(conn, "SELECT @@GLOBAL.server_uuid AS ident")
+    else:
+        row = database.query_one(conn, "SELECT @@GLOBAL.server_id AS ident")
+    return str(row["ident"]) if row else "unknown"

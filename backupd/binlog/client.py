@@ -1,0 +1,147 @@
+"""The replication connection: COM_BINLOG_DUMP over pymysql, raw events out.
+
+pymysql does the handshake and the session settings; after the dump command the socket is
+read directly with a private buffer, so the reader knows whether more bytes are waiting
+and can wait with a timeout (to cut segments on time) instead of blocking inside pymysql.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import struct
+from typing import Any
+
+import pymysql
+
+from backupd import database
+from backupd.config import MysqlSection
+from backupd.errors import DatabaseUnavailable
+
+COM_BINLOG_DUMP = 0x12
+BINLOG_SEND_ANNOTATE_ROWS_EVENT = 0x2
+MARIA_SLAVE_CAPABILITY_GTID = 4
+_MAX_PACKET = 0xFFFFFF
+_BODY_TIMEOUT = 60.0  # a packet whose header arrived must not take longer than this
+
+
+class StreamEnded(Exception):
+    """The server ended the dump (EOF packet) or closed the connection."""
+
+
+class ServerError(Exception):
+    """The server refused the dump (an error packet), e.g. 1236 for a purged file."""
+
+    def __init__(self, errno: int, message: str) -> None:
+        super().__init__(f"{message} (error {errno})")
+        self.errno = errno
+        self.message = message
+
+
+class BinlogStream:
+    """One dump connection; `next_event(timeout)` returns raw event bytes or None."""
+
+    def __init__(self, conn: pymysql.connections.Connection[Any]) -> None:
+        self._conn = conn
+        self._sock: Any = conn._sock  # type: ignore[attr-defined]
+        self._buffer = bytearray()
+        self._offset = 0
+        self._seq = 1
+        self._sock.settimeout(_BODY_TIMEOUT)
+
+    @classmethod
+    def open(
+        cls,
+        section: MysqlSection,
+        server_id: int,
+        file: str,
+        position: int,
+        heartbeat_seconds: float,
+    ) -> BinlogStream:
+        conn = database.connect(section, read_timeout=None)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SET @master_binlog_checksum = @@global.binlog_checksum")
+                cursor.execute(f"SET @mariadb_slave_capability = {MARIA_SLAVE_CAPABILITY_GTID}")
+                cursor.execute(f"SET @master_heartbeat_period = {int(heartbeat_seconds * 1e9)}")
+            payload = (
+                struct.pack("<IHI", position, BINLOG_SEND_ANNOTATE_ROWS_EVENT, server_id)
+                + file.encode()
+            )
+            conn._execute_command(COM_BINLOG_DUMP, payload)  # type: ignore[attr-defined]
+        except (pymysql.err.MySQLError, OSError) as exc:
+            conn.close()
+            raise DatabaseUnavailable(message=database.describe(exc)) from exc
+        return cls(conn)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing a dead socket cannot fail usefully
+            self._conn._force_close()  # type: ignore[attr-defined]
+
+    def next_event(self, timeout: float) -> bytes | None:
+        """The next event, or None when nothing arrived within `timeout` seconds."""
+        payload = self._packet(timeout)
+        if payload is None:
+            return None
+        first = payload[0]
+        if first == 0x00:
+            return payload[1:]
+        if first == 0xFE and len(payload) < 9:
+            raise StreamEnded("the server ended the binlog dump")
+        if first == 0xFF:
+            errno = struct.unpack_from("<H", payload, 1)[0]
+            text = payload[3:]
+            if text[:1] == b"#":
+                text = text[6:]
+            raise ServerError(errno, text.decode("utf-8", "replace"))
+        raise StreamEnded(f"unexpected packet 0x{first:02x} in the binlog stream")
+
+    def _packet(self, timeout: float) -> bytes | None:
+        parts: list[bytes] = []
+        while True:
+            if not self._fill(4, timeout if not parts else None):
+                return None
+            header = self._take(4)
+            length = header[0] | header[1] << 8 | header[2] << 16
+            if header[3] != self._seq:
+                raise StreamEnded(f"packet sequence {header[3]}, expected {self._seq}")
+            self._seq = (self._seq + 1) % 256
+            self._fill(length, None)
+            parts.append(self._take(length))
+            if length < _MAX_PACKET:
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _available(self) -> int:
+        return len(self._buffer) - self._offset
+
+    def _tls_pending(self) -> bool:
+        """TLS may hold decrypted bytes that select() cannot see."""
+        pending = getattr(self._sock, "pending", None)
+        return bool(pending and pending())
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self._buffer[self._offset : self._offset + size])
+        self._offset += size
+        return data
+
+    def _fill(self, size: int, timeout: float | None) -> bool:
+        """Make `size` bytes available; False when `timeout` passed with too few."""
+        if self._available() >= size:
+            return True
+        if self._offset:
+            del self._buffer[: self._offset]
+            self._offset = 0
+        while len(self._buffer) < size:
+            if timeout is not None and not self._tls_pending():
+                ready, _, _ = select.select([self._sock], [], [], timeout)
+                if not ready:
+                    return False
+                timeout = None
+            try:
+                chunk = self._sock.recv(max(size - len(self._buffer), 1 << 20))
+            except OSError as exc:
+                raise StreamEnded(f"connection lost: {exc}") from exc
+            if not chunk:
+                raise StreamEnded("the server closed the connection")
+            self._buffer += chunk
+        return True

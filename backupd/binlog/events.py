@@ -1,0 +1,145 @@
+"""The binlog v4 event header and the integrity checks every archived event passes.
+
+An event is `header (19 bytes) + body [+ CRC32 (4 bytes)]`. The header's `log_pos` is the
+position just past the event in its binlog file, so `log_pos - event_size` is where the event
+starts: that is how the archiver places every byte at its exact offset in the file.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+MAGIC = b"\xfebin"
+HEADER = struct.Struct("<IBIIIH")
+HEADER_SIZE = HEADER.size  # 19
+CHECKSUM_SIZE = 4
+
+# Event types that matter for placing and cutting the stream.
+QUERY = 2
+STOP = 3
+ROTATE = 4
+FORMAT_DESCRIPTION = 15
+XID = 16
+HEARTBEAT = 27
+MYSQL_GTID = 33
+MYSQL_ANONYMOUS_GTID = 34
+MARIADB_ANNOTATE_ROWS = 160
+MARIADB_BINLOG_CHECKPOINT = 161
+MARIADB_GTID = 162
+MARIADB_GTID_LIST = 163
+
+FLAG_IN_USE = 0x1  # LOG_EVENT_BINLOG_IN_USE_F: set in the FDE of the file being written
+FLAG_ARTIFICIAL = 0x20  # LOG_EVENT_ARTIFICIAL_F: made up by the server, not in any file
+
+MARIADB_GTID_STANDALONE = 0x1  # FL_STANDALONE: a DDL-like statement with no COMMIT after it
+
+CHECKSUM_OFF = 0
+CHECKSUM_CRC32 = 1
+
+
+class EventError(ValueError):
+    """An event that cannot be archived as it is (bad checksum, size or position)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    timestamp: int
+    type_code: int
+    server_id: int
+    event_size: int
+    log_pos: int
+    flags: int
+
+    @classmethod
+    def parse(cls, raw: bytes | bytearray | memoryview) -> Header:
+        if len(raw) < HEADER_SIZE:
+            raise EventError(f"event of {len(raw)} bytes is shorter than its 19-byte header")
+        return cls(*HEADER.unpack_from(raw, 0))
+
+    @property
+    def start(self) -> int:
+        """Offset of the event in its file (valid for real events with log_pos != 0)."""
+        return self.log_pos - self.event_size
+
+    @property
+    def artificial(self) -> bool:
+        return bool(self.flags & FLAG_ARTIFICIAL)
+
+
+def fde_checksum_alg(raw: bytes | bytearray | memoryview) -> int:
+    """The checksum algorithm a format description event announces for its file.
+
+    Since MySQL 5.6.1 / MariaDB 5.3 the FDE ends with `alg (1 byte) + CRC32 (4 bytes)`.
+    """
+    if len(raw) < HEADER_SIZE + 57 + CHECKSUM_SIZE + 1:
+        return CHECKSUM_OFF
+    alg = raw[len(raw) - CHECKSUM_SIZE - 1]
+    return CHECKSUM_CRC32 if alg == CHECKSUM_CRC32 else CHECKSUM_OFF
+
+
+def verify(raw: bytes | bytearray | memoryview, checksum_alg: int) -> Header:
+    """Parse and check an event's size field and (when on) its CRC32; raise EventError."""
+    header = Header.parse(raw)
+    if header.event_size != len(raw):
+        raise EventError(
+            f"event type {header.type_code} says {header.event_size} bytes, got {len(raw)}"
+        )
+    alg = fde_checksum_alg(raw) if header.type_code == FORMAT_DESCRIPTION else checksum_alg
+    if alg == CHECKSUM_CRC32:
+        if header.event_size < HEADER_SIZE + CHECKSUM_SIZE:
+            raise EventError(f"event type {header.type_code} too short for a checksum")
+        body = memoryview(raw)[: header.event_size - CHECKSUM_SIZE]
+        (stored,) = struct.unpack_from("<I", raw, header.event_size - CHECKSUM_SIZE)
+        if zlib.crc32(body) != stored:
+            raise EventError(
+                f"CRC32 mismatch in event type {header.type_code} ending at {header.log_pos}"
+            )
+    return header
+
+
+def rotate_target(raw: bytes | bytearray | memoryview, checksum_alg: int) -> tuple[str, int]:
+    """The (file, position) a ROTATE event points to."""
+    end = len(raw) - (CHECKSUM_SIZE if checksum_alg == CHECKSUM_CRC32 else 0)
+    (position,) = struct.unpack_from("<Q", raw, HEADER_SIZE)
+    name = bytes(raw[HEADER_SIZE + 8 : end]).decode("utf-8", "replace")
+    return name, position
+
+
+def with_checksum(raw: bytes) -> bytes:
+    """`raw` (an event without its last 4 bytes) followed by its CRC32: for building tests."""
+    return raw + struct.pack("<I", zlib.crc32(raw))
+
+
+def build_event(
+    type_code: int,
+    body: bytes,
+    log_pos: int,
+    timestamp: int = 0,
+    flags: int = 0,
+    server_id: int = 1,
+    checksum: bool = True,
+) -> bytes:
+    """Encode an event (header + body [+ CRC32]); tests and the gap marker use it."""
+    size = HEADER_SIZE + len(body) + (CHECKSUM_SIZE if checksum else 0)
+    raw = HEADER.pack(timestamp, type_code, server_id, size, log_pos, flags) + body
+    return with_checksum(raw) if checksum else raw
+
+
+def mariadb_gtid(raw: bytes | bytearray | memoryview, server_id: int) -> tuple[str, int]:
+    """The GTID text `domain-server-seq` of a MariaDB GTID event, and its flags2 byte."""
+    seq, domain = struct.unpack_from("<QI", raw, HEADER_SIZE)
+    flags2 = raw[HEADER_SIZE + 12]
+    return f"{domain}-{server_id}-{seq}", flags2
+
+
+def query_text(raw: bytes | bytearray | memoryview, checksum_alg: int) -> bytes:
+    """The statement of a QUERY event (for spotting COMMIT), without decoding the rest."""
+    base = HEADER_SIZE
+    # post-header: thread_id u32, exec_time u32, db_len u8, error_code u16, status_len u16
+    db_len = raw[base + 8]
+    (status_len,) = struct.unpack_from("<H", raw, base + 11)
+    start = base + 13 + status_len + db_len + 1
+    end = len(raw) - (CHECKSUM_SIZE if checksum_alg == CHECKSUM_CRC32 else 0)
+    return bytes(raw[start:end])

@@ -1,0 +1,46 @@
+"""The binlog archive's metrics, named exactly as docs/INTERFACE.md lists them."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from backupd.metrics import PREFIX
+
+
+class BinlogMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.last_archived_event_timestamp = Gauge(
+            f"{PREFIX}_binlog_last_archived_event_timestamp_seconds",
+            "Everything committed up to this time is in the repository (recovery point)",
+            registry=r,
+        )
+        self.archived_bytes = Counter(
+            f"{PREFIX}_binlog_archived_bytes",
+            "Binlog bytes stored in the repository (before compression)",
+            registry=r,
+        )
+        self.uploaded_bytes = Counter(
+            f"{PREFIX}_binlog_uploaded_bytes",
+            "Object bytes uploaded to the repository (after compression)",
+            registry=r,
+        )
+        self.spool_bytes = Gauge(
+            f"{PREFIX}_binlog_spool_bytes", "Binlog bytes in the local spool", registry=r
+        )
+        self.gaps = Counter(
+            f"{PREFIX}_binlog_gaps",
+            "Binlog ranges purged by the server before they were archived",
+            registry=r,
+        )
+        self.reconnects = Counter(
+            f"{PREFIX}_binlog_reconnects", "Replication connections opened again", registry=r
+        )
+        self.upload_errors = Counter(
+            f"{PREFIX}_upload_errors", "Failed uploads to the repository (retried)", registry=r
+        )
+        self.spool_full = Gauge(
+            f"{PREFIX}_binlog_spool_full",
+            "1 while reading from the server is paused because the spool is full",
+            registry=r,
+        )

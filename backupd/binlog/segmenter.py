@@ -1,0 +1,244 @@
+"""Cut the replication stream into segments: exact byte ranges of one binlog file.
+
+Pure (no I/O, time passed in), so it is table- and property-tested. Every event the server
+sends is verified (size, CRC32) and placed by its own `log_pos`: an event is accepted only
+when it starts exactly where the previous one ended, so a segment's bytes are the file's
+bytes. Events the server makes up for the stream (the artificial ROTATE, heartbeats, the
+format description replayed on a mid-file start with `log_pos` 0) are never written.
+
+A segment ends at a transaction boundary (after XID or a COMMIT query, after a standalone
+GTID's statement, before a GTID) once `flush_seconds` passed or `segment_max_bytes` is
+reached. A single transaction larger than `segment_max_bytes` is cut at an event boundary
+(kind `mid`) so memory and spool stay bounded. A real ROTATE or STOP ends the file (`eof`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from backupd.binlog import events as ev
+
+KIND_TX = "tx"  # ends at a transaction boundary
+KIND_MID = "mid"  # ends inside a transaction (that transaction exceeds segment_max_bytes)
+KIND_EOF = "eof"  # ends the file (ROTATE or STOP, or the server moved on to the next file)
+
+_GTIDS = frozenset({ev.MARIADB_GTID, ev.MYSQL_GTID, ev.MYSQL_ANONYMOUS_GTID})
+
+
+class ChainError(ev.EventError):
+    """An event that does not continue the file where the archive stands."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Bytes [start, end) of `file`, with what a restore planner needs to know about them."""
+
+    file: str
+    start: int
+    end: int
+    first_time: int
+    last_time: int
+    first_gtid: str
+    last_gtid: str
+    kind: str
+    data: bytes = field(repr=False)
+
+
+@dataclass
+class _Pending:
+    start: int
+    data: bytearray = field(default_factory=bytearray)
+    since: float = 0.0  # when its first byte arrived
+    boundary: int = 0  # absolute position of the last transaction boundary inside
+    first_time: int = 0
+    last_time: int = 0
+    boundary_time: int = 0  # last_time of the events up to `boundary`
+    tail_time: int | None = None  # timestamp of the first event after `boundary`
+    gtids: list[tuple[int, str]] = field(default_factory=list)  # (start position, gtid)
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+
+class Segmenter:
+    """Feed raw events in stream order; collect the segments it cuts."""
+
+    def __init__(
+        self, file: str, position: int, flush_seconds: float, segment_max_bytes: int
+    ) -> None:
+        self.flush_seconds = flush_seconds
+        self.segment_max_bytes = segment_max_bytes
+        self.checksum_alg = ev.CHECKSUM_CRC32
+        self.file = file
+        self._pending = _Pending(start=position, boundary=position)
+        self._in_txn = False
+        self._standalone = False
+        self.server_position = (file, position)  # last position the server reported
+
+    @property
+    def position(self) -> int:
+        """Where the next event of `file` must start (end of everything accepted)."""
+        return self._pending.end
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._pending.data)
+
+    def feed(self, raw: bytes, now: float) -> list[Segment]:
+        """Accept one event as sent by the server; return the segments now complete."""
+        header = ev.Header.parse(raw)
+        if header.type_code == ev.HEARTBEAT:
+            ev.verify(raw, self.checksum_alg)
+            return self.tick(now)
+        if header.type_code == ev.FORMAT_DESCRIPTION:
+            self.checksum_alg = ev.fde_checksum_alg(raw)
+        ev.verify(raw, self.checksum_alg)
+        if header.type_code == ev.ROTATE and (header.artificial or header.log_pos == 0):
+            return self._switch(*ev.rotate_target(raw, self.checksum_alg))
+        if header.log_pos == 0:
+            if header.type_code == ev.FORMAT_DESCRIPTION:
+                return []  # replayed on a mid-file start; the file has it at offset 4
+            raise ChainError(f"event type {header.type_code} without a position in {self.file}")
+        if header.artificial:
+            return []
+        return self._place(raw, header, now)
+
+    def _switch(self, file: str, position: int) -> list[Segment]:
+        """The server starts sending `file` at `position` (a new dump, or the next file)."""
+        if file == self.file:
+            if position != self.position:
+                raise ChainError(
+                    f"server resumes {file} at {position}, archive stands at {self.position}"
+                )
+            return []
+        closed: list[Segment] = []
+        if self.position > len(ev.MAGIC):  # the old file ended without ROTATE/STOP (crash)
+            closed = self._cut(self._pending.end, KIND_EOF)
+        self._open(file, position)
+        return closed
+
+    def _open(self, file: str, position: int) -> None:
+        self.file = file
+        self._pending = _Pending(start=position, boundary=position)
+        self._in_txn = self._standalone = False
+
+    def _place(self, raw: bytes, header: ev.Header, now: float) -> list[Segment]:
+        pending = self._pending
+        if header.start != pending.end:
+            raise ChainError(
+                f"event type {header.type_code} at {self.file}:{header.start} does not "
+                f"follow the archive's position {pending.end}"
+            )
+        out: list[Segment] = []
+        if header.type_code in _GTIDS:
+            self._mark_boundary(pending.end)
+        if not pending.data:
+            pending.since = now
+            pending.first_time = header.timestamp
+            if pending.start == len(ev.MAGIC):  # first event of a file: the magic goes first
+                pending.start = 0
+                pending.boundary = 0
+                pending.data += ev.MAGIC
+        if header.type_code in _GTIDS:
+            pending.gtids.append((header.start, self._gtid(raw, header)))
+        pending.data += raw
+        pending.last_time = header.timestamp
+        if pending.tail_time is None:
+            pending.tail_time = header.timestamp
+        self._track_transaction(raw, header)
+        if header.type_code in (ev.ROTATE, ev.STOP):
+            out += self._cut(pending.end, KIND_EOF)
+            if header.type_code == ev.ROTATE:
+                self._open(*ev.rotate_target(raw, self.checksum_alg))
+            return out
+        return out + self._due(now)
+
+    def _gtid(self, raw: bytes, header: ev.Header) -> str:
+        if header.type_code == ev.MARIADB_GTID:
+            gtid, flags2 = ev.mariadb_gtid(raw, header.server_id)
+            self._standalone = bool(flags2 & ev.MARIADB_GTID_STANDALONE)
+            return gtid
+        self._standalone = True  # MySQL: a DDL unless a BEGIN follows
+        return ""
+
+    def _track_transaction(self, raw: bytes, header: ev.Header) -> None:
+        """Note whether the stream is between transactions after this event."""
+        code = header.type_code
+        if code in _GTIDS:
+            self._in_txn = True
+            return
+        text = ev.query_text(raw, self.checksum_alg) if code == ev.QUERY else b""
+        if text == b"BEGIN":
+            self._in_txn, self._standalone = True, False
+            return
+        if not self._in_txn:
+            ends = code != ev.MARIADB_ANNOTATE_ROWS  # FDE, GTID list, checkpoint, ROTATE...
+        elif code == ev.XID:
+            ends = True
+        elif code == ev.QUERY:
+            ends = self._standalone or text in (b"COMMIT", b"ROLLBACK")
+        else:
+            ends = False
+        if ends:
+            self._in_txn = self._standalone = False
+            self._mark_boundary(self._pending.end)
+
+    def _mark_boundary(self, position: int) -> None:
+        pending = self._pending
+        pending.boundary = position
+        pending.boundary_time = pending.last_time
+        pending.tail_time = None
+
+    def tick(self, now: float) -> list[Segment]:
+        """Cut what is due by time; call when no event arrived for a while."""
+        return self._due(now)
+
+    def _due(self, now: float) -> list[Segment]:
+        pending = self._pending
+        if not pending.data:
+            return []
+        cuttable = pending.boundary > pending.start
+        if len(pending.data) >= self.segment_max_bytes:
+            if cuttable:
+                return self._cut(pending.boundary, KIND_TX)
+            return self._cut(pending.end, KIND_MID)
+        if cuttable and now - pending.since >= self.flush_seconds:
+            return self._cut(pending.boundary, KIND_TX)
+        return []
+
+    def flush(self) -> list[Segment]:
+        """Cut everything up to the last transaction boundary (on a clean stop)."""
+        pending = self._pending
+        if pending.boundary > pending.start:
+            return self._cut(pending.boundary, KIND_TX)
+        return []
+
+    def _cut(self, end: int, kind: str) -> list[Segment]:
+        pending = self._pending
+        size = end - pending.start
+        at_end = end == pending.end
+        gtids = [gtid for start, gtid in pending.gtids if start < end and gtid]
+        segment = Segment(
+            file=self.file,
+            start=pending.start,
+            end=end,
+            first_time=pending.first_time,
+            last_time=pending.last_time if at_end else pending.boundary_time,
+            first_gtid=gtids[0] if gtids else "",
+            last_gtid=gtids[-1] if gtids else "",
+            kind=kind,
+            data=bytes(pending.data[:size]),
+        )
+        rest = _Pending(start=end, boundary=max(pending.boundary, end))
+        rest.data = pending.data[size:]
+        rest.gtids = [(start, gtid) for start, gtid in pending.gtids if start >= end]
+        if rest.data:
+            rest.since = pending.since
+            rest.first_time = (
+                pending.tail_time if pending.tail_time is not None else pending.last_time
+            )
+            rest.last_time = rest.boundary_time = pending.last_time
+            rest.tail_time = rest.first_time
+        self._pending = rest
+        return [segment]

@@ -1,0 +1,242 @@
+"""The binlog archive as a daemon Service: threads, status, warnings, control routes.
+
+Start order: learn the server's identity (retrying while the database is down), upload what
+the spool kept from the last run, then stream from the archive's end. A poller compares the
+archive with the server once a second for the status, the lag and the recovery point.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from backupd import database
+from backupd.binlog import layout
+from backupd.binlog.archiver import Alarms, Archiver, describe_server, server_logs
+from backupd.binlog.metrics import BinlogMetrics
+from backupd.binlog.spool import Spool, SpoolEntry
+from backupd.binlog.state import Progress, StateFile
+from backupd.binlog.uploader import Uploader
+from backupd.control.server import Request, Route
+from backupd.errors import BackupdError
+from backupd.log import get_logger
+from backupd.service import ServiceContext
+from backupd.storage import ObjectStore
+
+_log = get_logger("binlog.service")
+
+POLL_SECONDS = 1.0
+
+
+def lag_bytes(logs: list[tuple[str, int]], file: str, position: int) -> int | None:
+    """Bytes the server has that the archive does not (None when `file` is not listed)."""
+    names = [name for name, _ in logs]
+    if file not in names:
+        return None
+    index = names.index(file)
+    return max(0, logs[index][1] - position) + sum(size for _, size in logs[index + 1 :])
+
+
+class BinlogService:
+    name = "binlog"
+
+    def __init__(self, context: ServiceContext) -> None:
+        self._context = context
+        self.config = context.config
+        self.metrics = BinlogMetrics(context.registry)
+        self.progress = Progress()
+        self.alarms = Alarms()
+        self._stop = threading.Event()
+        self.server = ""
+        self.spool: Spool | None = None
+        self.uploader: Uploader | None = None
+        self.archiver: Archiver | None = None
+        self._logs: list[tuple[str, int]] = []
+        self._polled_at = 0.0
+        self._thread = threading.Thread(target=self._main, name="binlog", daemon=True)
+
+    def store(self) -> ObjectStore:
+        return self._context.store
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.config.binlog.enabled:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        budget = self.config.daemon.shutdown_timeout_seconds / 3
+        for part in (self.archiver, self.uploader):
+            if part is not None:
+                part.join(budget)
+        if self._thread.is_alive():
+            self._thread.join(budget)
+
+    def apply_config(self, context: ServiceContext) -> None:
+        old = self.config
+        self._context = context
+        if old.binlog != context.config.binlog or old.mysql != context.config.mysql:
+            _log.warning("binlog and mysql settings take effect after a restart")
+
+    def _main(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                self._begin()
+                break
+            except BackupdError as exc:
+                self.alarms.stream_error = exc.message
+                _log.warning("binlog archive cannot start yet", error=exc.message)
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.config.mysql.reconnect_max_seconds)
+        while not self._stop.wait(POLL_SECONDS):
+            self._poll()
+
+    def _begin(self) -> None:
+        conn = database.connect(self.config.mysql)
+        try:
+            self.server = describe_server(conn)
+        finally:
+            conn.close()
+        spool_dir = Path(self.config.daemon.spool_dir) / "binlog" / self.server
+        self.spool = Spool(spool_dir, self.config.binlog.spool_max_bytes, self._stop)
+        recovered = self.spool.recover()
+        self.uploader = Uploader(
+            self.store,
+            self.server,
+            self.config.binlog.compression,
+            self.config.binlog.level,
+            self._uploaded,
+            self._upload_failed,
+            self._stop,
+        )
+        self.uploader.start()
+        for entry in recovered:
+            self.progress.queued(entry.file, entry.start, entry.end, entry.last_time)
+            self.uploader.submit(entry)
+        self.archiver = Archiver(
+            self.config.mysql,
+            self.config.binlog,
+            self.store,
+            self.server,
+            self.spool,
+            self.uploader.submit,
+            self.progress,
+            self.metrics,
+            self.alarms,
+            self._stop,
+        )
+        self._restore_progress()
+        self.archiver.start()
+        _log.info("binlog archiving started", server=self.server, recovered=len(recovered))
+
+    def _restore_progress(self) -> None:
+        """Start the archived coordinate at the repository's end (the spool adds to it)."""
+        segments = [
+            seg
+            for info in self.store().list(layout.server_prefix(self.server))
+            if (seg := layout.parse_segment(info.key)) is not None
+        ]
+        files = layout.group_by_file(segments)
+        if not files:
+            return
+        last = max(files, key=layout.file_order)
+        chain = layout.chain(files[last])
+        if chain is not None:
+            last_time = max((s.last_time for s in chain.segments), default=0)
+            self.progress.restore(last, chain.end, last_time)
+
+    def _uploaded(self, entry: SpoolEntry, key: layout.SegmentKey, object_size: int) -> None:
+        assert self.spool is not None
+        self.spool.remove(entry)
+        self.alarms.upload_error = ""
+        self.metrics.archived_bytes.inc(entry.size)
+        self.metrics.uploaded_bytes.inc(object_size)
+        self.metrics.spool_bytes.set(self.spool.used)
+        if self.progress.uploaded(entry.file, entry.start, entry.end):
+            self.metrics.last_archived_event_timestamp.set(self.progress.recovery_point())
+            StateFile(Path(self.config.daemon.state_dir) / "binlog.json").save(
+                self.server, self.progress.file, self.progress.position
+            )
+
+    def _upload_failed(self, message: str) -> None:
+        self.alarms.upload_error = message
+        self.metrics.upload_errors.inc()
+
+    def _poll(self) -> None:
+        """Compare with the server: lag, and 'caught up' time for the recovery point."""
+        asked_at = time.time()
+        try:
+            self._logs = server_logs(self.config.mysql)
+        except BackupdError:
+            return
+        self._polled_at = asked_at
+        lag = lag_bytes(self._logs, self.progress.file, self.progress.position)
+        if lag == 0 and self.progress.pending == 0:
+            self.progress.caught_up_at = asked_at
+        self.metrics.last_archived_event_timestamp.set(self.progress.recovery_point())
+        if self.spool is not None:
+            self.metrics.spool_bytes.set(self.spool.used)
+            self.metrics.spool_full.set(1 if self.spool.full else 0)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        enabled = self.config.binlog.enabled
+        logs = self._logs
+        server_coordinate = f"{logs[-1][0]}:{logs[-1][1]}" if logs else None
+        lag = lag_bytes(logs, self.progress.file, self.progress.position) if logs else None
+        point = self.progress.recovery_point()
+        age = round(max(0.0, time.time() - point), 3) if point else None
+        spool_used = self.spool.used if self.spool else 0
+        doc: dict[str, Any] = {
+            "enabled": enabled,
+            "server": self.server or None,
+            "streaming": bool(self.archiver and self.archiver.connected),
+            "server_coordinate": server_coordinate,
+            "archived_coordinate": self.progress.coordinate() or None,
+            "recovery_point": point or None,
+            "recovery_point_age_seconds": age,
+            "lag_bytes": lag,
+            "spool_bytes": spool_used,
+            "spool_max_bytes": self.config.binlog.spool_max_bytes,
+            "spool_full": bool(self.spool and self.spool.full),
+            "upload_backlog": self.uploader.backlog if self.uploader else 0,
+            "gaps": list(self.alarms.gaps),
+            "error": self.alarms.stream_error or self.alarms.upload_error or None,
+        }
+        doc["summary"] = self._summary(doc)
+        return doc
+
+    def _summary(self, doc: dict[str, Any]) -> str:
+        if not doc["enabled"]:
+            return "binlog archiving disabled"
+        if doc["archived_coordinate"] is None:
+            return "binlog archiving starting"
+        age = doc["recovery_point_age_seconds"]
+        age_text = f"{age:.1f}s" if age is not None else "unknown"
+        return (
+            f"archived to {doc['archived_coordinate']} (server {doc['server_coordinate']}), "
+            f"recovery point {age_text} old, spool {doc['spool_bytes']} bytes"
+        )
+
+    def warnings(self) -> list[str]:
+        if not self.config.binlog.enabled:
+            return []
+        found = [f"binlog gap (purged before archived): {gap}" for gap in self.alarms.gaps]
+        if self.alarms.stream_error:
+            found.append(f"binlog stream: {self.alarms.stream_error}")
+        if self.alarms.upload_error:
+            found.append(f"binlog upload failing (spooling locally): {self.alarms.upload_error}")
+        if self.spool is not None and self.spool.full:
+            found.append("binlog spool full: reading from the server is paused")
+        return found
+
+    def routes(self) -> list[Route]:
+        return [Route("GET", "/v1/binlog/status", self._get_status)]
+
+    def _get_status(self, _request: Request) -> tuple[int, dict[str, Any]]:
+        return 200, {"healthy": not self.warnings(), "warnings": self.warnings(), **self.status()}

@@ -1,0 +1,164 @@
+"""Where archiving stands and where it resumes: no gap, no duplicate.
+
+`resume_point` is pure: from what the repository and the spool hold and what the server still
+has (SHOW BINARY LOGS), it picks the exact (file, position) to stream from, or a gap when the
+server purged what the archive still needs. `Progress` tracks the archived coordinate (the
+end of the contiguous uploaded prefix) while uploads finish out of order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from backupd.binlog import layout
+from backupd.binlog.events import MAGIC
+
+Range = tuple[str, int, int, str]  # (file, start, end, kind)
+
+
+@dataclass(frozen=True)
+class Resume:
+    file: str
+    position: int
+    gap: layout.GapKey | None = None
+
+
+def next_name(file: str) -> str:
+    """mysql-bin.000041 -> mysql-bin.000042 (keeps the zero padding)."""
+    base, _, number = file.rpartition(".")
+    return f"{base}.{int(number) + 1:0{len(number)}d}"
+
+
+def archived_end(ranges: Iterable[tuple[int, int, str]]) -> tuple[int, bool]:
+    """End of the contiguous archived prefix of one file from 0, and whether it is closed."""
+    by_start: dict[int, tuple[int, str]] = {}
+    for start, end, kind in ranges:
+        best = by_start.get(start)
+        if best is None or (end, kind == "eof") > (best[0], best[1] == "eof"):
+            by_start[start] = (end, kind)
+    position = 0
+    while position in by_start:
+        end, kind = by_start[position]
+        if kind == "eof":
+            return end, True
+        if end == position:
+            break
+        position = end
+    return position, False
+
+
+def resume_point(
+    server: str, archived: Iterable[Range], server_logs: list[tuple[str, int]]
+) -> Resume:
+    """Where to stream from, given archived ranges and the server's (file, size) list."""
+    if not server_logs:
+        raise ValueError("the server lists no binary logs (is log_bin on?)")
+    names = [name for name, _ in server_logs]
+    sizes = dict(server_logs)
+    files: dict[str, list[tuple[int, int, str]]] = {}
+    for file, start, end, kind in archived:
+        files.setdefault(file, []).append((start, end, kind))
+    if not files:
+        return Resume(names[0], len(MAGIC))
+    last = max(files, key=layout.file_order)
+    end, closed = archived_end(files[last])
+    later = [n for n in names if layout.file_order(n) > layout.file_order(last)]
+    if closed:
+        if not later:
+            return Resume(last, end)
+        expected = next_name(last)
+        if later[0] == expected:
+            return Resume(expected, len(MAGIC))
+        return Resume(later[0], len(MAGIC), layout.GapKey(server, expected, 0, later[0], 0))
+    if last in sizes and end <= sizes[last]:
+        return Resume(last, max(end, len(MAGIC)))
+    target = later[0] if later else names[0]
+    return Resume(target, len(MAGIC), layout.GapKey(server, last, end, target, 0))
+
+
+@dataclass
+class _Item:
+    file: str
+    end: int
+    last_time: int
+    done: bool = False
+
+
+class Progress:
+    """The archived coordinate: advanced only over segments uploaded without a hole."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: deque[_Item] = deque()
+        self._index: dict[tuple[str, int, int], _Item] = {}
+        self.file = ""
+        self.position = 0
+        self.last_event_time = 0
+        self.caught_up_at = 0.0
+
+    def restore(self, file: str, position: int, last_time: int = 0) -> None:
+        with self._lock:
+            self.file, self.position = file, position
+            self.last_event_time = max(self.last_event_time, last_time)
+
+    def queued(self, file: str, start: int, end: int, last_time: int) -> None:
+        """A segment entered the spool (in stream order)."""
+        with self._lock:
+            item = _Item(file, end, last_time)
+            self._items.append(item)
+            self._index[(file, start, end)] = item
+
+    def uploaded(self, file: str, start: int, end: int) -> bool:
+        """A segment is in the repository; True when the archived coordinate moved."""
+        with self._lock:
+            item = self._index.pop((file, start, end), None)
+            if item is None:
+                return False
+            item.done = True
+            moved = False
+            while self._items and self._items[0].done:
+                head = self._items.popleft()
+                self.file, self.position = head.file, head.end
+                self.last_event_time = max(self.last_event_time, head.last_time)
+                moved = True
+            return moved
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def coordinate(self) -> str:
+        with self._lock:
+            return f"{self.file}:{self.position}" if self.file else ""
+
+    def recovery_point(self) -> float:
+        """Everything committed up to this time is archived (event time or caught-up time)."""
+        with self._lock:
+            return max(float(self.last_event_time), self.caught_up_at)
+
+
+class StateFile:
+    """The last archived coordinate on local disk: a cross-check for the repository."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, object]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def save(self, server: str, file: str, position: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"server": server, "file": file, "position": position}))
+        os.replace(tmp, self.path)
