@@ -116,12 +116,13 @@ class Archiver:
 
     def _resolve(self) -> Segmenter:
         """Where to stream from: the end of repository + spool, checked against the server."""
-        archived: list[tuple[str, int, int, str]] = []
+        # The spool first: an entry gone by the time the repository is listed was uploaded
+        # before it was removed, so one of the two listings always shows it.
+        archived = [(e.file, e.start, e.end, e.kind) for e in self.spool.entries()]
         for info in self._store().list(layout.server_prefix(self.server)):
             seg = layout.parse_segment(info.key)
             if seg is not None:
                 archived.append((seg.file, seg.start, seg.end, seg.kind))
-        archived += [(e.file, e.start, e.end, e.kind) for e in self.spool.entries()]
         resume = resume_point(self.server, archived, server_logs(self.mysql))
         if resume.gap is not None:
             self._record_gap(resume.gap)

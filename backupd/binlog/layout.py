@@ -173,20 +173,20 @@ def chain(segments: Iterable[SegmentKey]) -> FileChain | None:
     file = next(iter(by_start.values())).file
     picked: list[SegmentKey] = []
     position = 0
-    while position in by_start:
+    closed = False
+    while position in by_start and not closed:
         seg = by_start[position]
         picked.append(seg)
-        if seg.kind == "eof" or seg.end == position:
+        closed = seg.kind == "eof"
+        if seg.end == position and not closed:
             break
         position = seg.end
-    holes = []
-    later = sorted(start for start in by_start if start > position)
-    if later:
-        holes.append((position, later[0]))
-    closed = bool(picked) and picked[-1].kind == "eof"
-    return FileChain(
-        file, tuple(picked), position if not closed else picked[-1].end, closed, tuple(holes)
-    )
+    # after an eof only empty eof markers may follow (a crash-closed file noticed twice)
+    later = sorted(s for s, seg in by_start.items() if s >= position and seg not in picked)
+    if closed:
+        later = [start for start in later if by_start[start].size > 0]
+    holes = ((position, later[0]),) if later else ()
+    return FileChain(file, tuple(picked), position, closed, holes)
 
 
 def group_by_file(segments: Iterable[SegmentKey]) -> dict[str, list[SegmentKey]]:

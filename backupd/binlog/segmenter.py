@@ -70,11 +70,7 @@ class Segmenter:
         self.flush_seconds = flush_seconds
         self.segment_max_bytes = segment_max_bytes
         self.checksum_alg = ev.CHECKSUM_CRC32
-        self.file = file
-        self._pending = _Pending(start=position, boundary=position)
-        self._in_txn = False
-        self._standalone = False
-        self.server_position = (file, position)  # last position the server reported
+        self._open(file, position)
 
     @property
     def position(self) -> int:
@@ -113,12 +109,13 @@ class Segmenter:
                 )
             return []
         closed: list[Segment] = []
-        if self.position > len(ev.MAGIC):  # the old file ended without ROTATE/STOP (crash)
+        if self.position > len(ev.MAGIC) and not self._closed:  # ended without ROTATE/STOP
             closed = self._cut(self._pending.end, KIND_EOF)
         self._open(file, position)
         return closed
 
     def _open(self, file: str, position: int) -> None:
+        self._closed = False
         self.file = file
         self._pending = _Pending(start=position, boundary=position)
         self._in_txn = self._standalone = False
@@ -149,6 +146,7 @@ class Segmenter:
         self._track_transaction(raw, header)
         if header.type_code in (ev.ROTATE, ev.STOP):
             out += self._cut(pending.end, KIND_EOF)
+            self._closed = True
             if header.type_code == ev.ROTATE:
                 self._open(*ev.rotate_target(raw, self.checksum_alg))
             return out

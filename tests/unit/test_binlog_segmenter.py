@@ -1,0 +1,168 @@
+"""The segmenter: any event sequence, cut anywhere, reassembles into the exact file."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backupd.binlog import events as ev
+from backupd.binlog.segmenter import KIND_EOF, KIND_MID, KIND_TX, ChainError, Segment, Segmenter
+from tests.binlog_fakes import FakeFile, Txn, heartbeat
+
+txns = st.lists(
+    st.builds(
+        Txn,
+        rows=st.lists(st.integers(min_value=1, max_value=3000), min_size=1, max_size=4),
+        ddl=st.booleans(),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+def build(transactions: list[Txn], rotate: bool = False) -> FakeFile:
+    fake = FakeFile("mysql-bin.000007")
+    for txn in transactions:
+        fake.transaction(txn)
+    if rotate:
+        fake.rotate("mysql-bin.000008")
+    return fake
+
+
+def run(seg: Segmenter, stream: list[bytes], gaps: list[float]) -> list[Segment]:
+    """Feed `stream`, advancing a fake clock by `gaps` (cycled) and ticking in between."""
+    out: list[Segment] = []
+    now = 0.0
+    for index, raw in enumerate(stream):
+        now += gaps[index % len(gaps)]
+        out += seg.tick(now)
+        out += seg.feed(raw, now)
+    return out
+
+
+def reassemble(segments: list[Segment], file: str) -> bytes:
+    data = bytearray()
+    for segment in segments:
+        if segment.file != file:
+            continue
+        assert segment.start == len(data), "segments must join without a hole or overlap"
+        assert segment.end - segment.start == len(segment.data)
+        data += segment.data
+    return bytes(data)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    transactions=txns,
+    max_bytes=st.integers(min_value=64, max_value=20000),
+    flush=st.floats(min_value=0.01, max_value=5),
+    gaps=st.lists(st.floats(min_value=0, max_value=2), min_size=1, max_size=5),
+    rotate=st.booleans(),
+)
+def test_any_stream_reassembles_exactly(
+    transactions: list[Txn], max_bytes: int, flush: float, gaps: list[float], rotate: bool
+) -> None:
+    fake = build(transactions, rotate)
+    seg = Segmenter(fake.name, 4, flush, max_bytes)
+    segments = run(seg, fake.stream(), gaps) + seg.tick(1e9) + seg.flush()
+    data = reassemble(segments, fake.name)
+    if rotate:
+        assert data == bytes(fake.data)
+        assert segments[-1].kind == KIND_EOF and seg.file == "mysql-bin.000008"
+    else:
+        assert bytes(fake.data).startswith(data)
+        assert len(data) in fake.boundaries  # everything flushed up to a transaction end
+    for segment in segments:
+        if segment.kind == KIND_TX:
+            assert segment.end in fake.boundaries
+        if segment.kind != KIND_MID:
+            assert segment.end in fake.boundaries or segment.kind == KIND_EOF
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    transactions=txns,
+    max_bytes=st.integers(min_value=64, max_value=20000),
+    kill_after=st.integers(min_value=0, max_value=200),
+    gaps=st.lists(st.floats(min_value=0, max_value=2), min_size=1, max_size=5),
+)
+def test_killed_and_resumed_anywhere_gives_no_gap_and_no_duplicate(
+    transactions: list[Txn], max_bytes: int, kill_after: int, gaps: list[float]
+) -> None:
+    """Kill after any event (losing the unflushed tail), resume from what was cut."""
+    fake = build(transactions, rotate=True)
+    stream = fake.stream()
+    first = Segmenter(fake.name, 4, 1.0, max_bytes)
+    kept = run(first, stream[: min(kill_after, len(stream))], gaps)
+    durable = reassemble(kept, fake.name)
+    if kept and kept[-1].kind == KIND_EOF:
+        return  # the whole file was archived before the kill
+    position = len(durable) if durable else 4
+    second = Segmenter(fake.name, position, 1.0, max_bytes)
+    rest = run(second, fake.stream(position), gaps)
+    assert reassemble(kept + rest, fake.name) == bytes(fake.data)
+
+
+def test_heartbeats_and_ticks_cut_on_time_at_transaction_ends() -> None:
+    fake = build([Txn([100]), Txn([100])])
+    seg = Segmenter(fake.name, 4, 1.0, 1 << 20)
+    assert run(seg, fake.stream(), [0.1]) == []
+    assert seg.feed(heartbeat(fake.name, len(fake.data)), 0.5) == []
+    cut = seg.feed(heartbeat(fake.name, len(fake.data)), 5.0)
+    assert [(s.start, s.end, s.kind) for s in cut] == [(0, len(fake.data), KIND_TX)]
+    assert cut[0].first_gtid == "0-1-1" and cut[0].last_gtid == "0-1-2"
+
+
+def test_open_transaction_is_not_cut_by_time() -> None:
+    fake = build([Txn([100, 100])])
+    seg = Segmenter(fake.name, 4, 1.0, 1 << 20)
+    stream = fake.stream()[:-1]  # the XID has not arrived
+    before_gtid = fake.events[1][0]
+    cut = run(seg, stream, [0.1]) + seg.tick(100.0)
+    assert [(s.start, s.end) for s in cut] == [(0, before_gtid)]
+
+
+def test_ddl_with_standalone_gtid_is_a_boundary_without_commit() -> None:
+    fake = build([Txn([1], ddl=True)])
+    seg = Segmenter(fake.name, 4, 1.0, 1 << 20)
+    cut = run(seg, fake.stream(), [0.1]) + seg.tick(100.0)
+    assert cut[-1].end == len(fake.data)
+
+
+@pytest.mark.parametrize("damage", ["crc", "size", "position"])
+def test_bad_events_are_refused(damage: str) -> None:
+    fake = build([Txn([100])])
+    stream = fake.stream()
+    seg = Segmenter(fake.name, 4, 1.0, 1 << 20)
+    for raw in stream[:3]:
+        seg.feed(raw, 0.0)
+    raw = bytearray(stream[3])
+    if damage == "crc":
+        raw[25] ^= 0xFF
+    elif damage == "size":
+        raw = raw[:-1]
+    else:
+        raw = bytearray(ev.with_checksum(bytes(raw[:13]) + b"\x00\x00\x00\x00" + raw[17:-4]))
+    with pytest.raises(ev.EventError):
+        seg.feed(bytes(raw), 0.0)
+
+
+def test_resume_at_a_different_position_is_refused() -> None:
+    fake = build([Txn([100]), Txn([100])])
+    seg = Segmenter(fake.name, fake.events[3][0], 1.0, 1 << 20)
+    with pytest.raises(ChainError):
+        seg.feed(fake.stream(fake.events[2][0])[0], 0.0)
+
+
+def test_server_moving_to_next_file_without_rotate_closes_the_old_one() -> None:
+    """After a crash the old file has no ROTATE: the next file's artificial ROTATE ends it."""
+    fake = build([Txn([100])])
+    seg = Segmenter(fake.name, 4, 1.0, 1 << 20)
+    cut = run(seg, fake.stream(), [0.1])
+    nxt = FakeFile("mysql-bin.000008")
+    cut += run(seg, nxt.stream(), [0.1])
+    eof = [s for s in cut if s.kind == KIND_EOF]
+    assert [(s.file, s.end) for s in eof] == [(fake.name, len(fake.data))]
+    assert reassemble(cut, fake.name) == bytes(fake.data)
+    assert seg.file == nxt.name
