@@ -15,7 +15,7 @@ from pathlib import Path
 import zstandard
 
 from backupd.binlog import layout
-from backupd.errors import ArchiveCorrupt, UsageError
+from backupd.errors import ArchiveCorrupt, ObjectMissing, UsageError
 from backupd.storage import ObjectStore
 
 _MAX_SEGMENT = 1 << 31
@@ -60,17 +60,17 @@ def load_segment(store: ObjectStore, seg: layout.SegmentKey) -> bytes:
     return raw
 
 
-def catalog(store: ObjectStore, server: str) -> dict[str, layout.FileChain]:
+def catalog(store: ObjectStore, server: str, file: str = "") -> dict[str, layout.FileChain]:
+    """Each archived file's chain (one file's when `file` is given)."""
+    prefix = layout.file_prefix(server, file) if file else layout.server_prefix(server)
     segments = [
-        seg
-        for info in store.list(layout.server_prefix(server))
-        if (seg := layout.parse_segment(info.key)) is not None
+        seg for info in store.list(prefix) if (seg := layout.parse_segment(info.key)) is not None
     ]
     chains = {}
-    for file, parts in layout.group_by_file(segments).items():
+    for name, parts in layout.group_by_file(segments).items():
         found = layout.chain(parts)
         if found is not None:
-            chains[file] = found
+            chains[name] = found
     return chains
 
 
@@ -93,7 +93,22 @@ def fetch(
     if last:
         order = [f for f in order if layout.file_order(f) <= layout.file_order(last)]
     dest.mkdir(parents=True, exist_ok=True)
-    return [rebuild(store, chains[file], dest) for file in order]
+    return [rebuild_file(store, server, chains[file], dest) for file in order]
+
+
+def rebuild_file(
+    store: ObjectStore, server: str, found: layout.FileChain, dest: Path
+) -> FetchedFile:
+    """Rebuild one file; when compaction replaced its segments meanwhile, list it again."""
+    for _attempt in range(3):
+        try:
+            return rebuild(store, found, dest)
+        except ObjectMissing:
+            again = catalog(store, server, found.file).get(found.file)
+            if again is None:
+                raise
+            found = again
+    return rebuild(store, found, dest)
 
 
 def rebuild(store: ObjectStore, chain: layout.FileChain, dest: Path) -> FetchedFile:
@@ -105,12 +120,15 @@ def rebuild(store: ObjectStore, chain: layout.FileChain, dest: Path) -> FetchedF
     digest = hashlib.sha256()
     target = dest / chain.file
     tmp = dest / f".{chain.file}.partial"
-    with open(tmp, "wb") as handle:
-        for seg in chain.segments:
-            raw = load_segment(store, seg)
-            digest.update(raw)
-            handle.write(raw)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
+    try:
+        with open(tmp, "wb") as handle:
+            for seg in chain.segments:
+                raw = load_segment(store, seg)
+                digest.update(raw)
+                handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return FetchedFile(chain.file, chain.end, chain.closed, len(chain.segments), digest.hexdigest())

@@ -15,6 +15,7 @@ from typing import Any
 from backupd import database
 from backupd.binlog import layout
 from backupd.binlog.archiver import Alarms, Archiver, describe_server, server_logs
+from backupd.binlog.compactor import Compactor
 from backupd.binlog.metrics import BinlogMetrics
 from backupd.binlog.spool import Spool, SpoolEntry
 from backupd.binlog.state import Progress, StateFile
@@ -53,6 +54,7 @@ class BinlogService:
         self.spool: Spool | None = None
         self.uploader: Uploader | None = None
         self.archiver: Archiver | None = None
+        self.compactor: Compactor | None = None
         self._logs: list[tuple[str, int]] = []
         self._polled_at = 0.0
         self._thread = threading.Thread(target=self._main, name="binlog", daemon=True)
@@ -69,7 +71,7 @@ class BinlogService:
     def stop(self) -> None:
         self._stop.set()
         budget = self.config.daemon.shutdown_timeout_seconds / 3
-        for part in (self.archiver, self.uploader):
+        for part in (self.archiver, self.uploader, self.compactor):
             if part is not None:
                 part.join(budget)
         if self._thread.is_alive():
@@ -101,25 +103,31 @@ class BinlogService:
             self.server = describe_server(conn)
         finally:
             conn.close()
+        binlog = self.config.binlog
         spool_dir = Path(self.config.daemon.spool_dir) / "binlog" / self.server
-        self.spool = Spool(spool_dir, self.config.binlog.spool_max_bytes, self._stop)
+        self.spool = Spool(spool_dir, binlog.spool_max_bytes, self._stop)
         recovered = self.spool.recover()
+        closed_files = self._restore_progress()  # before any upload can move it
+        self.compactor = Compactor(
+            self.store, self.server, binlog.compression, binlog.level, self._stop
+        )
         self.uploader = Uploader(
             self.store,
             self.server,
-            self.config.binlog.compression,
-            self.config.binlog.level,
+            binlog.compression,
+            binlog.level,
             self._uploaded,
             self._upload_failed,
             self._stop,
         )
-        self.uploader.start()
         for entry in recovered:
             self.progress.queued(entry.file, entry.start, entry.end, entry.last_time)
+        self.uploader.start()
+        for entry in recovered:
             self.uploader.submit(entry)
         self.archiver = Archiver(
             self.config.mysql,
-            self.config.binlog,
+            binlog,
             self.store,
             self.server,
             self.spool,
@@ -129,12 +137,14 @@ class BinlogService:
             self.alarms,
             self._stop,
         )
-        self._restore_progress()
+        self.compactor.start(closed_files)
         self.archiver.start()
         _log.info("binlog archiving started", server=self.server, recovered=len(recovered))
 
-    def _restore_progress(self) -> None:
-        """Start the archived coordinate at the repository's end (the spool adds to it)."""
+    def _restore_progress(self) -> list[str]:
+        """Start the archived coordinate at the repository's end (the spool adds to it).
+
+        Returns the closed files still made of several segments (left for compaction)."""
         segments = [
             seg
             for info in self.store().list(layout.server_prefix(self.server))
@@ -142,12 +152,17 @@ class BinlogService:
         ]
         files = layout.group_by_file(segments)
         if not files:
-            return
+            return []
         last = max(files, key=layout.file_order)
         chain = layout.chain(files[last])
         if chain is not None:
             last_time = max((s.last_time for s in chain.segments), default=0)
             self.progress.restore(last, chain.end, last_time)
+        return [
+            file
+            for file, parts in files.items()
+            if len(parts) > 1 and any(part.kind == "eof" for part in parts)
+        ]
 
     def _uploaded(self, entry: SpoolEntry, key: layout.SegmentKey, object_size: int) -> None:
         assert self.spool is not None
@@ -157,6 +172,9 @@ class BinlogService:
         self.metrics.uploaded_bytes.inc(object_size)
         self.metrics.spool_bytes.set(self.spool.used)
         if self.progress.uploaded(entry.file, entry.start, entry.end):
+            for closed in self.progress.take_passed():
+                if self.compactor is not None:
+                    self.compactor.submit(closed)  # every byte of it is stored
             self.metrics.last_archived_event_timestamp.set(self.progress.recovery_point())
             StateFile(Path(self.config.daemon.state_dir) / "binlog.json").save(
                 self.server, self.progress.file, self.progress.position

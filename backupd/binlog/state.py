@@ -101,6 +101,7 @@ class Progress:
         self.position = 0
         self.last_event_time = 0
         self.caught_up_at = 0.0
+        self.passed: list[str] = []  # files the archived coordinate moved past (closed)
 
     def restore(self, file: str, position: int, last_time: int = 0) -> None:
         with self._lock:
@@ -124,10 +125,17 @@ class Progress:
             moved = False
             while self._items and self._items[0].done:
                 head = self._items.popleft()
+                if self.file and head.file != self.file:
+                    self.passed.append(self.file)
                 self.file, self.position = head.file, head.end
                 self.last_event_time = max(self.last_event_time, head.last_time)
                 moved = True
             return moved
+
+    def take_passed(self) -> list[str]:
+        with self._lock:
+            passed, self.passed = self.passed, []
+            return passed
 
     @property
     def pending(self) -> int:

@@ -1,0 +1,128 @@
+"""Compaction: once a binlog file is closed and fully archived, one object replaces its
+segments, so the repository does not fill with one-second objects.
+
+The compacted object is itself a segment [0, size) of kind `eof`, so planners need no second
+format: where segments overlap the longest wins. Order of work keeps every moment
+restorable: verify the parts, store the whole, store the manifest, only then delete the parts.
+Files larger than `MAX_BYTES` keep their segments (they are large already).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from backupd.binlog import layout
+from backupd.binlog.fetch import load_segment
+from backupd.binlog.spool import SpoolEntry
+from backupd.binlog.uploader import encode
+from backupd.errors import BackupdError
+from backupd.log import get_logger
+from backupd.storage import ObjectStore
+
+_log = get_logger("binlog.compactor")
+
+MAX_BYTES = 256 * 1024 * 1024
+
+
+def compact_file(
+    store: ObjectStore, server: str, file: str, compression: str, level: int
+) -> layout.SegmentKey | None:
+    """Compact one closed file; None when there is nothing to do (or it is not closed)."""
+    segments = [
+        seg
+        for info in store.list(layout.file_prefix(server, file))
+        if (seg := layout.parse_segment(info.key)) is not None
+    ]
+    found = layout.chain(segments)
+    if found is None or not found.closed or found.holes or found.end > MAX_BYTES:
+        return None
+    parts = [seg for seg in found.segments if seg.size > 0]
+    if len(parts) == 1 and parts[0].start == 0 and len(segments) == len(found.segments):
+        return None  # already one object
+    raw = b"".join(load_segment(store, seg) for seg in parts)
+    whole = _whole_entry(found, parts)
+    encoded = encode(server, whole, raw, compression, level)
+    store.put(encoded.key.key, encoded.body)
+    manifest = {
+        "file": file,
+        "size": found.end,
+        "raw_sha256": hashlib.sha256(raw).hexdigest(),
+        "object": encoded.key.key,
+        "replaced": [seg.key for seg in segments if seg.key != encoded.key.key],
+    }
+    store.put(layout.manifest_key(server, file), json.dumps(manifest, indent=1).encode())
+    for seg in segments:
+        if seg.key != encoded.key.key:
+            store.delete(seg.key)
+    return encoded.key
+
+
+def _whole_entry(found: layout.FileChain, parts: list[layout.SegmentKey]) -> SpoolEntry:
+    """Describe [0, size) like a spooled segment so `encode` names it."""
+    gtids = [seg for seg in parts if seg.first_gtid]
+    return SpoolEntry(
+        path=Path("/dev/null"),
+        file=found.file,
+        start=0,
+        end=found.end,
+        first_time=min(seg.first_time for seg in parts),
+        last_time=max(seg.last_time for seg in parts),
+        first_gtid=gtids[0].first_gtid if gtids else "",
+        last_gtid=gtids[-1].last_gtid if gtids else "",
+        kind="eof",
+    )
+
+
+class Compactor:
+    """A thread compacting files as their last segment lands (and leftovers at start)."""
+
+    def __init__(
+        self,
+        store: Callable[[], ObjectStore],
+        server: str,
+        compression: str,
+        level: int,
+        stop: threading.Event,
+    ) -> None:
+        self._store = store
+        self.server = server
+        self.compression = compression
+        self.level = level
+        self._stop = stop
+        self._queue: queue.Queue[str] = queue.Queue(1024)
+        self.compacted = 0
+        self._thread = threading.Thread(target=self._run, name="binlog-compact", daemon=True)
+
+    def start(self, closed_files: list[str]) -> None:
+        for file in closed_files:
+            self.submit(file)
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def submit(self, file: str) -> None:
+        try:
+            self._queue.put_nowait(file)
+        except queue.Full:
+            _log.warning("compaction queue full; file left as segments", file=file)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                file = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                key = compact_file(self._store(), self.server, file, self.compression, self.level)
+            except BackupdError as exc:
+                _log.warning("compaction failed; segments kept", file=file, error=exc.message)
+                continue
+            if key is not None:
+                self.compacted += 1
+                _log.info("binlog file compacted", file=file, size=key.end)

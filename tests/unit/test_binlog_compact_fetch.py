@@ -1,0 +1,70 @@
+"""Compaction and fetch on a file:// repository with synthetic segments."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from backupd.binlog import layout
+from backupd.binlog.compactor import compact_file
+from backupd.binlog.fetch import fetch
+from backupd.binlog.segmenter import Segmenter
+from backupd.binlog.spool import Spool
+from backupd.binlog.uploader import encode
+from backupd.errors import ArchiveCorrupt
+from backupd.storage.filestore import FileStore
+from tests.binlog_fakes import FakeFile, Txn
+
+
+def archive(tmp_path: Path, store: FileStore, fake: FakeFile, max_bytes: int = 300) -> int:
+    """Segment, spool and upload `fake` as the daemon would; returns the segment count."""
+    seg = Segmenter(fake.name, 4, 0.0, max_bytes)
+    spool = Spool(tmp_path / "spool", 1 << 20, threading.Event())
+    spool.recover()
+    count = 0
+    for raw in fake.stream():
+        for segment in seg.feed(raw, 1.0):
+            entry = spool.write(segment)
+            assert entry is not None
+            encoded = encode("1", entry, entry.read(), "zstd", 3)
+            store.put(encoded.key.key, encoded.body)
+            spool.remove(entry)
+            count += 1
+    return count
+
+
+def test_compaction_replaces_segments_with_one_verified_object(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "repo")
+    fake = FakeFile("mysql-bin.000001")
+    for n in range(20):
+        fake.transaction(Txn([50 + n]))
+    fake.rotate("mysql-bin.000002")
+    assert archive(tmp_path, store, fake) > 5
+    key = compact_file(store, "1", fake.name, "zstd", 3)
+    assert key is not None and key.start == 0 and key.end == len(fake.data) and key.kind == "eof"
+    keys = [info.key for info in store.list("binlog/1/mysql-bin.000001/")]
+    assert sorted(keys) == sorted([key.key, layout.manifest_key("1", fake.name)])
+    manifest = json.loads(store.get(layout.manifest_key("1", fake.name)))
+    assert len(manifest["replaced"]) > 5
+    assert compact_file(store, "1", fake.name, "zstd", 3) is None  # idempotent
+    files = fetch(store, tmp_path / "out", "1")
+    assert (tmp_path / "out" / fake.name).read_bytes() == bytes(fake.data)
+    assert files[0].closed and files[0].segments == 1
+
+
+def test_open_file_is_not_compacted_and_fetch_refuses_corruption(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "repo")
+    fake = FakeFile("mysql-bin.000003")
+    for _n in range(10):
+        fake.transaction(Txn([80]))
+    archive(tmp_path, store, fake)
+    assert compact_file(store, "1", fake.name, "zstd", 3) is None
+    victim = next(info.key for info in store.list("binlog/1/") if "000000000000-" not in info.key)
+    path = tmp_path / "repo" / victim
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ArchiveCorrupt, match="sha256"):
+        fetch(store, tmp_path / "out", "1")
+    assert not (tmp_path / "out" / fake.name).exists()
