@@ -13,26 +13,23 @@ import hashlib
 import json
 import queue
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from backupd.binlog import layout
 from backupd.binlog.fetch import load_segment
 from backupd.binlog.spool import SpoolEntry
-from backupd.binlog.uploader import encode
+from backupd.binlog.uploader import Target
 from backupd.errors import BackupdError
 from backupd.log import get_logger
-from backupd.storage import ObjectStore
 
 _log = get_logger("binlog.compactor")
 
 MAX_BYTES = 256 * 1024 * 1024
 
 
-def compact_file(
-    store: ObjectStore, server: str, file: str, compression: str, level: int
-) -> layout.SegmentKey | None:
+def compact_file(target: Target, file: str) -> layout.SegmentKey | None:
     """Compact one closed file; None when there is nothing to do (or it is not closed)."""
+    store, server = target.store(), target.server
     segments = [
         seg
         for info in store.list(layout.file_prefix(server, file))
@@ -46,7 +43,7 @@ def compact_file(
         return None  # already one object
     raw = b"".join(load_segment(store, seg) for seg in parts)
     whole = _whole_entry(found, parts)
-    encoded = encode(server, whole, raw, compression, level)
+    encoded = target.encode(whole, raw)
     store.put(encoded.key.key, encoded.body)
     manifest = {
         "file": file,
@@ -81,18 +78,8 @@ def _whole_entry(found: layout.FileChain, parts: list[layout.SegmentKey]) -> Spo
 class Compactor:
     """A thread compacting files as their last segment lands (and leftovers at start)."""
 
-    def __init__(
-        self,
-        store: Callable[[], ObjectStore],
-        server: str,
-        compression: str,
-        level: int,
-        stop: threading.Event,
-    ) -> None:
-        self._store = store
-        self.server = server
-        self.compression = compression
-        self.level = level
+    def __init__(self, target: Target, stop: threading.Event) -> None:
+        self.target = target
         self._stop = stop
         self._queue: queue.Queue[str] = queue.Queue(1024)
         self.compacted = 0
@@ -119,7 +106,7 @@ class Compactor:
             except queue.Empty:
                 continue
             try:
-                key = compact_file(self._store(), self.server, file, self.compression, self.level)
+                key = compact_file(self.target, file)
             except BackupdError as exc:
                 _log.warning("compaction failed; segments kept", file=file, error=exc.message)
                 continue

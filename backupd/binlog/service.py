@@ -19,7 +19,7 @@ from backupd.binlog.compactor import Compactor
 from backupd.binlog.metrics import BinlogMetrics
 from backupd.binlog.spool import Spool, SpoolEntry
 from backupd.binlog.state import Progress, StateFile
-from backupd.binlog.uploader import Uploader
+from backupd.binlog.uploader import Target, Uploader
 from backupd.control.server import Request, Route
 from backupd.errors import BackupdError
 from backupd.log import get_logger
@@ -108,14 +108,10 @@ class BinlogService:
         self.spool = Spool(spool_dir, binlog.spool_max_bytes, self._stop)
         recovered = self.spool.recover()
         closed_files = self._restore_progress()  # before any upload can move it
-        self.compactor = Compactor(
-            self.store, self.server, binlog.compression, binlog.level, self._stop
-        )
+        target = Target(self.store, self.server, binlog.compression, binlog.level)
+        self.compactor = Compactor(target, self._stop)
         self.uploader = Uploader(
-            self.store,
-            self.server,
-            binlog.compression,
-            binlog.level,
+            target,
             self._uploaded,
             self._upload_failed,
             self._stop,

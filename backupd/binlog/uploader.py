@@ -60,25 +60,33 @@ def encode(server: str, entry: SpoolEntry, raw: bytes, compression: str, level: 
     return Encoded(key, body)
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where and how segments are stored: the repository (read at use, so a reload applies),
+    the server identity in keys, and the compression."""
+
+    store: Callable[[], ObjectStore]
+    server: str
+    compression: str
+    level: int
+
+    def encode(self, entry: SpoolEntry, raw: bytes) -> Encoded:
+        return encode(self.server, entry, raw, self.compression, self.level)
+
+
 class Uploader:
     """Workers take spool entries, upload them, and report each one done."""
 
     def __init__(
         self,
-        store: Callable[[], ObjectStore],
-        server: str,
-        compression: str,
-        level: int,
+        target: Target,
         on_done: Callable[[SpoolEntry, layout.SegmentKey, int], None],
         on_error: Callable[[str], None],
         stop: threading.Event,
         workers: int = 2,
         capacity: int = 4096,
     ) -> None:
-        self._store = store
-        self.server = server
-        self.compression = compression
-        self.level = level
+        self.target = target
         self._on_done = on_done
         self._on_error = on_error
         self._stop = stop
@@ -131,8 +139,8 @@ class Uploader:
         delay = BACKOFF_START
         while not self._stop.is_set():
             try:
-                encoded = encode(self.server, entry, entry.read(), self.compression, self.level)
-                self._store().put(encoded.key.key, encoded.body)
+                encoded = self.target.encode(entry, entry.read())
+                self.target.store().put(encoded.key.key, encoded.body)
             except (BackupdError, OSError) as exc:
                 message = getattr(exc, "message", str(exc))
                 _log.warning(
