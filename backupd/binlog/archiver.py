@@ -77,6 +77,7 @@ class Archiver:
         self._stop = stop
         self.segmenter: Segmenter | None = None
         self.connected = False
+        self.latency = 0.0  # seconds from spool to repository (moving average)
         self._thread = threading.Thread(target=self.run, name="binlog-reader", daemon=True)
 
     def start(self) -> None:
@@ -128,7 +129,7 @@ class Archiver:
             self._record_gap(resume.gap)
         _log.info("binlog stream resumes", file=resume.file, position=resume.position)
         return Segmenter(
-            resume.file, resume.position, self.binlog.flush_seconds, self.binlog.segment_max_bytes
+            resume.file, resume.position, self._flush_seconds(), self.binlog.segment_max_bytes
         )
 
     def _record_gap(self, gap: layout.GapKey) -> None:
@@ -160,7 +161,7 @@ class Archiver:
         last_data = time.monotonic()
         try:
             while not self._stop.is_set():
-                raw = stream.next_event(self._wait(seg))
+                raw = stream.next_event(self._wait(seg, time.monotonic()))
                 now = time.monotonic()
                 if raw is None:
                     if now - last_data > silent_limit:
@@ -174,8 +175,21 @@ class Archiver:
         finally:
             stream.close()
 
-    def _wait(self, seg: Segmenter) -> float:
-        return min(0.5, self.binlog.flush_seconds / 4) if seg.pending_bytes else 0.5
+    def _wait(self, seg: Segmenter, now: float) -> float:
+        """Until the next time cut is due, so segments leave on time; at most 0.5 s."""
+        due = seg.due_in(now)
+        return 0.5 if due is None else min(0.5, max(due, 0.001))
+
+    def upload_took(self, seconds: float) -> None:
+        """Spool-to-repository latency of a segment: cut earlier by that much, so the
+        recovery point stays within flush_seconds (never below half of it)."""
+        self.latency = 0.8 * self.latency + 0.2 * seconds
+        if self.segmenter is not None:
+            self.segmenter.flush_seconds = self._flush_seconds()
+
+    def _flush_seconds(self) -> float:
+        flush = self.binlog.flush_seconds
+        return max(flush / 2, flush - self.latency)
 
     def _spool(self, segment: Segment) -> None:
         entry = self.spool.write(segment)

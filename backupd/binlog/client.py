@@ -80,6 +80,19 @@ class BinlogStream:
 
     def next_event(self, timeout: float) -> bytes | None:
         """The next event, or None when nothing arrived within `timeout` seconds."""
+        buf, off = self._buffer, self._offset
+        if len(buf) - off > 4:  # fast path: a whole small event packet is buffered
+            length = buf[off] | buf[off + 1] << 8 | buf[off + 2] << 16
+            end = off + 4 + length
+            if (
+                length < _MAX_PACKET
+                and end <= len(buf)
+                and buf[off + 3] == self._seq
+                and buf[off + 4] == 0
+            ):
+                self._seq = (self._seq + 1) & 0xFF
+                self._offset = end
+                return bytes(buf[off + 5 : end])
         payload = self._packet(timeout)
         if payload is None:
             return None

@@ -79,6 +79,20 @@ def fde_checksum_alg(raw: bytes | bytearray | memoryview) -> int:
     return CHECKSUM_CRC32 if alg == CHECKSUM_CRC32 else CHECKSUM_OFF
 
 
+def check(raw: bytes, checksum_alg: int) -> tuple[int, int, int, int, int, int]:
+    """The hot path of `verify`: the header fields as a tuple, after the same checks."""
+    fields: tuple[int, int, int, int, int, int] = HEADER.unpack_from(raw, 0)
+    size = fields[3]
+    if size != len(raw) or fields[1] == FORMAT_DESCRIPTION or size < HEADER_SIZE + CHECKSUM_SIZE:
+        verify(raw, checksum_alg)  # the slow path names the problem (or passes the FDE)
+        return fields
+    if checksum_alg == CHECKSUM_CRC32 and zlib.crc32(
+        memoryview(raw)[: size - CHECKSUM_SIZE]
+    ) != int.from_bytes(raw[size - CHECKSUM_SIZE :], "little"):
+        raise EventError(f"CRC32 mismatch in event type {fields[1]} ending at {fields[4]}")
+    return fields
+
+
 def verify(raw: bytes | bytearray | memoryview, checksum_alg: int) -> Header:
     """Parse and check an event's size field and (when on) its CRC32; raise EventError."""
     header = Header.parse(raw)

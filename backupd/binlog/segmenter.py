@@ -83,22 +83,28 @@ class Segmenter:
 
     def feed(self, raw: bytes, now: float) -> list[Segment]:
         """Accept one event as sent by the server; return the segments now complete."""
-        header = ev.Header.parse(raw)
-        if header.type_code == ev.HEARTBEAT:
-            ev.verify(raw, self.checksum_alg)
+        timestamp, code, server_id, size, log_pos, flags = ev.check(raw, self.checksum_alg)
+        if code == ev.HEARTBEAT:
             return self.tick(now)
-        if header.type_code == ev.FORMAT_DESCRIPTION:
+        if code == ev.FORMAT_DESCRIPTION:
             self.checksum_alg = ev.fde_checksum_alg(raw)
-        ev.verify(raw, self.checksum_alg)
-        if header.type_code == ev.ROTATE and (header.artificial or header.log_pos == 0):
+        artificial = flags & ev.FLAG_ARTIFICIAL
+        if code == ev.ROTATE and (artificial or log_pos == 0):
             return self._switch(*ev.rotate_target(raw, self.checksum_alg))
-        if header.log_pos == 0:
-            if header.type_code == ev.FORMAT_DESCRIPTION:
+        if log_pos == 0:
+            if code == ev.FORMAT_DESCRIPTION:
                 return []  # replayed on a mid-file start; the file has it at offset 4
-            raise ChainError(f"event type {header.type_code} without a position in {self.file}")
-        if header.artificial:
+            raise ChainError(f"event type {code} without a position in {self.file}")
+        if artificial:
             return []
-        return self._place(raw, header, now)
+        return self._place(raw, code, timestamp, server_id, log_pos - size, now)
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until a time cut is due (None when nothing is waiting to be cut)."""
+        pending = self._pending
+        if not pending.data or pending.boundary <= pending.start:
+            return None
+        return max(0.0, pending.since + self.flush_seconds - now)
 
     def _switch(self, file: str, position: int) -> list[Segment]:
         """The server starts sending `file` at `position` (a new dump, or the next file)."""
@@ -120,49 +126,50 @@ class Segmenter:
         self._pending = _Pending(start=position, boundary=position)
         self._in_txn = self._standalone = False
 
-    def _place(self, raw: bytes, header: ev.Header, now: float) -> list[Segment]:
+    def _place(
+        self, raw: bytes, code: int, timestamp: int, server_id: int, start: int, now: float
+    ) -> list[Segment]:
         pending = self._pending
-        if header.start != pending.end:
+        if start != pending.start + len(pending.data):
             raise ChainError(
-                f"event type {header.type_code} at {self.file}:{header.start} does not "
+                f"event type {code} at {self.file}:{start} does not "
                 f"follow the archive's position {pending.end}"
             )
-        out: list[Segment] = []
-        if header.type_code in _GTIDS:
-            self._mark_boundary(pending.end)
+        is_gtid = code in _GTIDS
+        if is_gtid:
+            self._mark_boundary(start)
         if not pending.data:
             pending.since = now
-            pending.first_time = header.timestamp
+            pending.first_time = timestamp
             if pending.start == len(ev.MAGIC):  # first event of a file: the magic goes first
                 pending.start = 0
                 pending.boundary = 0
                 pending.data += ev.MAGIC
-        if header.type_code in _GTIDS:
-            pending.gtids.append((header.start, self._gtid(raw, header)))
+        if is_gtid:
+            pending.gtids.append((start, self._gtid(raw, code, server_id)))
         pending.data += raw
-        pending.last_time = header.timestamp
+        pending.last_time = timestamp
         if pending.tail_time is None:
-            pending.tail_time = header.timestamp
-        self._track_transaction(raw, header)
-        if header.type_code in (ev.ROTATE, ev.STOP):
-            out += self._cut(pending.end, KIND_EOF)
+            pending.tail_time = timestamp
+        self._track_transaction(raw, code)
+        if code in (ev.ROTATE, ev.STOP):
+            out = self._cut(pending.end, KIND_EOF)
             self._closed = True
-            if header.type_code == ev.ROTATE:
+            if code == ev.ROTATE:
                 self._open(*ev.rotate_target(raw, self.checksum_alg))
             return out
-        return out + self._due(now)
+        return self._due(now)
 
-    def _gtid(self, raw: bytes, header: ev.Header) -> str:
-        if header.type_code == ev.MARIADB_GTID:
-            gtid, flags2 = ev.mariadb_gtid(raw, header.server_id)
+    def _gtid(self, raw: bytes, code: int, server_id: int) -> str:
+        if code == ev.MARIADB_GTID:
+            gtid, flags2 = ev.mariadb_gtid(raw, server_id)
             self._standalone = bool(flags2 & ev.MARIADB_GTID_STANDALONE)
             return gtid
         self._standalone = True  # MySQL: a DDL unless a BEGIN follows
         return ""
 
-    def _track_transaction(self, raw: bytes, header: ev.Header) -> None:
+    def _track_transaction(self, raw: bytes, code: int) -> None:
         """Note whether the stream is between transactions after this event."""
-        code = header.type_code
         if code in _GTIDS:
             self._in_txn = True
             return
@@ -194,6 +201,8 @@ class Segmenter:
 
     def _due(self, now: float) -> list[Segment]:
         pending = self._pending
+        if len(pending.data) < self.segment_max_bytes and now - pending.since < self.flush_seconds:
+            return []  # the common case, decided without more work
         if not pending.data:
             return []
         cuttable = pending.boundary > pending.start

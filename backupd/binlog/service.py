@@ -164,6 +164,8 @@ class BinlogService:
         assert self.spool is not None
         self.spool.remove(entry)
         self.alarms.upload_error = ""
+        if entry.spooled_at and self.archiver is not None:
+            self.archiver.upload_took(time.monotonic() - entry.spooled_at)
         self.metrics.archived_bytes.inc(entry.size)
         self.metrics.uploaded_bytes.inc(object_size)
         self.metrics.spool_bytes.set(self.spool.used)

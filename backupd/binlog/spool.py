@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import re
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from backupd.binlog.segmenter import Segment
@@ -34,6 +35,7 @@ class SpoolEntry:
     first_gtid: str
     last_gtid: str
     kind: str
+    spooled_at: float = 0.0  # monotonic time of the write (0 for entries from a previous run)
 
     @property
     def size(self) -> int:
@@ -140,7 +142,7 @@ class Spool:
             raise
         entry = parse_entry(path)
         assert entry is not None
-        return entry
+        return replace(entry, spooled_at=time.monotonic())
 
     def remove(self, entry: SpoolEntry) -> None:
         entry.path.unlink(missing_ok=True)

@@ -1,0 +1,259 @@
+"""Benchmark the binlog archive; prints JSON.
+
+1. Throughput archiving an existing backlog: backupd (replication client, CRC checks,
+   segmenting, fsynced spool, zstd, file:// repository) against `mariadb-binlog
+   --read-from-remote-server --raw` writing into FIFOs read by `zstd` (a true pipeline, both
+   stages running at once), on the same binlogs in the same run.
+2. Recovery-point age under a steady transaction rate: every 50 ms the server's write
+   position and the daemon's archived coordinate are sampled; the age at time t is
+   t - (latest sample time s whose server position is archived at t).
+
+Run as root: .venv/bin/python -m bench.binlog_archive [--seconds 20] [--tps 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from backupd.binlog.layout import file_order
+from backupd.control.client import ControlClient
+from tests.testbed.daemon import DaemonProcess, NotifyListener, render_toml
+from tests.testbed.mariadb import MariaDB
+
+Coordinate = tuple[tuple[str, int], int]
+
+
+def coordinate(text: str | None) -> Coordinate | None:
+    if not text or ":" not in text:
+        return None
+    file, pos = text.rsplit(":", 1)
+    return file_order(file), int(pos)
+
+
+def master(db: MariaDB) -> Coordinate:
+    row = db.sql("SHOW MASTER STATUS")[0]
+    return file_order(str(row[0])), int(row[1])
+
+
+def make_backlog(db: MariaDB, small_txns: int, bulk_rows: int) -> None:
+    """Many small transactions (many events) plus bulk rows (volume), written quickly."""
+    db.sql("SET GLOBAL sync_binlog = 0")
+    db.sql("SET GLOBAL innodb_flush_log_at_trx_commit = 0")
+    db.sql("CREATE DATABASE IF NOT EXISTS bench")
+    db.sql(
+        "CREATE TABLE IF NOT EXISTS bench.t (id INT AUTO_INCREMENT PRIMARY KEY, "
+        "v VARCHAR(255), n INT)"
+    )
+    db.sql(f"""BEGIN NOT ATOMIC
+        DECLARE i INT DEFAULT 0;
+        WHILE i < {small_txns} DO
+            INSERT INTO bench.t (v, n) VALUES (CONCAT('small-', i, '-', RAND()), i);
+            SET i = i + 1;
+        END WHILE;
+    END""")
+    db.sql(
+        "INSERT INTO bench.t (v, n) SELECT CONCAT(MD5(seq), MD5(seq + 1), RAND()), seq "
+        f"FROM bench.seq_1_to_{bulk_rows}"
+    )
+    db.sql("FLUSH BINARY LOGS")
+    db.sql("SET GLOBAL sync_binlog = 1")
+    db.sql("SET GLOBAL innodb_flush_log_at_trx_commit = 1")
+
+
+def backlog_stats(db: MariaDB) -> tuple[int, int]:
+    """(bytes, events) of every binlog file the server lists."""
+    total = sum(int(row[1]) for row in db.sql("SHOW BINARY LOGS"))
+    events = 0
+    for row in db.sql("SHOW BINARY LOGS"):
+        events += len(db.sql(f"SHOW BINLOG EVENTS IN '{row[0]}'"))
+    return total, events
+
+
+def baseline(db: MariaDB, work: Path) -> float:
+    """Seconds for mariadb-binlog --raw | zstd over every listed file (FIFO pipeline)."""
+    fifo_dir = work / "fifo"
+    fifo_dir.mkdir()
+    names = [str(row[0]) for row in db.sql("SHOW BINARY LOGS")]
+    start = time.monotonic()
+    compressors = []
+    for name in names:
+        fifo = fifo_dir / name
+        subprocess.run(["mkfifo", str(fifo)], check=True)
+        out = open(work / f"{name}.zst", "wb")  # noqa: SIM115 - closed below
+        compressors.append(
+            (subprocess.Popen(["zstd", "-3", "-q", "-c", str(fifo)], stdout=out), out)
+        )
+    subprocess.run(
+        [
+            "mariadb-binlog",
+            "--read-from-remote-server",
+            f"--socket={db.socket}",
+            "-uroot",
+            "--raw",
+            "--to-last-log",
+            f"--result-file={fifo_dir}/",
+            names[0],
+        ],
+        check=True,
+        timeout=600,
+    )
+    for proc, out in compressors:
+        proc.wait(600)
+        out.close()
+    return time.monotonic() - start
+
+
+def daemon_config(db: MariaDB, work: Path) -> Path:
+    config = {
+        "daemon": {
+            "socket": str(work / "control.sock"),
+            "socket_group": "root",
+            "state_dir": str(work / "state"),
+            "spool_dir": str(work / "spool"),
+            "log_level": "info",
+        },
+        "metrics": {"listen": ""},
+        "mysql": {"socket": db.socket, "option_file": str(db.option_file)},
+        "storage": {"url": f"file://{work / 'repo'}"},
+        "snapshot": {"enabled": False, "provider": "local"},
+        "binlog": {"flush_seconds": 1.0},
+    }
+    path = work / "backupd.toml"
+    path.write_text(render_toml(config))
+    return path
+
+
+def archived(client: ControlClient) -> Coordinate | None:
+    return coordinate(client.request("GET", "/v1/binlog/status").get("archived_coordinate"))
+
+
+def ours(db: MariaDB, work: Path) -> tuple[float, DaemonProcess]:
+    """Seconds from daemon start until everything listed is archived; the daemon keeps running."""
+    target = master(db)
+    notify = NotifyListener(work / "notify.sock")
+    start = time.monotonic()
+    daemon = DaemonProcess(daemon_config(db, work), work / "backupd.log", notify).start()
+    client = ControlClient(str(work / "control.sock"))
+    while (now := archived(client)) is None or now < target:
+        time.sleep(0.02)
+    return time.monotonic() - start, daemon
+
+
+def steady_load(
+    db: MariaDB, tps: int, seconds: float, stop: threading.Event, done: list[int]
+) -> None:
+    """`tps` single-row transactions per second for `seconds`, from 4 connections."""
+
+    def worker(share: int) -> None:
+        conn = db.connect_root()
+        interval = 4 / tps
+        next_at = time.monotonic()
+        with conn.cursor() as cursor:
+            while not stop.is_set():
+                cursor.execute("INSERT INTO bench.t (v, n) VALUES ('steady', %s)", (share,))
+                done[share] += 1
+                next_at += interval
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    stop.wait(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+
+
+def recovery_point(db: MariaDB, work: Path, tps: int, seconds: float) -> dict[str, Any]:
+    client = ControlClient(str(work / "control.sock"))
+    stop = threading.Event()
+    done = [0, 0, 0, 0]
+    load = threading.Thread(target=steady_load, args=(db, tps, seconds, stop, done))
+    history: list[tuple[float, Coordinate]] = []
+    ages: list[float] = []
+    started = time.monotonic()
+    load.start()
+    while load.is_alive():
+        now = time.monotonic()
+        history.append((now, master(db)))
+        got = archived(client)
+        if got is not None and now - started > 2:  # skip the ramp-up
+            covered = [s for s, pos in history if pos <= got]
+            ages.append(now - max(covered) if covered else now - started)
+        time.sleep(0.05)
+    ages.sort()
+    return {
+        "target_tps": tps,
+        "achieved_tps": round(sum(done) / seconds, 1),
+        "seconds": seconds,
+        "samples": len(ages),
+        "age_p50_seconds": round(statistics.median(ages), 3),
+        "age_p99_seconds": round(ages[min(len(ages) - 1, int(len(ages) * 0.99))], 3),
+        "age_max_seconds": round(ages[-1], 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--small-txns", type=int, default=100_000)
+    parser.add_argument("--bulk-rows", type=int, default=300_000)
+    parser.add_argument("--tps", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="backupd-bench-"))
+    base.chmod(0o755)
+    db = MariaDB(base / "db", base / "db" / "data", server_id=1)
+    daemon = None
+    try:
+        db.install()
+        make_backlog(db, args.small_txns, args.bulk_rows)
+        size, events = backlog_stats(db)
+        (base / "raw").mkdir()
+        raw_seconds = baseline(db, base / "raw")
+        (base / "ours").mkdir()
+        our_seconds, daemon = ours(db, base / "ours")
+        repo_bytes = sum(
+            p.stat().st_size for p in (base / "ours" / "repo").rglob("*") if p.is_file()
+        )
+        raw_zst = sum(p.stat().st_size for p in (base / "raw").glob("*.zst"))
+        mb = size / 1e6
+        result = {
+            "backlog": {"bytes": size, "events": events},
+            "backupd": {
+                "seconds": round(our_seconds, 3),
+                "mb_per_s": round(mb / our_seconds, 1),
+                "events_per_s": round(events / our_seconds),
+                "stored_bytes": repo_bytes,
+            },
+            "mariadb_binlog_raw_zstd": {
+                "seconds": round(raw_seconds, 3),
+                "mb_per_s": round(mb / raw_seconds, 1),
+                "events_per_s": round(events / raw_seconds),
+                "stored_bytes": raw_zst,
+            },
+            "throughput_ratio": round(raw_seconds / our_seconds, 2),
+            "recovery_point": recovery_point(db, base / "ours", args.tps, args.seconds),
+        }
+        print(json.dumps(result, indent=2))
+    finally:
+        if daemon is not None:
+            daemon.stop()
+            daemon.notify.close()
+        db.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
