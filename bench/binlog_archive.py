@@ -136,16 +136,20 @@ def archived(client: ControlClient) -> Coordinate | None:
     return coordinate(client.request("GET", "/v1/binlog/status").get("archived_coordinate"))
 
 
-def ours(db: MariaDB, work: Path) -> tuple[float, DaemonProcess]:
-    """Seconds from daemon start until everything listed is archived; the daemon keeps running."""
+def ours(db: MariaDB, work: Path) -> tuple[float, float, DaemonProcess]:
+    """(seconds from READY until everything listed is archived, seconds to READY, daemon).
+
+    The daemon keeps running for the recovery-point part.
+    """
     target = master(db)
     notify = NotifyListener(work / "notify.sock")
     start = time.monotonic()
     daemon = DaemonProcess(daemon_config(db, work), work / "backupd.log", notify).start()
+    ready = time.monotonic()
     client = ControlClient(str(work / "control.sock"))
     while (now := archived(client)) is None or now < target:
         time.sleep(0.02)
-    return time.monotonic() - start, daemon
+    return time.monotonic() - ready, ready - start, daemon
 
 
 def steady_load(
@@ -176,23 +180,43 @@ def steady_load(
         thread.join()
 
 
+def sample_master(
+    db: MariaDB, stop: threading.Event, history: list[tuple[float, Coordinate]]
+) -> None:
+    """The server's write position every 10 ms: the commit-time resolution of the ages."""
+    conn = db.connect_root()
+    with conn.cursor() as cursor:
+        while not stop.is_set():
+            now = time.monotonic()
+            cursor.execute("SHOW MASTER STATUS")
+            row = cursor.fetchone()
+            assert row is not None
+            history.append((now, (file_order(str(row[0])), int(row[1]))))
+            stop.wait(0.01)
+    conn.close()
+
+
 def recovery_point(db: MariaDB, work: Path, tps: int, seconds: float) -> dict[str, Any]:
+    """Age at t = t - (latest sample time whose server position is archived at t): an upper
+    bound (the first transaction not covered committed after that sample)."""
     client = ControlClient(str(work / "control.sock"))
     stop = threading.Event()
     done = [0, 0, 0, 0]
     load = threading.Thread(target=steady_load, args=(db, tps, seconds, stop, done))
     history: list[tuple[float, Coordinate]] = []
+    sampler = threading.Thread(target=sample_master, args=(db, stop, history))
     ages: list[float] = []
     started = time.monotonic()
     load.start()
+    sampler.start()
     while load.is_alive():
-        now = time.monotonic()
-        history.append((now, master(db)))
         got = archived(client)
+        now = time.monotonic()
         if got is not None and now - started > 2:  # skip the ramp-up
-            covered = [s for s, pos in history if pos <= got]
+            covered = [s for s, pos in list(history) if pos <= got]
             ages.append(now - max(covered) if covered else now - started)
         time.sleep(0.05)
+    sampler.join()
     ages.sort()
     return {
         "target_tps": tps,
@@ -223,7 +247,7 @@ def main() -> None:
         (base / "raw").mkdir()
         raw_seconds = baseline(db, base / "raw")
         (base / "ours").mkdir()
-        our_seconds, daemon = ours(db, base / "ours")
+        our_seconds, startup, daemon = ours(db, base / "ours")
         repo_bytes = sum(
             p.stat().st_size for p in (base / "ours" / "repo").rglob("*") if p.is_file()
         )
@@ -233,6 +257,7 @@ def main() -> None:
             "backlog": {"bytes": size, "events": events},
             "backupd": {
                 "seconds": round(our_seconds, 3),
+                "daemon_start_seconds": round(startup, 3),
                 "mb_per_s": round(mb / our_seconds, 1),
                 "events_per_s": round(events / our_seconds),
                 "stored_bytes": repo_bytes,

@@ -8,6 +8,7 @@ durable position after a backoff, and bad bytes never reach the spool.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -79,12 +80,18 @@ class Archiver:
         self.connected = False
         self.latency = 0.0  # seconds from spool to repository (moving average)
         self._thread = threading.Thread(target=self.run, name="binlog-reader", daemon=True)
+        # Cut segments go to the spool writer through a short queue, so the reader keeps
+        # reading while a segment is fsynced; memory stays bounded by the queue.
+        self._cuts: queue.Queue[Segment] = queue.Queue(2)
+        self._spooler = threading.Thread(target=self._write_spool, name="binlog-spool", daemon=True)
 
     def start(self) -> None:
+        self._spooler.start()
         self._thread.start()
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
+        self._spooler.join(timeout)
 
     def run(self) -> None:
         delay = 0.2
@@ -111,12 +118,10 @@ class Archiver:
                 break
             self.metrics.reconnects.inc()
             delay = min(delay * 2, self.mysql.reconnect_max_seconds)
-        if self.segmenter is not None:
-            for seg in self.segmenter.flush():
-                self._spool(seg)
 
     def _resolve(self) -> Segmenter:
         """Where to stream from: the end of repository + spool, checked against the server."""
+        self._drain()
         # The spool first: an entry gone by the time the repository is listed was uploaded
         # before it was removed, so one of the two listings always shows it.
         archived = [(e.file, e.start, e.end, e.kind) for e in self.spool.entries()]
@@ -192,12 +197,42 @@ class Archiver:
         return max(flush / 2, flush - self.latency)
 
     def _spool(self, segment: Segment) -> None:
+        """Hand a segment to the spool writer (waits while it is behind)."""
+        while not self._stop.is_set():
+            try:
+                self._cuts.put(segment, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _drain(self) -> None:
+        """Wait until every cut segment is in the spool (so the spool shows the real end)."""
+        with self._cuts.all_tasks_done:
+            while self._cuts.unfinished_tasks and not self._stop.is_set():
+                self._cuts.all_tasks_done.wait(0.5)
+
+    def _write_spool(self) -> None:
+        while True:
+            try:
+                segment = self._cuts.get(timeout=0.5)
+            except queue.Empty:
+                if self._stop.is_set() and not self._thread.is_alive():
+                    return
+                continue
+            try:
+                if not self._store_segment(segment):
+                    return
+            finally:
+                self._cuts.task_done()
+
+    def _store_segment(self, segment: Segment) -> bool:
         entry = self.spool.write(segment)
         if entry is None:
-            return  # stopping; the server still has these bytes
+            return False  # stopping; the server still has these bytes
         self.progress.queued(entry.file, entry.start, entry.end, entry.last_time)
         self.metrics.spool_bytes.set(self.spool.used)
         self._submit(entry)
+        return True
 
 
 def describe_server(conn: Any) -> str:

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 
 from backupd.binlog import events as ev
 
+IDLE_FRACTION = 0.25  # a stream silent this part of flush_seconds is cut at once
 KIND_TX = "tx"  # ends at a transaction boundary
 KIND_MID = "mid"  # ends inside a transaction (that transaction exceeds segment_max_bytes)
 KIND_EOF = "eof"  # ends the file (ROTATE or STOP, or the server moved on to the next file)
 
 _GTIDS = frozenset({ev.MARIADB_GTID, ev.MYSQL_GTID, ev.MYSQL_ANONYMOUS_GTID})
+_MARKERS = _GTIDS | {ev.XID, ev.QUERY, ev.ROTATE, ev.STOP}  # events that may end a transaction
 
 
 class ChainError(ev.EventError):
@@ -70,6 +72,7 @@ class Segmenter:
         self.flush_seconds = flush_seconds
         self.segment_max_bytes = segment_max_bytes
         self.checksum_alg = ev.CHECKSUM_CRC32
+        self._last_event_at = 0.0
         self._open(file, position)
 
     @property
@@ -104,7 +107,8 @@ class Segmenter:
         pending = self._pending
         if not pending.data or pending.boundary <= pending.start:
             return None
-        return max(0.0, pending.since + self.flush_seconds - now)
+        idle_due = self._last_event_at + self.flush_seconds * IDLE_FRACTION
+        return max(0.0, min(pending.since + self.flush_seconds, idle_due) - now)
 
     def _switch(self, file: str, position: int) -> list[Segment]:
         """The server starts sending `file` at `position` (a new dump, or the next file)."""
@@ -149,15 +153,19 @@ class Segmenter:
             pending.gtids.append((start, self._gtid(raw, code, server_id)))
         pending.data += raw
         pending.last_time = timestamp
+        self._last_event_at = now
         if pending.tail_time is None:
             pending.tail_time = timestamp
-        self._track_transaction(raw, code)
-        if code in (ev.ROTATE, ev.STOP):
-            out = self._cut(pending.end, KIND_EOF)
-            self._closed = True
-            if code == ev.ROTATE:
-                self._open(*ev.rotate_target(raw, self.checksum_alg))
-            return out
+        if not self._in_txn or code in _MARKERS:  # rows and table maps change nothing
+            self._track_transaction(raw, code)
+            if code in (ev.ROTATE, ev.STOP):
+                out = self._cut(pending.end, KIND_EOF)
+                self._closed = True
+                if code == ev.ROTATE:
+                    self._open(*ev.rotate_target(raw, self.checksum_alg))
+                return out
+        if len(pending.data) < self.segment_max_bytes and now - pending.since < self.flush_seconds:
+            return []
         return self._due(now)
 
     def _gtid(self, raw: bytes, code: int, server_id: int) -> str:
@@ -196,7 +204,16 @@ class Segmenter:
         pending.tail_time = None
 
     def tick(self, now: float) -> list[Segment]:
-        """Cut what is due by time; call when no event arrived for a while."""
+        """Cut what is due by time; call when no event arrived for a while.
+
+        A stream silent for a quarter of flush_seconds is cut then (the end of a burst, or
+        of a backlog, need not wait the full flush_seconds): a busy stream is never silent
+        that long, so this adds no segments under load.
+        """
+        pending = self._pending
+        idle = now - self._last_event_at >= self.flush_seconds * IDLE_FRACTION
+        if idle and pending.data and pending.boundary > pending.start:
+            return self._cut(pending.boundary, KIND_TX)
         return self._due(now)
 
     def _due(self, now: float) -> list[Segment]:
