@@ -234,8 +234,9 @@ class BinlogService:
             return "binlog archiving starting"
         age = doc["recovery_point_age_seconds"]
         age_text = f"{age:.1f}s" if age is not None else "unknown"
+        server = doc["server_coordinate"] or "not polled yet"
         return (
-            f"archived to {doc['archived_coordinate']} (server {doc['server_coordinate']}), "
+            f"archived to {doc['archived_coordinate']} (server {server}), "
             f"recovery point {age_text} old, spool {doc['spool_bytes']} bytes"
         )
 

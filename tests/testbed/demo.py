@@ -7,8 +7,10 @@ Brings up a throwaway MariaDB on a loop-mounted ext4 and moto as the S3/EC2 endp
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.testbed.bed import LocalBed
@@ -18,6 +20,43 @@ from tests.testbed.daemon import BIN_DIR, DaemonProcess, NotifyListener
 def show(*args: str) -> int:
     print(f"\n$ backupctl {' '.join(args)}", flush=True)
     return subprocess.run([str(BIN_DIR / "backupctl"), *args], check=False).returncode
+
+
+def binlog_step(bed: LocalBed, sock: list[str], config: Path) -> int:
+    """Stream the binlog while a small workload runs, then show it archived and rebuilt."""
+    print("\ndemo: a small workload runs while backupd streams the binlog to S3", flush=True)
+    bed.db.sql("CREATE DATABASE IF NOT EXISTS shop")
+    bed.db.sql(
+        "CREATE TABLE IF NOT EXISTS shop.orders (id INT AUTO_INCREMENT PRIMARY KEY, "
+        "item VARCHAR(64), qty INT)"
+    )
+    for n in range(200):
+        bed.db.sql(f"INSERT INTO shop.orders (item, qty) VALUES ('item-{n % 17}', {n % 5 + 1})")
+    target = bed.db.sql("SHOW MASTER STATUS")[0]
+    wait_archived(sock, f"{target[0]}:{target[1]}")
+    failures = show(*sock, "binlog", "status") != 0
+    dest = bed.base / "fetched"
+    failures += show("--config", str(config), "binlog", "fetch", "--dest", str(dest)) != 0
+    return failures
+
+
+def wait_archived(sock: list[str], coordinate: str, timeout: float = 60) -> None:
+    """Poll `binlog status` until the archive holds `coordinate` (its recovery point)."""
+    file, pos = coordinate.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = subprocess.run(
+            [str(BIN_DIR / "backupctl"), *sock, "--json", "binlog", "status"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        archived = json.loads(result.stdout or "{}").get("archived_coordinate") or ":0"
+        got_file, got_pos = archived.rsplit(":", 1)
+        if (got_file, int(got_pos)) >= (file, int(pos)):
+            return
+        time.sleep(0.2)
+    print(f"demo: the archive did not reach {coordinate} within {timeout}s", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         sock = ["--socket", str(bed.base / "run" / "control.sock")]
         failures += show(*sock, "probe") != 0
         failures += show(*sock, "status") != 0
+        failures += binlog_step(bed, sock, config) != 0
         if not args.once:
             print("\ndemo: backupd keeps running; Ctrl-C to stop and tear down", flush=True)
             assert daemon.process is not None
