@@ -39,6 +39,7 @@ class Alarms:
 
     stream_error: str = ""
     upload_error: str = ""
+    spool_error: str = ""
     gaps: list[str] = field(default_factory=list)
 
 
@@ -113,6 +114,11 @@ class Archiver:
             except BackupdError as exc:
                 _log.warning("binlog archiving paused", error=exc.message)
                 self.alarms.stream_error = exc.message
+            except Exception as exc:  # a bug must not end archiving for good: alarm, retry
+                _log.exception("binlog reader failed; retrying from the durable position")
+                self.alarms.stream_error = f"binlog reader failed: {exc!r}"
+                self.segmenter = None
+                delay = max(delay, 5.0)
             self.connected = False
             if self._stop.wait(delay):
                 break
@@ -166,15 +172,15 @@ class Archiver:
         last_data = time.monotonic()
         try:
             while not self._stop.is_set():
-                raw = stream.next_event(self._wait(seg, time.monotonic()))
+                batch = stream.read_batch(self._wait(seg, time.monotonic()))
                 now = time.monotonic()
-                if raw is None:
+                if not batch:
                     if now - last_data > silent_limit:
                         raise StreamEnded(f"no data or heartbeat for {silent_limit:.0f}s")
                     cut = seg.tick(now)
                 else:
                     last_data = now
-                    cut = seg.feed(raw, now)
+                    cut = seg.feed_many(batch, now)
                 for segment in cut:
                     self._spool(segment)
         finally:
@@ -226,7 +232,19 @@ class Archiver:
                 self._cuts.task_done()
 
     def _store_segment(self, segment: Segment) -> bool:
-        entry = self.spool.write(segment)
+        """Spool one segment, retrying while the disk refuses (full, read-only): never drop."""
+        delay = 0.5
+        while True:
+            try:
+                entry = self.spool.write(segment)
+                break
+            except OSError as exc:
+                self.alarms.spool_error = f"cannot write the spool: {exc}"
+                _log.error("spool write failed; retrying", error=str(exc), retry_in=delay)
+                if self._stop.wait(delay):
+                    return False
+                delay = min(delay * 2, 30.0)
+        self.alarms.spool_error = ""
         if entry is None:
             return False  # stopping; the server still has these bytes
         self.progress.queued(entry.file, entry.start, entry.end, entry.last_time)

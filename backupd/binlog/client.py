@@ -22,6 +22,7 @@ COM_BINLOG_DUMP = 0x12
 BINLOG_SEND_ANNOTATE_ROWS_EVENT = 0x2
 MARIA_SLAVE_CAPABILITY_GTID = 4
 _MAX_PACKET = 0xFFFFFF
+_RECV_BYTES = 1 << 20
 _BODY_TIMEOUT = 60.0  # a packet whose header arrived must not take longer than this
 
 
@@ -44,7 +45,7 @@ class BinlogStream:
     def __init__(self, conn: pymysql.connections.Connection[Any]) -> None:
         self._conn = conn
         self._sock: Any = conn._sock  # type: ignore[attr-defined]
-        self._buffer = bytearray()
+        self._data = b""  # received, not yet parsed from `_offset` on
         self._offset = 0
         self._seq = 1
         self._sock.settimeout(_BODY_TIMEOUT)
@@ -78,21 +79,34 @@ class BinlogStream:
         with contextlib.suppress(Exception):  # closing a dead socket cannot fail usefully
             self._conn._force_close()  # type: ignore[attr-defined]
 
+    def read_batch(self, timeout: float) -> list[bytes]:
+        """Every event already received (at least one, waiting up to `timeout`), in order."""
+        events = self._parse_buffered()
+        if events:
+            return events
+        event = self.next_event(timeout)
+        if event is None:
+            return []
+        return [event, *self._parse_buffered()]
+
+    def _parse_buffered(self) -> list[bytes]:
+        """Whole single-packet events in the buffer; anything else is left to next_event."""
+        events: list[bytes] = []
+        data, off, seq = self._data, self._offset, self._seq
+        size = len(data)
+        while size - off > 4:
+            length = data[off] | data[off + 1] << 8 | data[off + 2] << 16
+            end = off + 4 + length
+            if length >= _MAX_PACKET or end > size or data[off + 3] != seq or data[off + 4]:
+                break
+            events.append(data[off + 5 : end])
+            seq = (seq + 1) & 0xFF
+            off = end
+        self._offset, self._seq = off, seq
+        return events
+
     def next_event(self, timeout: float) -> bytes | None:
         """The next event, or None when nothing arrived within `timeout` seconds."""
-        buf, off = self._buffer, self._offset
-        if len(buf) - off > 4:  # fast path: a whole small event packet is buffered
-            length = buf[off] | buf[off + 1] << 8 | buf[off + 2] << 16
-            end = off + 4 + length
-            if (
-                length < _MAX_PACKET
-                and end <= len(buf)
-                and buf[off + 3] == self._seq
-                and buf[off + 4] == 0
-            ):
-                self._seq = (self._seq + 1) & 0xFF
-                self._offset = end
-                return bytes(buf[off + 5 : end])
         payload = self._packet(timeout)
         if payload is None:
             return None
@@ -112,20 +126,17 @@ class BinlogStream:
     def _packet(self, timeout: float) -> bytes | None:
         parts: list[bytes] = []
         while True:
-            if not self._fill(4, timeout if not parts else None):
+            if not self._need(4, timeout if not parts else None):
                 return None
             header = self._take(4)
             length = header[0] | header[1] << 8 | header[2] << 16
             if header[3] != self._seq:
                 raise StreamEnded(f"packet sequence {header[3]}, expected {self._seq}")
-            self._seq = (self._seq + 1) % 256
-            self._fill(length, None)
+            self._seq = (self._seq + 1) & 0xFF
+            self._need(length, None)
             parts.append(self._take(length))
             if length < _MAX_PACKET:
                 return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def _available(self) -> int:
-        return len(self._buffer) - self._offset
 
     def _tls_pending(self) -> bool:
         """TLS may hold decrypted bytes that select() cannot see."""
@@ -133,28 +144,33 @@ class BinlogStream:
         return bool(pending and pending())
 
     def _take(self, size: int) -> bytes:
-        data = bytes(self._buffer[self._offset : self._offset + size])
+        piece = self._data[self._offset : self._offset + size]
         self._offset += size
-        return data
+        return piece
 
-    def _fill(self, size: int, timeout: float | None) -> bool:
-        """Make `size` bytes available; False when `timeout` passed with too few."""
-        if self._available() >= size:
+    def _need(self, size: int, timeout: float | None) -> bool:
+        """Make `size` bytes available; False when `timeout` passed with none arriving.
+
+        Received chunks are joined once per call, so a large event costs one copy.
+        """
+        have = len(self._data) - self._offset
+        if have >= size:
             return True
-        if self._offset:
-            del self._buffer[: self._offset]
-            self._offset = 0
-        while len(self._buffer) < size:
+        parts = [self._data[self._offset :]]
+        while have < size:
             if timeout is not None and not self._tls_pending():
                 ready, _, _ = select.select([self._sock], [], [], timeout)
                 if not ready:
+                    self._data, self._offset = b"".join(parts), 0
                     return False
                 timeout = None
             try:
-                chunk = self._sock.recv(max(size - len(self._buffer), 1 << 20))
+                chunk = self._sock.recv(max(size - have, _RECV_BYTES))
             except OSError as exc:
                 raise StreamEnded(f"connection lost: {exc}") from exc
             if not chunk:
                 raise StreamEnded("the server closed the connection")
-            self._buffer += chunk
+            parts.append(chunk)
+            have += len(chunk)
+        self._data, self._offset = b"".join(parts), 0
         return True

@@ -222,7 +222,10 @@ class BinlogService:
             "spool_full": bool(self.spool and self.spool.full),
             "upload_backlog": self.uploader.backlog if self.uploader else 0,
             "gaps": list(self.alarms.gaps),
-            "error": self.alarms.stream_error or self.alarms.upload_error or None,
+            "error": self.alarms.stream_error
+            or self.alarms.spool_error
+            or self.alarms.upload_error
+            or None,
         }
         doc["summary"] = self._summary(doc)
         return doc
@@ -248,6 +251,8 @@ class BinlogService:
             found.append(f"binlog stream: {self.alarms.stream_error}")
         if self.alarms.upload_error:
             found.append(f"binlog upload failing (spooling locally): {self.alarms.upload_error}")
+        if self.alarms.spool_error:
+            found.append(f"binlog spool: {self.alarms.spool_error}")
         if self.spool is not None and self.spool.full:
             found.append("binlog spool full: reading from the server is paused")
         return found
