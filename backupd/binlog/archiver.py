@@ -140,7 +140,11 @@ class Archiver:
             self._record_gap(resume.gap)
         _log.info("binlog stream resumes", file=resume.file, position=resume.position)
         return Segmenter(
-            resume.file, resume.position, self._flush_seconds(), self.binlog.segment_max_bytes
+            resume.file,
+            resume.position,
+            self._flush_seconds(),
+            self.binlog.segment_max_bytes,
+            resume.inside_transaction,
         )
 
     def _record_gap(self, gap: layout.GapKey) -> None:

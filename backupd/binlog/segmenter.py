@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from backupd.binlog import events as ev
 
 IDLE_FRACTION = 0.25  # a stream silent this part of flush_seconds is cut at once
+IDLE_LARGE_BYTES = 1 << 20  # ... or this many bytes after IDLE_LARGE_SECONDS of silence
+IDLE_LARGE_SECONDS = 0.02
 KIND_TX = "tx"  # ends at a transaction boundary
 KIND_MID = "mid"  # ends inside a transaction (that transaction exceeds segment_max_bytes)
 KIND_EOF = "eof"  # ends the file (ROTATE or STOP, or the server moved on to the next file)
@@ -69,13 +71,21 @@ class Segmenter:
     """Feed raw events in stream order; collect the segments it cuts."""
 
     def __init__(
-        self, file: str, position: int, flush_seconds: float, segment_max_bytes: int
+        self,
+        file: str,
+        position: int,
+        flush_seconds: float,
+        segment_max_bytes: int,
+        inside_transaction: bool = False,
     ) -> None:
+        """Start at `file`:`position`; `inside_transaction` when the archive ends in the
+        middle of one (its last segment is `mid`), so no boundary is claimed before its end."""
         self.flush_seconds = flush_seconds
         self.segment_max_bytes = segment_max_bytes
         self.checksum_alg = ev.CHECKSUM_CRC32
         self._last_event_at = 0.0
         self._open(file, position)
+        self._in_txn = inside_transaction
 
     @property
     def position(self) -> int:
@@ -139,8 +149,14 @@ class Segmenter:
         pending = self._pending
         if not pending.data or pending.boundary <= pending.start:
             return None
-        idle_due = self._last_event_at + self.flush_seconds * IDLE_FRACTION
+        idle_due = self._last_event_at + self._idle_seconds()
         return max(0.0, min(pending.since + self.flush_seconds, idle_due) - now)
+
+    def _idle_seconds(self) -> float:
+        """Silence after which pending bytes are cut: short once they are worth an object."""
+        if len(self._pending.data) >= IDLE_LARGE_BYTES:
+            return IDLE_LARGE_SECONDS
+        return self.flush_seconds * IDLE_FRACTION
 
     def _switch(self, file: str, position: int) -> list[Segment]:
         """The server starts sending `file` at `position` (a new dump, or the next file)."""
@@ -238,12 +254,13 @@ class Segmenter:
     def tick(self, now: float) -> list[Segment]:
         """Cut what is due by time; call when no event arrived for a while.
 
-        A stream silent for a quarter of flush_seconds is cut then (the end of a burst, or
-        of a backlog, need not wait the full flush_seconds): a busy stream is never silent
-        that long, so this adds no segments under load.
+        A stream silent for a quarter of flush_seconds is cut then (the end of a burst
+        need not wait the full flush_seconds): a busy stream is never silent that long, so
+        this adds no segments under load. At least IDLE_LARGE_BYTES waiting (the end of a
+        backlog) are cut after IDLE_LARGE_SECONDS of silence: worth an object on their own.
         """
         pending = self._pending
-        idle = now - self._last_event_at >= self.flush_seconds * IDLE_FRACTION
+        idle = now - self._last_event_at >= self._idle_seconds()
         if idle and pending.data and pending.boundary > pending.start:
             return self._cut(pending.boundary, KIND_TX)
         return self._due(now)

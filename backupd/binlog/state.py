@@ -27,6 +27,7 @@ class Resume:
     file: str
     position: int
     gap: layout.GapKey | None = None
+    inside_transaction: bool = False  # the archive ends in the middle of a transaction
 
 
 def next_name(file: str) -> str:
@@ -35,22 +36,23 @@ def next_name(file: str) -> str:
     return f"{base}.{int(number) + 1:0{len(number)}d}"
 
 
-def archived_end(ranges: Iterable[tuple[int, int, str]]) -> tuple[int, bool]:
-    """End of the contiguous archived prefix of one file from 0, and whether it is closed."""
+def archived_end(ranges: Iterable[tuple[int, int, str]]) -> tuple[int, str]:
+    """End of the contiguous archived prefix of one file from 0, and the kind of the segment
+    ending there ("" when nothing is archived; "eof" when the file is closed)."""
     by_start: dict[int, tuple[int, str]] = {}
     for start, end, kind in ranges:
         best = by_start.get(start)
         if best is None or (end, kind == "eof") > (best[0], best[1] == "eof"):
             by_start[start] = (end, kind)
-    position = 0
+    position, last_kind = 0, ""
     while position in by_start:
         end, kind = by_start[position]
         if kind == "eof":
-            return end, True
+            return end, kind
         if end == position:
             break
-        position = end
-    return position, False
+        position, last_kind = end, kind
+    return position, last_kind
 
 
 def resume_point(
@@ -67,7 +69,8 @@ def resume_point(
     if not files:
         return Resume(names[0], len(MAGIC))
     last = max(files, key=layout.file_order)
-    end, closed = archived_end(files[last])
+    end, kind = archived_end(files[last])
+    closed = kind == "eof"
     later = [n for n in names if layout.file_order(n) > layout.file_order(last)]
     if closed:
         if not later:
@@ -77,7 +80,7 @@ def resume_point(
             return Resume(expected, len(MAGIC))
         return Resume(later[0], len(MAGIC), layout.GapKey(server, expected, 0, later[0], 0))
     if last in sizes and end <= sizes[last]:
-        return Resume(last, max(end, len(MAGIC)))
+        return Resume(last, max(end, len(MAGIC)), inside_transaction=kind == "mid")
     target = later[0] if later else names[0]
     return Resume(target, len(MAGIC), layout.GapKey(server, last, end, target, 0))
 

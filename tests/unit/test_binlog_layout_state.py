@@ -62,6 +62,11 @@ LOGS = [("mysql-bin.000003", 500), ("mysql-bin.000004", 900)]
         ([], LOGS, Resume("mysql-bin.000003", 4)),
         ([("mysql-bin.000003", 0, 200, "tx")], LOGS, Resume("mysql-bin.000003", 200)),
         (
+            [("mysql-bin.000003", 0, 200, "mid")],
+            LOGS,
+            Resume("mysql-bin.000003", 200, inside_transaction=True),
+        ),
+        (
             [("mysql-bin.000003", 0, 200, "tx"), ("mysql-bin.000003", 200, 500, "eof")],
             LOGS,
             Resume("mysql-bin.000004", 4),

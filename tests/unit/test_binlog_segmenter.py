@@ -111,9 +111,13 @@ def test_killed_and_resumed_anywhere_gives_no_gap_and_no_duplicate(
     if kept and kept[-1].kind == KIND_EOF:
         return  # the whole file was archived before the kill
     position = len(durable) if durable else 4
-    second = Segmenter(fake.name, position, 1.0, max_bytes)
+    inside = bool(kept) and kept[-1].kind == KIND_MID
+    second = Segmenter(fake.name, position, 1.0, max_bytes, inside)
     rest = run(second, fake.stream(position), gaps)
     assert reassemble(kept + rest, fake.name) == bytes(fake.data)
+    for segment in kept + rest:
+        if segment.kind == KIND_TX:
+            assert segment.end in fake.boundaries
 
 
 @settings(max_examples=150, deadline=None)
@@ -136,7 +140,8 @@ def test_batches_reassemble_exactly_and_resume(
         assert durable == bytes(fake.data)
         return
     position = len(durable) if durable else 4
-    second = Segmenter(fake.name, position, 1.0, max_bytes)
+    inside = bool(kept) and kept[-1].kind == KIND_MID
+    second = Segmenter(fake.name, position, 1.0, max_bytes, inside)
     rest = run_batches(second, fake.stream(position), sizes)
     assert reassemble(kept + rest, fake.name) == bytes(fake.data)
     for segment in kept + rest:
