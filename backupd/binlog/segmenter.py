@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from backupd.binlog import events as ev
 
 IDLE_FRACTION = 0.25  # a stream silent this part of flush_seconds is cut at once
-IDLE_LARGE_BYTES = 1 << 20  # ... or this many bytes after IDLE_LARGE_SECONDS of silence
-IDLE_LARGE_SECONDS = 0.02
+IDLE_LARGE_BYTES = 1 << 20  # after this many bytes without a cut by time, cut sooner:
+IDLE_LARGE_SECONDS = 0.02  # ... after this much silence
 KIND_TX = "tx"  # ends at a transaction boundary
 KIND_MID = "mid"  # ends inside a transaction (that transaction exceeds segment_max_bytes)
 KIND_EOF = "eof"  # ends the file (ROTATE or STOP, or the server moved on to the next file)
@@ -29,6 +29,7 @@ KIND_EOF = "eof"  # ends the file (ROTATE or STOP, or the server moved on to the
 _GTIDS = frozenset({ev.MARIADB_GTID, ev.MYSQL_GTID, ev.MYSQL_ANONYMOUS_GTID})
 _MARKERS = _GTIDS | {ev.XID, ev.QUERY, ev.ROTATE, ev.STOP}  # events that may end a transaction
 _SLOW_PATH = _MARKERS | {ev.FORMAT_DESCRIPTION, ev.HEARTBEAT}
+_MIN_CHECKED = ev.HEADER_SIZE + ev.CHECKSUM_SIZE
 
 
 class ChainError(ev.EventError):
@@ -84,6 +85,7 @@ class Segmenter:
         self.segment_max_bytes = segment_max_bytes
         self.checksum_alg = ev.CHECKSUM_CRC32
         self._last_event_at = 0.0
+        self._streamed = 0  # bytes fed since the last cut by time or silence
         self._open(file, position)
         self._in_txn = inside_transaction
 
@@ -115,34 +117,56 @@ class Segmenter:
         return self._place(raw, code, timestamp, server_id, log_pos - size, now)
 
     def feed_many(self, events: list[bytes], now: float) -> list[Segment]:
-        """`feed` for a batch: rows inside a transaction take a short path with the same
-        checks (size, CRC32, exact position); everything else goes through `feed`."""
+        """`feed` for a batch. The commonest events (rows inside a transaction, its XID, the
+        next MariaDB GTID) take a short path with the same checks (size, CRC32, exact
+        position) and the same bookkeeping; everything else goes through `feed`."""
         out: list[Segment] = []
         fast = False
+        self._streamed += sum(map(len, events))
         unpack, crc32, limit = ev.HEADER.unpack_from, zlib.crc32, self.segment_max_bytes
         for raw in events:
             pending = self._pending
-            if self._in_txn and pending.data and self.checksum_alg == ev.CHECKSUM_CRC32:
-                timestamp, code, _sid, size, log_pos, flags = unpack(raw, 0)
+            data = pending.data
+            if data and self.checksum_alg == ev.CHECKSUM_CRC32:
+                timestamp, code, server_id, size, log_pos, flags = unpack(raw, 0)
+                start = pending.start + len(data)
                 if (
-                    code not in _SLOW_PATH
+                    size == len(raw)
+                    and log_pos - size == start
                     and not flags & ev.FLAG_ARTIFICIAL
-                    and size == len(raw)
-                    and log_pos - size == pending.start + len(pending.data)
-                    and size > ev.HEADER_SIZE + ev.CHECKSUM_SIZE
+                    and size > _MIN_CHECKED
                     and crc32(memoryview(raw)[: size - ev.CHECKSUM_SIZE])
                     == int.from_bytes(raw[size - ev.CHECKSUM_SIZE :], "little")
+                    and self._short_path(raw, code, server_id, start)
                 ):
-                    pending.data += raw
+                    data += raw
                     pending.last_time = timestamp
+                    if pending.tail_time is None:
+                        pending.tail_time = timestamp
+                    if code == ev.XID:  # the transaction ends after it
+                        self._in_txn = self._standalone = False
+                        self._mark_boundary(start + size)
                     fast = True
-                    if len(pending.data) >= limit:
+                    if len(data) >= limit:
                         out += self._due(now)
                     continue
             out += self.feed(raw, now)
         if fast:
             self._last_event_at = now
         return out + self._due(now)
+
+    def _short_path(self, raw: bytes, code: int, server_id: int, start: int) -> bool:
+        """Transaction bookkeeping for a checked event; False sends it through `feed`."""
+        if self._in_txn:
+            if code not in _SLOW_PATH:
+                return True
+            return code == ev.XID  # bookkeeping after it is appended
+        if code == ev.MARIADB_GTID:
+            self._mark_boundary(start)
+            self._pending.gtids.append((start, self._gtid(raw, code, server_id)))
+            self._in_txn = True
+            return True
+        return False
 
     def due_in(self, now: float) -> float | None:
         """Seconds until a time cut is due (None when nothing is waiting to be cut)."""
@@ -153,8 +177,9 @@ class Segmenter:
         return max(0.0, min(pending.since + self.flush_seconds, idle_due) - now)
 
     def _idle_seconds(self) -> float:
-        """Silence after which pending bytes are cut: short once they are worth an object."""
-        if len(self._pending.data) >= IDLE_LARGE_BYTES:
+        """Silence after which pending bytes are cut: short when at least IDLE_LARGE_BYTES
+        streamed since the last cut by time (the end of a backlog or of a bulk load)."""
+        if self._streamed >= IDLE_LARGE_BYTES:
             return IDLE_LARGE_SECONDS
         return self.flush_seconds * IDLE_FRACTION
 
@@ -256,29 +281,36 @@ class Segmenter:
 
         A stream silent for a quarter of flush_seconds is cut then (the end of a burst
         need not wait the full flush_seconds): a busy stream is never silent that long, so
-        this adds no segments under load. At least IDLE_LARGE_BYTES waiting (the end of a
-        backlog) are cut after IDLE_LARGE_SECONDS of silence: worth an object on their own.
+        this adds no segments under load. After IDLE_LARGE_BYTES streamed without a cut by
+        time (the end of a backlog or of a bulk load) IDLE_LARGE_SECONDS of silence is enough.
         """
         pending = self._pending
         idle = now - self._last_event_at >= self._idle_seconds()
         if idle and pending.data and pending.boundary > pending.start:
+            self._streamed = 0
             return self._cut(pending.boundary, KIND_TX)
         return self._due(now)
 
     def _due(self, now: float) -> list[Segment]:
-        pending = self._pending
-        if len(pending.data) < self.segment_max_bytes and now - pending.since < self.flush_seconds:
-            return []  # the common case, decided without more work
-        if not pending.data:
-            return []
-        cuttable = pending.boundary > pending.start
-        if len(pending.data) >= self.segment_max_bytes:
-            if cuttable:
-                return self._cut(pending.boundary, KIND_TX)
-            return self._cut(pending.end, KIND_MID)
-        if cuttable and now - pending.since >= self.flush_seconds:
-            return self._cut(pending.boundary, KIND_TX)
-        return []
+        """Every cut due now (what remains after a cut may itself be over the size)."""
+        out: list[Segment] = []
+        while True:
+            pending = self._pending
+            size = len(pending.data)
+            if size < self.segment_max_bytes and now - pending.since < self.flush_seconds:
+                return out  # the common case, decided without more work
+            if not size:
+                return out
+            cuttable = pending.boundary > pending.start
+            if size >= self.segment_max_bytes:
+                out += self._cut(
+                    pending.boundary if cuttable else pending.end, KIND_TX if cuttable else KIND_MID
+                )
+            elif cuttable:
+                self._streamed = 0
+                out += self._cut(pending.boundary, KIND_TX)
+            else:
+                return out
 
     def flush(self) -> list[Segment]:
         """Cut everything up to the last transaction boundary (on a clean stop)."""

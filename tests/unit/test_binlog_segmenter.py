@@ -149,6 +149,29 @@ def test_batches_reassemble_exactly_and_resume(
             assert segment.end in fake.boundaries
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    transactions=txns,
+    max_bytes=st.integers(min_value=64, max_value=20000),
+    sizes=st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=5),
+)
+def test_batch_path_cuts_exactly_like_one_by_one(
+    transactions: list[Txn], max_bytes: int, sizes: list[int]
+) -> None:
+    fake = build(transactions, rotate=True)
+    stream = fake.stream()
+    single = Segmenter(fake.name, 4, 1.0, max_bytes)
+    one_by_one = [seg for raw in stream for seg in single.feed(raw, 0.0)]
+    batched = Segmenter(fake.name, 4, 1.0, max_bytes)
+    out: list[Segment] = []
+    index = 0
+    while index < len(stream):
+        size = sizes[index % len(sizes)]
+        out += batched.feed_many(stream[index : index + size], 0.0)
+        index += size
+    assert out == one_by_one
+
+
 def test_batch_path_refuses_a_bad_crc_inside_a_transaction() -> None:
     fake = build([Txn([100, 100, 100])])
     stream = fake.stream()
