@@ -252,7 +252,6 @@ class Archiver:
         if entry is None:
             return False  # stopping; the server still has these bytes
         self.progress.queued(entry.file, entry.start, entry.end, entry.last_time)
-        self.metrics.spool_bytes.set(self.spool.used)
         self._submit(entry)
         return True
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from backupd.binlog.spool import Spool
+from backupd.binlog.state import Progress
 from backupd.metrics import PREFIX
 
 
@@ -44,3 +46,9 @@ class BinlogMetrics:
             "1 while reading from the server is paused because the spool is full",
             registry=r,
         )
+
+    def watch(self, spool: Spool, progress: Progress) -> None:
+        """Gauges read live at scrape time (never stale between updates)."""
+        self.spool_bytes.set_function(lambda: spool.used)
+        self.spool_full.set_function(lambda: 1 if spool.full else 0)
+        self.last_archived_event_timestamp.set_function(progress.recovery_point)

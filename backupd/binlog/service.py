@@ -107,6 +107,7 @@ class BinlogService:
         spool_dir = Path(self.config.daemon.spool_dir) / "binlog" / self.server
         self.spool = Spool(spool_dir, binlog.spool_max_bytes, self._stop)
         recovered = self.spool.recover()
+        self.metrics.watch(self.spool, self.progress)
         closed_files = self._restore_progress()  # before any upload can move it
         target = Target(self.store, self.server, binlog.compression, binlog.level)
         self.compactor = Compactor(target, self._stop)
@@ -168,12 +169,10 @@ class BinlogService:
             self.archiver.upload_took(time.monotonic() - entry.spooled_at)
         self.metrics.archived_bytes.inc(entry.size)
         self.metrics.uploaded_bytes.inc(object_size)
-        self.metrics.spool_bytes.set(self.spool.used)
         if self.progress.uploaded(entry.file, entry.start, entry.end):
             for closed in self.progress.take_passed():
                 if self.compactor is not None:
                     self.compactor.submit(closed)  # every byte of it is stored
-            self.metrics.last_archived_event_timestamp.set(self.progress.recovery_point())
             StateFile(Path(self.config.daemon.state_dir) / "binlog.json").save(
                 self.server, self.progress.file, self.progress.position
             )
@@ -193,10 +192,6 @@ class BinlogService:
         lag = lag_bytes(self._logs, self.progress.file, self.progress.position)
         if lag == 0 and self.progress.pending == 0:
             self.progress.caught_up_at = asked_at
-        self.metrics.last_archived_event_timestamp.set(self.progress.recovery_point())
-        if self.spool is not None:
-            self.metrics.spool_bytes.set(self.spool.used)
-            self.metrics.spool_full.set(1 if self.spool.full else 0)
 
     # -- status ----------------------------------------------------------------------------
 

@@ -106,8 +106,13 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def assert_identical(db: MariaDB, dest: Path, first: str, active: str) -> list[str]:
-    """Every file from `first` to `active` rebuilt exactly; returns the names compared."""
+def assert_identical(
+    db: MariaDB, dest: Path, first: str, active: str, crashed: str = ""
+) -> list[str]:
+    """Every file from `first` to `active` rebuilt exactly; returns the names compared.
+
+    `active` (still written) and `crashed` (the server died writing it, so its in-use flag
+    was never cleared on disk) may differ only in the in-use flag."""
     names = sorted(
         (
             p.name
@@ -120,9 +125,10 @@ def assert_identical(db: MariaDB, dest: Path, first: str, active: str) -> list[s
     for name in names:
         server = (db.binlog_dir / name).read_bytes()
         rebuilt = (dest / name).read_bytes()
-        if name == active:
+        if name in (active, crashed):
             server = bytearray(server)
             server[IN_USE_FLAG_OFFSET] &= ~0x1  # the only allowed difference
+        if name == active:
             server = server[: len(rebuilt)]
             assert len(rebuilt) >= 4
         assert sha(rebuilt) == sha(bytes(server)), f"{name} differs from the server's file"
@@ -150,8 +156,9 @@ def assert_no_overlap(repo: Path, files: list[str]) -> None:
 class Workload:
     """Transactions in a thread until stopped: multi-row inserts, updates, deletes, DDL."""
 
-    def __init__(self, db: MariaDB, table: str, rate: float = 200) -> None:
+    def __init__(self, db: MariaDB, table: str, rate: float = 200, width: int = 300) -> None:
         self.db = db
+        self.width = width
         self.table = table
         self.rate = rate
         self.stop = threading.Event()
@@ -181,7 +188,9 @@ class Workload:
                 with conn.cursor() as cursor:
                     kind = rng.random()
                     if kind < 0.6:
-                        rows = ",".join(f"('{'x' * rng.randint(1, 300)}', {i})" for i in range(5))
+                        rows = ",".join(
+                            f"('{'x' * rng.randint(1, self.width)}', {i})" for i in range(5)
+                        )
                         cursor.execute(f"INSERT INTO {self.table} (v, n) VALUES {rows}")
                     elif kind < 0.9:
                         cursor.execute(
@@ -333,13 +342,16 @@ def test_sigkill_loop_loses_and_duplicates_nothing(arch: Archive) -> None:
     assert_no_overlap(workdir / "repo", names)
 
 
-def test_s3_outage_spools_then_drains(arch: Archive, moto: MotoServer) -> None:
+def test_s3_outage_spools_fills_pauses_then_drains(arch: Archive, moto: MotoServer) -> None:
+    """S3 goes away under load: segments wait in the spool; when the (1 MiB) spool is full
+    backupd stops reading from the server and alarms; when S3 returns everything drains."""
     db, db_name, workdir = arch.db, arch.db_name, arch.workdir
     bucket = f"bl-outage-{random.randrange(1 << 30)}"
     boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1").create_bucket(Bucket=bucket)
     proxy = CuttableProxy(moto.port).start()
     try:
         cfg = arch.config
+        cfg["binlog"]["spool_max_bytes"] = 1024 * 1024
         cfg["storage"] = {
             "url": f"s3://{bucket}/archive",
             "endpoint_url": proxy.url,
@@ -350,7 +362,7 @@ def test_s3_outage_spools_then_drains(arch: Archive, moto: MotoServer) -> None:
         first, _ = master(db)
         arch.start(config)
         sock = arch.sock
-        with Workload(db, f"{db_name}.o", rate=200):
+        with Workload(db, f"{db_name}.o", rate=200, width=2000):
             wait_archived(sock, db)
             proxy.cut()
             outage = wait_for(
@@ -363,6 +375,15 @@ def test_s3_outage_spools_then_drains(arch: Archive, moto: MotoServer) -> None:
                 "more segments to spool",
             )
             assert grown["upload_backlog"] > 0
+            full = wait_for(lambda: (d := status(sock))["spool_full"] and d, "a full spool")
+            assert any("spool full" in w for w in full["warnings"])
+            assert full["spool_bytes"] <= 1024 * 1024
+            assert metric(metrics_text(sock), "backupd_binlog_spool_full") == 1
+            paused = wait_for(
+                lambda: (d := status(sock))["lag_bytes"] and d["lag_bytes"] > 100_000 and d,
+                "the server to get ahead of the paused reader",
+            )
+            assert paused["spool_full"] is True
             proxy.restore()
         active, _ = wait_archived(sock, db)
         drained = wait_for(
@@ -380,21 +401,33 @@ def test_s3_outage_spools_then_drains(arch: Archive, moto: MotoServer) -> None:
         proxy.stop()
 
 
-def test_mariadb_restart_mid_stream(arch: Archive) -> None:
+@pytest.mark.parametrize("how", ["restart", "crash"])
+def test_mariadb_restart_or_crash_mid_stream(arch: Archive, how: str) -> None:
+    """Stop (or SIGKILL) the server under load and start it again. After a crash the file it
+    was writing ends without ROTATE/STOP (and keeps its in-use flag on disk): the archive
+    closes it where the server's file ends and goes on with the next one."""
     db, db_name, workdir = arch.db, arch.db_name, arch.workdir
     first, config = arch.begin()
     sock = arch.sock
-    with Workload(db, f"{db_name}.r", rate=200):
+    with Workload(db, f"{db_name}.{how[0]}", rate=200):
         wait_archived(sock, db)
-        db.stop()
+        interrupted, _ = master(db)
+        if how == "crash":
+            db.kill()
+        else:
+            db.stop()
         wait_for(lambda: status(sock)["streaming"] is False, "the stream to notice")
         db.start()
         wait_archived(sock, db)
     db.sql("FLUSH BINARY LOGS")
     active, _ = wait_archived(sock, db)
     assert status(sock)["healthy"] is True
-    fetch(config, workdir / "rebuilt", first)
-    names = assert_identical(db, workdir / "rebuilt", first, active)
+    fetched = fetch(config, workdir / "rebuilt", first)
+    by_name = {f["file"]: f for f in fetched["files"]}
+    assert by_name[interrupted]["closed"] is True
+    assert by_name[interrupted]["size"] == (db.binlog_dir / interrupted).stat().st_size
+    crashed = interrupted if how == "crash" else ""
+    names = assert_identical(db, workdir / "rebuilt", first, active, crashed)
     assert len(names) >= 3  # before the restart, after it, after the flush
     assert metric(metrics_text(sock), "backupd_binlog_reconnects_total") >= 1
 
