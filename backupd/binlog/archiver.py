@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pymysql
+
 from backupd import database
 from backupd.binlog import layout
 from backupd.binlog.client import BinlogStream, ServerError, StreamEnded
@@ -44,11 +46,14 @@ class Alarms:
 
 
 def server_logs(section: MysqlSection) -> list[tuple[str, int]]:
+    """SHOW BINARY LOGS as (file, size); DatabaseUnavailable on any failure."""
     conn = database.connect(section)
     try:
         with conn.cursor() as cursor:
             cursor.execute("SHOW BINARY LOGS")
             return [(str(row[0]), int(row[1])) for row in cursor.fetchall()]
+    except pymysql.err.MySQLError as exc:
+        raise DatabaseUnavailable(message=database.describe(exc)) from exc
     finally:
         conn.close()
 
@@ -258,9 +263,10 @@ class Archiver:
 
 def describe_server(conn: Any) -> str:
     """The server identity used in keys: server_uuid on MySQL, server_id on MariaDB."""
-    version = database.server_version(conn)
-    if version.flavor == "mysql":
-        row = database.query_one(conn, "SELECT @@GLOBAL.server_uuid AS ident")
-    else:
-        row = database.query_one(conn, "SELECT @@GLOBAL.server_id AS ident")
+    try:
+        version = database.server_version(conn)
+        variable = "server_uuid" if version.flavor == "mysql" else "server_id"
+        row = database.query_one(conn, f"SELECT @@GLOBAL.{variable} AS ident")
+    except pymysql.err.MySQLError as exc:
+        raise DatabaseUnavailable(message=database.describe(exc)) from exc
     return str(row["ident"]) if row else "unknown"

@@ -92,6 +92,9 @@ class BinlogService:
             except BackupdError as exc:
                 self.alarms.stream_error = exc.message
                 _log.warning("binlog archive cannot start yet", error=exc.message)
+            except OSError as exc:  # spool or state directory unusable
+                self.alarms.stream_error = f"binlog archive cannot start: {exc}"
+                _log.error("binlog archive cannot start", error=str(exc))
             self._stop.wait(delay)
             delay = min(delay * 2, self.config.mysql.reconnect_max_seconds)
         while not self._stop.wait(POLL_SECONDS):

@@ -68,3 +68,29 @@ def test_open_file_is_not_compacted_and_fetch_refuses_corruption(tmp_path: Path)
     with pytest.raises(ArchiveCorrupt, match="sha256"):
         fetch(store, tmp_path / "out", "1")
     assert not (tmp_path / "out" / fake.name).exists()
+
+
+def test_backupctl_binlog_fetch_without_a_daemon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from backupd import ctl
+
+    config = tmp_path / "backupd.toml"
+    config.write_text(f'[storage]\nurl = "file://{tmp_path / "repo"}"\n')
+    args = ["--config", str(config), "--json", "binlog", "fetch", "--dest", str(tmp_path / "out")]
+    assert ctl.main(args) == 2  # nothing archived yet: a clear usage error
+    assert "archives for: none" in capsys.readouterr().err
+    store = FileStore(tmp_path / "repo")
+    files = [FakeFile("mysql-bin.000001"), FakeFile("mysql-bin.000002")]
+    for fake in files:
+        for n in range(5):
+            fake.transaction(Txn([40 + n]))
+    files[0].rotate("mysql-bin.000002")
+    for fake in files:
+        archive(tmp_path / fake.name, store, fake)
+    assert ctl.main([*args, "--from", "mysql-bin.000002"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [f["file"] for f in doc["files"]] == ["mysql-bin.000002"]
+    assert doc["files"][0]["closed"] is False and doc["server"] == "1"
+    assert (tmp_path / "out" / "mysql-bin.000002").read_bytes() == bytes(files[1].data)
+    assert not (tmp_path / "out" / "mysql-bin.000001").exists()
