@@ -8,6 +8,7 @@ durable position after a backoff, and bad bytes never reach the spool.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -85,6 +86,7 @@ class Archiver:
         self.segmenter: Segmenter | None = None
         self.connected = False
         self.latency = 0.0  # seconds from spool to repository (moving average)
+        self._gaps_recorded: set[str] = set()
         self._thread = threading.Thread(target=self.run, name="binlog-reader", daemon=True)
         # Cut segments go to the spool writer through a short queue, so the reader keeps
         # reading while a segment is fsynced; memory stays bounded by the queue.
@@ -153,15 +155,21 @@ class Archiver:
         )
 
     def _record_gap(self, gap: layout.GapKey) -> None:
-        body = (
-            f'{{"from_file": "{gap.from_file}", "from_pos": {gap.from_pos}, '
-            f'"to_file": "{gap.to_file}", "to_pos": {gap.to_pos}, '
-            f'"detected_at": {time.time():.3f}, "reason": "purged before archived"}}\n'
-        )
-        self._store().put(gap.key, body.encode())
+        if gap.key in self._gaps_recorded:
+            return  # the same purge seen again on a reconnect before anything new landed
+        body = {
+            "from_file": gap.from_file,
+            "from_pos": gap.from_pos,
+            "to_file": gap.to_file,
+            "to_pos": gap.to_pos,
+            "detected_at": round(time.time(), 3),
+            "reason": "purged by the server before it was archived",
+        }
+        self._store().put(gap.key, json.dumps(body).encode())
         text = f"{gap.from_file}:{gap.from_pos} .. {gap.to_file}:{gap.to_pos}"
         self.alarms.gaps.append(text)
         self.metrics.gaps.inc()
+        self._gaps_recorded.add(gap.key)
         _log.error("binlog gap: the server purged binlogs before they were archived", gap=text)
 
     def _stream_once(self) -> None:

@@ -457,6 +457,8 @@ def test_purged_before_archived_records_a_gap(arch: Archive) -> None:
         g for i in FileStore(workdir / "repo").list("binlog/") if (g := layout.parse_gap(i.key))
     ]
     assert [(g.from_file, g.to_file) for g in gaps] == [(archived_file, oldest)]
+    body = json.loads(FileStore(workdir / "repo").get(gaps[0].key))
+    assert body["from_file"] == archived_file and body["to_pos"] == 0 and body["detected_at"]
     assert metric(metrics_text(sock), "backupd_binlog_gaps_total") == 1
     db.sql(f"INSERT INTO {db_name}.p VALUES (99)")
     active, _ = wait_archived(sock, db)  # archiving continues from the oldest file
