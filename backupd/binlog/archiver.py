@@ -132,8 +132,9 @@ class Archiver:
             self.metrics.reconnects.inc()
             delay = min(delay * 2, self.mysql.reconnect_max_seconds)
 
-    def _resolve(self) -> Segmenter:
-        """Where to stream from: the end of repository + spool, checked against the server."""
+    def _resolve(self, logs: list[tuple[str, int]]) -> Segmenter:
+        """Where to stream from: the end of repository + spool, checked against the server's
+        binary logs (`logs`)."""
         self._drain()
         # The spool first: an entry gone by the time the repository is listed was uploaded
         # before it was removed, so one of the two listings always shows it.
@@ -142,7 +143,7 @@ class Archiver:
             seg = layout.parse_segment(info.key)
             if seg is not None:
                 archived.append((seg.file, seg.start, seg.end, seg.kind))
-        resume = resume_point(self.server, archived, server_logs(self.mysql))
+        resume = resume_point(self.server, archived, logs)
         if resume.gap is not None:
             self._record_gap(resume.gap)
         _log.info("binlog stream resumes", file=resume.file, position=resume.position)
@@ -173,21 +174,17 @@ class Archiver:
         _log.error("binlog gap: the server purged binlogs before they were archived", gap=text)
 
     def _stream_once(self) -> None:
-        if self.segmenter is None:
-            self.segmenter = self._resolve()
-        seg = self.segmenter
-        stream = BinlogStream.open(
-            self.mysql,
-            self.mysql.server_id,
-            seg.file,
-            seg.position,
-            min(self.binlog.heartbeat_seconds, self.binlog.flush_seconds),
-        )
-        self.connected = True
-        self.alarms.stream_error = ""
-        silent_limit = max(self.binlog.heartbeat_seconds * 3, 5.0)
-        last_data = time.monotonic()
+        stream = BinlogStream.connect(self.mysql)
         try:
+            if self.segmenter is None:
+                self.segmenter = self._resolve(stream.binary_logs())
+            seg = self.segmenter
+            heartbeat = min(self.binlog.heartbeat_seconds, self.binlog.flush_seconds)
+            stream.dump(self.mysql.server_id, seg.file, seg.position, heartbeat)
+            self.connected = True
+            self.alarms.stream_error = ""
+            silent_limit = max(self.binlog.heartbeat_seconds * 3, 5.0)
+            last_data = time.monotonic()
             while not self._stop.is_set():
                 batch = stream.read_batch(self._wait(seg, time.monotonic()))
                 now = time.monotonic()

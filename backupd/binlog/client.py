@@ -48,32 +48,44 @@ class BinlogStream:
         self._data = b""  # received, not yet parsed from `_offset` on
         self._offset = 0
         self._seq = 1
-        self._sock.settimeout(_BODY_TIMEOUT)
 
     @classmethod
-    def open(
-        cls,
-        section: MysqlSection,
-        server_id: int,
-        file: str,
-        position: int,
-        heartbeat_seconds: float,
-    ) -> BinlogStream:
+    def connect(cls, section: MysqlSection) -> BinlogStream:
+        """A replication connection announcing checksum and GTID support, before the dump
+        (so the caller can ask `binary_logs` on it first)."""
         conn = database.connect(section, read_timeout=None)
         try:
             with conn.cursor() as cursor:
                 cursor.execute("SET @master_binlog_checksum = @@global.binlog_checksum")
                 cursor.execute(f"SET @mariadb_slave_capability = {MARIA_SLAVE_CAPABILITY_GTID}")
-                cursor.execute(f"SET @master_heartbeat_period = {int(heartbeat_seconds * 1e9)}")
-            payload = (
-                struct.pack("<IHI", position, BINLOG_SEND_ANNOTATE_ROWS_EVENT, server_id)
-                + file.encode()
-            )
-            conn._execute_command(COM_BINLOG_DUMP, payload)  # type: ignore[attr-defined]
         except (pymysql.err.MySQLError, OSError) as exc:
             conn.close()
             raise DatabaseUnavailable(message=database.describe(exc)) from exc
         return cls(conn)
+
+    def binary_logs(self) -> list[tuple[str, int]]:
+        """SHOW BINARY LOGS as (file, size), on this connection (before `dump`)."""
+        try:
+            with self._conn.cursor() as cursor:
+                cursor.execute("SHOW BINARY LOGS")
+                return [(str(row[0]), int(row[1])) for row in cursor.fetchall()]
+        except (pymysql.err.MySQLError, OSError) as exc:
+            raise DatabaseUnavailable(message=database.describe(exc)) from exc
+
+    def dump(self, server_id: int, file: str, position: int, heartbeat_seconds: float) -> None:
+        """COM_BINLOG_DUMP from `file`:`position`; events follow on `read_batch`."""
+        payload = (
+            struct.pack("<IHI", position, BINLOG_SEND_ANNOTATE_ROWS_EVENT, server_id)
+            + file.encode()
+        )
+        try:
+            with self._conn.cursor() as cursor:
+                cursor.execute(f"SET @master_heartbeat_period = {int(heartbeat_seconds * 1e9)}")
+            self._conn._execute_command(COM_BINLOG_DUMP, payload)  # type: ignore[attr-defined]
+        except (pymysql.err.MySQLError, OSError) as exc:
+            raise DatabaseUnavailable(message=database.describe(exc)) from exc
+        self._sock = self._conn._sock  # type: ignore[attr-defined]
+        self._sock.settimeout(_BODY_TIMEOUT)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing a dead socket cannot fail usefully

@@ -50,6 +50,7 @@ class BinlogService:
         self.progress = Progress()
         self.alarms = Alarms()
         self._stop = threading.Event()
+        self.state = StateFile(Path(self.config.daemon.state_dir) / "binlog.json")
         self.server = ""
         self.spool: Spool | None = None
         self.uploader: Uploader | None = None
@@ -176,9 +177,10 @@ class BinlogService:
             for closed in self.progress.take_passed():
                 if self.compactor is not None:
                     self.compactor.submit(closed)  # every byte of it is stored
-            StateFile(Path(self.config.daemon.state_dir) / "binlog.json").save(
-                self.server, self.progress.file, self.progress.position
-            )
+            try:
+                self.state.save(self.server, self.progress.file, self.progress.position)
+            except OSError as exc:  # a hint for operators and benchmarks, not the truth
+                _log.warning("cannot write the binlog state file", error=str(exc))
 
     def _upload_failed(self, message: str) -> None:
         self.alarms.upload_error = message

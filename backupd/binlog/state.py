@@ -160,6 +160,7 @@ class StateFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = threading.Lock()
 
     def load(self) -> dict[str, object]:
         try:
@@ -169,7 +170,9 @@ class StateFile:
         return data if isinstance(data, dict) else {}
 
     def save(self, server: str, file: str, position: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"server": server, "file": file, "position": position}))
-        os.replace(tmp, self.path)
+        """Replace the file atomically; uploads finish on several threads, hence the lock."""
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"server": server, "file": file, "position": position}))
+            os.replace(tmp, self.path)

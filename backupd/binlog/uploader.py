@@ -131,6 +131,8 @@ class Uploader:
                 self._busy += 1
             try:
                 self._upload(entry)
+            except Exception:  # a bug in bookkeeping must not take the worker down with it
+                _log.exception("segment upload bookkeeping failed", segment=entry.path.name)
             finally:
                 with self._lock:
                     self._busy -= 1
