@@ -135,7 +135,7 @@ def build_event(
     server_id: int = 1,
     checksum: bool = True,
 ) -> bytes:
-    """Encode an event (header + body [+ CRC32]); tests and the gap marker use it."""
+    """Encode an event (header + body [+ CRC32]): how tests build synthetic binlogs."""
     size = HEADER_SIZE + len(body) + (CHECKSUM_SIZE if checksum else 0)
     raw = HEADER.pack(timestamp, type_code, server_id, size, log_pos, flags) + body
     return with_checksum(raw) if checksum else raw

@@ -312,13 +312,6 @@ class Segmenter:
             else:
                 return out
 
-    def flush(self) -> list[Segment]:
-        """Cut everything up to the last transaction boundary (on a clean stop)."""
-        pending = self._pending
-        if pending.boundary > pending.start:
-            return self._cut(pending.boundary, KIND_TX)
-        return []
-
     def _cut(self, end: int, kind: str) -> list[Segment]:
         pending = self._pending
         size = end - pending.start
