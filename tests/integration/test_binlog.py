@@ -27,10 +27,10 @@ from backupd.binlog import layout
 from backupd.storage.filestore import FileStore
 from tests.clients import backupctl, backupctl_json
 from tests.conftest import ConfigFactory
+from tests.testbed.cuttable_proxy import CuttableProxy
 from tests.testbed.daemon import DaemonProcess
 from tests.testbed.mariadb import MariaDB
 from tests.testbed.moto import MotoServer
-from tests.testbed.proxy import CuttableProxy
 
 pytestmark = pytest.mark.integration
 
