@@ -50,5 +50,7 @@ class Service(Protocol):
 
 def build_services(context: ServiceContext) -> list[Service]:
     """Every feature service, in start order (stopped in reverse)."""
-    services: list[Service] = []
+    from backupd.snapshot.service import SnapshotService
+
+    services: list[Service] = [SnapshotService(context)]
     return services

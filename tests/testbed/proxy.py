@@ -1,0 +1,57 @@
+"""A TCP proxy on 127.0.0.1 that holds back requests containing a marker (e.g. the EC2
+action `CreateSnapshots`): a slow endpoint for tests of what happens while frozen."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+
+class DelayingProxy:
+    def __init__(self, upstream_port: int, marker: bytes, delay: float) -> None:
+        self.upstream_port = upstream_port
+        self.marker = marker
+        self.delay = delay
+        self.seen = threading.Event()  # set when a marked request arrived (and is held)
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> DelayingProxy:
+        self._thread.start()
+        return self
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            for src, dst, hold in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(src, dst, hold), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, hold: bool) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if hold and self.marker in chunk:
+                    self.seen.set()
+                    if self._stop.wait(self.delay):
+                        return
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._listener.close()
