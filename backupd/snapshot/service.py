@@ -52,6 +52,14 @@ def record_summary(record: SnapshotSet) -> dict[str, Any]:
     }
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise UsageError(f"wait must be a number of seconds, got {text!r}") from exc
+    return min(max(value, 0.0), 3600.0)
+
+
 class SnapshotService:
     name = "snapshot"
 
@@ -198,6 +206,9 @@ class SnapshotService:
             raise UsageError("set_id is required: /v1/snapshot?set_id=...")
         current = self._current
         if current is not None and current.set_id == set_id:
+            wait = _seconds((request.query.get("wait") or ["0"])[0])
+            if wait and current.done.wait(wait) and current.record is not None:
+                return 200, current.record.to_dict()
             progress = self.progress()
             return 200, {"set_id": set_id, "state": "running", "phase": progress and progress.phase}
         try:
