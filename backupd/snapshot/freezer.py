@@ -46,12 +46,14 @@ def stdout_device() -> int | None:
     return st.st_dev if (st.st_mode & 0o170000) == 0o100000 else None
 
 
-def refusals(mounts: Iterable[str], own_paths: dict[str, str]) -> list[str]:
+def refusals(
+    mounts: Iterable[str], own_paths: dict[str, str], include_stdout: bool = True
+) -> list[str]:
     """Why each mount must not be frozen (empty: all fine). `own_paths`: what -> path."""
     problems = []
     root_dev = os.stat("/").st_dev
     own = {what: device_of(path) for what, path in own_paths.items()}
-    log_dev = stdout_device()
+    log_dev = stdout_device() if include_stdout else None
     if log_dev is not None:
         own["the daemon's log (stdout)"] = log_dev
     for mount in mounts:

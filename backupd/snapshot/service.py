@@ -79,13 +79,13 @@ class SnapshotService:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._work, name="snapshot", daemon=True)
-        self._thread.start()
         if self.context.config.snapshot.enabled:
             from backupd.snapshot.schedule import Schedule
 
             self.schedule = Schedule(self.context.config.snapshot, self._scheduled, self.metrics)
             self.schedule.start()
+        self._thread = threading.Thread(target=self._work, name="snapshot", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
         if self.schedule is not None:
@@ -97,8 +97,14 @@ class SnapshotService:
 
     def apply_config(self, context: ServiceContext) -> None:
         self.context = context  # the next run uses it
+        section = context.config.snapshot
         if self.schedule is not None:
-            self.schedule.reschedule(context.config.snapshot)
+            self.schedule.reschedule(section)
+        elif section.enabled:
+            from backupd.snapshot.schedule import Schedule
+
+            self.schedule = Schedule(section, self._scheduled, self.metrics)
+            self.schedule.start()
 
     # -- runs --------------------------------------------------------------------------------
 

@@ -17,9 +17,10 @@ from backupd.snapshot.catalog import SnapshotSet, VolumeSnapshot
 from backupd.snapshot.providers.local import restore_image
 from tests.clients import backupctl, backupctl_json
 from tests.conftest import ConfigFactory
-from tests.testbed.daemon import DaemonProcess
+from tests.testbed.daemon import BIN_DIR, DaemonProcess
 from tests.testbed.loopfs import LoopFilesystem
 from tests.testbed.mariadb import MariaDB
+from tests.testbed.util import run
 from tests.testbed.writer import Writer
 
 pytestmark = pytest.mark.integration
@@ -204,7 +205,10 @@ def test_freeze_refused_for_the_spool_filesystem(
     link = workdir / "spool-link"
     link.symlink_to(real_spool)
     snap_config["daemon"]["spool_dir"] = str(link)
-    start_daemon(write_config(snap_config))
+    config_path = write_config(snap_config)
+    check = run(str(BIN_DIR / "backupd"), "check-config", "--config", str(config_path), check=False)
+    assert check.returncode == 78 and "daemon.spool_dir" in check.stderr
+    start_daemon(config_path)
     record = take(snap_config["daemon"]["socket"])
     assert record["state"] == "failed"
     assert record["error_code"] == "freeze_refused"
