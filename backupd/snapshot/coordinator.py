@@ -190,10 +190,12 @@ class Coordinator:
     ) -> tuple[SnapshotSet, list[VolumeSnapshot]]:
         section = self.config.snapshot
         lock = self.lock_factory(self.config.mysql, section.lock_timeout_seconds)
+        frozen = freezer.FrozenMounts(section.mounts, section.max_freeze_seconds)
         try:
             self._phase("pre-check")
             self._clear_long_queries(lock)
             lock.flush_tables()
+            frozen.prepare()  # descriptors and watchdog ready before commits are blocked
             self._phase("locking")
             state = lock.lock()
             record = record.with_(
@@ -204,23 +206,30 @@ class Coordinator:
                 server_version=lock.version.version,
             )
             run_hooks(section.hooks.pre_freeze, section.hooks.timeout_seconds)
-            record, volumes = self._frozen_capture(record, targets)
+            record, volumes = self._frozen_capture(record, targets, frozen)
         finally:
             try:
                 lock.unlock()
             finally:
                 lock.close()
-        unlocked = time.time()
+                unlocked = time.time()
+                frozen.close()
         if record.locked_at:
             record = record.with_(unlocked_at=unlocked, lock_seconds=unlocked - record.locked_at)
+        if frozen.watchdog_fired:
+            self.provider.delete(record.with_(volumes=volumes))
+            raise FreezeFailed(
+                mount=",".join(section.mounts),
+                reason=f"held longer than max_freeze_seconds={section.max_freeze_seconds}; "
+                "the watchdog thawed it, so the snapshot was discarded",
+            )
         return record.with_(state=PENDING), volumes
 
     def _frozen_capture(
-        self, record: SnapshotSet, targets: list[Target]
+        self, record: SnapshotSet, targets: list[Target], frozen: freezer.FrozenMounts
     ) -> tuple[SnapshotSet, list[VolumeSnapshot]]:
         section = self.config.snapshot
         self._phase("frozen")
-        frozen = freezer.FrozenMounts(section.mounts, section.max_freeze_seconds)
         volumes: list[VolumeSnapshot] | None = None
         try:
             with frozen:
@@ -239,14 +248,6 @@ class Coordinator:
         record = record.with_(
             frozen_at=frozen.frozen_at, thawed_at=frozen.thawed_at, freeze_seconds=frozen.seconds
         )
-        assert volumes is not None
-        if frozen.watchdog_fired:
-            self.provider.delete(record.with_(volumes=volumes))
-            raise FreezeFailed(
-                mount=",".join(section.mounts),
-                reason=f"held longer than max_freeze_seconds={section.max_freeze_seconds}; "
-                "the watchdog thawed it, so the snapshot was discarded",
-            )
         return record, volumes
 
     def _clear_long_queries(self, lock: Any) -> None:

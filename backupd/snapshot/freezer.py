@@ -107,10 +107,14 @@ class Watchdog:
     def armed(self) -> None:
         os.write(self._control_w, b"F")
 
-    def close(self) -> None:
-        """Tell it we thawed, reap it, and learn whether it had to thaw first."""
+    def thawed(self) -> None:
+        """Tell it we thawed (it exits); reaping waits until after the unlock."""
         with contextlib.suppress(OSError):  # it already exited (it fired, or it died)
             os.write(self._control_w, b"T")
+
+    def close(self) -> None:
+        """Reap it, and learn whether it had to thaw before we did."""
+        self.thawed()
         if self._read_ack(0) == b"X":
             self.fired = True
         try:
@@ -125,7 +129,8 @@ class Watchdog:
 
 
 class FrozenMounts:
-    """Context manager: freeze in order on enter, thaw in reverse on exit (always)."""
+    """prepare() (descriptors, watchdog) ahead of the lock; `with`: freeze in order on enter,
+    thaw in reverse on exit (always); close() reaps the watchdog once commits flow again."""
 
     def __init__(self, mounts: list[str], max_freeze_seconds: float) -> None:
         self.mounts = mounts
@@ -137,11 +142,21 @@ class FrozenMounts:
         self.thawed_at = 0.0
         self.watchdog_fired = False
 
-    def __enter__(self) -> FrozenMounts:
+    def prepare(self) -> None:
+        if self.watchdog is not None:
+            return
         try:
             for mount in self.mounts:
                 self.fds.append(freeze.open_mount(mount))
             self.watchdog = Watchdog(self.fds, self.max_freeze_seconds)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> FrozenMounts:
+        self.prepare()
+        assert self.watchdog is not None
+        try:
             self.watchdog.armed()
             self.frozen_at = time.time()
             for mount, fd in zip(self.mounts, self.fds, strict=True):
@@ -151,7 +166,7 @@ class FrozenMounts:
                     raise FreezeFailed(mount=mount, reason=exc.strerror or str(exc)) from exc
                 self.frozen.append(fd)
         except BaseException:
-            self._release()
+            self._thaw()
             raise
         return self
 
@@ -161,13 +176,13 @@ class FrozenMounts:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._release()
+        self._thaw()
 
     @property
     def seconds(self) -> float:
         return max(0.0, self.thawed_at - self.frozen_at) if self.frozen_at else 0.0
 
-    def _release(self) -> None:
+    def _thaw(self) -> None:
         errors = []
         for fd in reversed(self.frozen):
             try:
@@ -177,11 +192,19 @@ class FrozenMounts:
         self.thawed_at = time.time()
         self.frozen.clear()
         if self.watchdog is not None:
+            self.watchdog.thawed()
+        if errors:
+            raise FreezeFailed(mount="*", reason=f"thaw failed: {errors[0]}")
+
+    def close(self) -> None:
+        """Reap the watchdog and close the descriptors (idempotent; thaws first if needed)."""
+        if self.frozen:
+            with contextlib.suppress(FreezeFailed):
+                self._thaw()
+        if self.watchdog is not None:
             self.watchdog.close()
             self.watchdog_fired = self.watchdog.fired
             self.watchdog = None
         for fd in self.fds:
             os.close(fd)
         self.fds.clear()
-        if errors:
-            raise FreezeFailed(mount="*", reason=f"thaw failed: {errors[0]}")
