@@ -69,10 +69,13 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
     document = _client(args).request("GET", "/v1/snapshots")
-    rows = [f"{'SET':<24} {'STARTED':<20} {'STATE':<9} {'CONSIST':<11} {'COORDINATE':<24} GTID"]
+    rows = [
+        f"{'SET':<24} {'STARTED':<20} {'PROVIDER':<8} {'STATE':<9} {'CONSIST':<11} "
+        f"{'COORDINATE':<24} GTID"
+    ]
     for s in document.get("snapshots", []):
         rows.append(
-            f"{s['set_id']:<24} {_when(s['started_at']):<20} {s['state']:<9} "
+            f"{s['set_id']:<24} {_when(s['started_at']):<20} {s['provider']:<8} {s['state']:<9} "
             f"{s['consistency']:<11} {s.get('coordinate') or '-':<24} {s.get('gtid') or '-'}"
         )
     if document.get("running"):

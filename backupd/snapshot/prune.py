@@ -29,8 +29,11 @@ def prune(
     errors: list[str] = []
     for set_id in [] if dry_run else plan.delete:
         record = by_id[set_id]
+        if record.volumes and record.provider != provider.name:
+            errors.append(f"{set_id}: taken by the {record.provider} provider; left in place")
+            continue
         try:
-            if record.volumes and record.provider == provider.name:
+            if record.volumes:
                 provider.delete(record)
             catalog.delete(set_id)
             deleted.append(set_id)

@@ -7,17 +7,33 @@ Brings up a throwaway MariaDB on a loop-mounted ext4 and moto as the S3/EC2 endp
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.testbed.bed import LocalBed
-from tests.testbed.daemon import BIN_DIR, DaemonProcess, NotifyListener
+from tests.testbed.daemon import BIN_DIR, DaemonProcess, NotifyListener, render_toml
 
 
 def show(*args: str) -> int:
     print(f"\n$ backupctl {' '.join(args)}", flush=True)
     return subprocess.run([str(BIN_DIR / "backupctl"), *args], check=False).returncode
+
+
+def switch_to_ebs(bed: LocalBed, config: Path, daemon: DaemonProcess) -> int:
+    """Point the running daemon at moto's EC2 (an instance with a data volume), via SIGHUP."""
+    settings = bed.config()
+    settings["snapshot"].update({"provider": "ebs", "ebs": bed.ebs_section()})
+    config.write_text(render_toml(settings))
+    print('\ndemo: [snapshot] provider = "ebs" (moto), then SIGHUP', flush=True)
+    daemon.signal(signal.SIGHUP)
+    try:
+        daemon.notify.wait_for("STATUS", "config reloaded")
+    except TimeoutError as exc:
+        print(f"demo: reload failed: {exc}")
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         sock = ["--socket", str(bed.base / "run" / "control.sock")]
         failures += show(*sock, "probe") != 0
         failures += show(*sock, "status") != 0
+        failures += show(*sock, "snapshot", "--wait") != 0  # local provider: an image file
+        failures += switch_to_ebs(bed, config, daemon)
+        failures += show(*sock, "snapshot", "--wait") != 0  # EBS against moto's EC2
+        failures += show(*sock, "snapshots") != 0
+        failures += show(*sock, "prune", "--dry-run") != 0
         if not args.once:
             print("\ndemo: backupd keeps running; Ctrl-C to stop and tear down", flush=True)
             assert daemon.process is not None
