@@ -166,6 +166,12 @@ class EbsSection(Section):
     instance_id: str = ""
     imds_url: str = "http://169.254.169.254"
     wait_timeout_seconds: PositiveInt = 3600
+    device_links: str = "/dev/disk/by-id"
+
+    @field_validator("device_links")
+    @classmethod
+    def _links_absolute(cls, value: str) -> str:
+        return _absolute_path(value, "device_links")
 
     @field_validator("volumes")
     @classmethod

@@ -18,6 +18,7 @@ from tests.clients import backupctl_json
 from tests.conftest import ConfigFactory
 from tests.integration.test_snapshot_local import take, writable_within
 from tests.testbed.daemon import DaemonProcess
+from tests.testbed.imds import TOKEN, ImdsStub
 from tests.testbed.loopfs import LoopFilesystem
 from tests.testbed.moto import MotoServer
 from tests.testbed.proxy import DelayingProxy
@@ -184,3 +185,33 @@ def test_freeze_failure_aborts_or_falls_back_to_crash_consistent(
         assert tags["backupd:consistency"] == "crash"
     finally:
         run("umount", str(tmpfs), check=False)
+
+
+def test_volumes_found_from_nvme_links_and_instance_from_imdsv2(
+    ebs_config: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    moto: MotoServer,
+    data_fs: LoopFilesystem,
+    instance: dict[str, Any],
+    workdir: Path,
+) -> None:
+    links = workdir / "by-id"
+    links.mkdir()
+    serial = instance["data"].replace("-", "")
+    (links / f"nvme-Amazon_Elastic_Block_Store_{serial}").symlink_to(data_fs.device)
+    (links / f"nvme-Amazon_Elastic_Block_Store_{serial}-part1").symlink_to("/dev/null")
+    imds = ImdsStub(instance["id"]).start()
+    try:
+        ebs = ebs_config["snapshot"]["ebs"]
+        ebs.update({"volumes": [], "instance_id": "", "imds_url": imds.url})
+        ebs["device_links"] = str(links)
+        start_daemon(write_config(ebs_config))
+        record = take(ebs_config["daemon"]["socket"])
+    finally:
+        imds.stop()
+    assert record["state"] == "completed", record
+    (volume,) = record["volumes"]
+    assert volume["volume"] == instance["data"] and volume["method"] == "create-snapshots"
+    assert ("PUT", "/latest/api/token", "") in imds.requests
+    assert ("GET", "/latest/meta-data/instance-id", TOKEN) in imds.requests

@@ -72,6 +72,20 @@ def take(sock: str) -> dict[str, Any]:
     return record
 
 
+def wait_for_long_query(server: MariaDB, pattern: str, age: float = 1.0) -> None:
+    """Until a statement LIKE `pattern` has run `age` seconds (no event exists: poll)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rows = server.sql(
+            "SELECT ID FROM information_schema.PROCESSLIST "
+            f"WHERE INFO LIKE '{pattern}' AND TIME >= {age}"
+        )
+        if rows:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no statement like {pattern!r} ran for {age}s")
+
+
 def gtid_seq(gtid: str) -> int:
     """The sequence number of domain 0 in a MariaDB GTID position (one domain here)."""
     return int(gtid.split(",", maxsplit=1)[0].split("-")[2]) if gtid else 0
@@ -166,16 +180,7 @@ def test_long_query_skips_the_run_without_stalling_writers(
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # no event exists for "query is N s old": poll
-            rows = live_mariadb.sql(
-                "SELECT ID FROM information_schema.PROCESSLIST "
-                "WHERE INFO LIKE 'SELECT SLEEP(30)%' AND TIME >= 1"
-            )
-            if rows:
-                break
-            time.sleep(0.1)
-        assert rows, "the long query never showed up"
+        wait_for_long_query(live_mariadb, "SELECT SLEEP(30)%")
         record = take(sock)
     finally:
         holder.kill()
@@ -268,3 +273,56 @@ def test_watchdog_thaws_when_the_freezer_dies_or_hangs(
     finally:
         child.kill()
         child.wait()
+
+
+def test_kill_selects_clears_a_long_select_then_snapshots(
+    snap_config: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    live_mariadb: MariaDB,
+) -> None:
+    snap_config["snapshot"]["on_long_query"] = "kill-selects"
+    start_daemon(write_config(snap_config))
+    holder = subprocess.Popen(
+        ["mariadb", f"--socket={live_mariadb.socket}", "-uroot", "-e", "SELECT SLEEP(60)"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_long_query(live_mariadb, "SELECT SLEEP(60)")
+        record = take(snap_config["daemon"]["socket"])
+        left = live_mariadb.sql(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(60)'"
+        )[0][0]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert record["state"] == "completed", record
+    assert left == 0  # the read-only statement was killed (KILL QUERY), not waited out
+
+
+def test_failing_pre_freeze_hook_aborts_before_freezing(
+    snap_config: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    thawed: LoopFilesystem,
+    workdir: Path,
+) -> None:
+    marker = workdir / "post-thaw-ran"
+    snap_config["snapshot"]["hooks"] = {
+        "pre_freeze": ["/bin/sh -c 'echo no >&2; exit 3'"],
+        "post_thaw": [f"/usr/bin/touch {marker}"],
+        "timeout_seconds": 5.0,
+    }
+    start_daemon(write_config(snap_config))
+    record = take(snap_config["daemon"]["socket"])
+    assert record["state"] == "failed" and record["error_code"] == "hook_failed"
+    assert "exit 3" in record["error"] and record["frozen_at"] == 0
+    assert record["volumes"] == [] and not marker.exists()
+    assert writable_within(thawed.mount_point, 10)
+
+    snap_config["snapshot"]["hooks"]["pre_freeze"] = ["/bin/true"]
+    snap_config["daemon"]["socket"] = str(workdir / "run2" / "control.sock")
+    start_daemon(write_config(snap_config, "hooks-ok.toml"))
+    record = take(snap_config["daemon"]["socket"])
+    assert record["state"] == "completed" and marker.exists()

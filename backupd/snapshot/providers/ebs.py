@@ -80,8 +80,8 @@ class EbsProvider:
     def prepare(self, mounts: list[str]) -> list[Target]:
         volumes = list(self.section.volumes)
         if not volumes:
-            volumes = [volume_of_mount(mount) for mount in mounts]
-        if not self.instance_id and not self.section.volumes:
+            volumes = [volume_of_mount(mount, self.section.device_links) for mount in mounts]
+        if not self.instance_id:
             try:
                 self.instance_id = imds_instance_id(self.section.imds_url)
             except OSError:
