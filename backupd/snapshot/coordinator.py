@@ -159,6 +159,20 @@ class Coordinator:
         )
         return record
 
+    def resume(self, record: SnapshotSet) -> SnapshotSet:
+        """Finish a set a previous daemon left pending (it died while the set completed)."""
+        timeout = float(self.config.snapshot.ebs.wait_timeout_seconds)
+        try:
+            volumes = self.provider.wait(record.set_id, record.volumes, timeout)
+            record = record.with_(volumes=volumes, state=COMPLETED)
+        except BackupdError as exc:
+            record = record.with_(state=FAILED, error=exc.message, error_code=exc.code)
+        finally:
+            record = record.with_(completed_at=time.time())
+            self._save(record)
+        _log.info("resumed pending snapshot set", set_id=record.set_id, state=record.state)
+        return record
+
     def _phase(self, phase: str) -> None:
         if self.progress is not None:
             self.progress.phase = phase
@@ -182,7 +196,9 @@ class Coordinator:
         self._save(record.with_(volumes=volumes))  # pending: visible while it completes
         run_hooks(section.hooks.post_thaw, section.hooks.timeout_seconds)
         self._phase("waiting")
-        volumes = self.provider.wait(volumes, float(section.ebs.wait_timeout_seconds))
+        volumes = self.provider.wait(
+            record.set_id, volumes, float(section.ebs.wait_timeout_seconds)
+        )
         return record.with_(volumes=volumes, state=COMPLETED)
 
     def _locked_capture(

@@ -16,7 +16,14 @@ from backupd.control.server import Request, Route
 from backupd.errors import SnapshotInProgress, SnapshotNotFound, StorageError, UsageError
 from backupd.log import get_logger
 from backupd.service import ServiceContext
-from backupd.snapshot.catalog import COMPLETED, FAILED, Catalog, SnapshotSet, new_set_id
+from backupd.snapshot.catalog import (
+    COMPLETED,
+    FAILED,
+    PENDING,
+    Catalog,
+    SnapshotSet,
+    new_set_id,
+)
 from backupd.snapshot.coordinator import Coordinator, Progress
 from backupd.snapshot.metrics import SnapshotMetrics
 from backupd.snapshot.providers import open_provider
@@ -137,15 +144,18 @@ class SnapshotService:
                 run.done.set()
                 self._busy.release()
 
-    def _execute(self, run: Run) -> None:
+    def _new_coordinator(self) -> Coordinator:
         config = self.context.config
-        coordinator = Coordinator(
+        return Coordinator(
             config,
             open_provider(config, self.owner),
             Catalog(self.context.store),
             self.owner,
             self.context.stop,
         )
+
+    def _execute(self, run: Run) -> None:
+        coordinator = self._new_coordinator()
         self._coordinator = coordinator
         record = coordinator.run(run.set_id, run.trigger)
         self._coordinator = None
@@ -164,6 +174,11 @@ class SnapshotService:
         except StorageError as exc:
             _log.warning("cannot read the snapshot catalog", error=exc.message)
             return
+        provider = self.context.config.snapshot.provider
+        for index, record in enumerate(sets):
+            mine = record.owner == self.owner and record.provider == provider
+            if mine and record.state == PENDING and record.volumes:
+                sets[index] = self._new_coordinator().resume(record)
         if sets and self.last is None:
             self.last = sets[-1]
         done = [s.completed_at for s in sets if s.state == COMPLETED and s.owner == self.owner]

@@ -5,6 +5,7 @@ endpoint, and a failed freeze that aborts the run."""
 from __future__ import annotations
 
 import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,10 @@ from typing import Any
 import boto3
 import pytest
 
+from backupd.config import EbsSection
 from backupd.control.client import ControlClient
+from backupd.snapshot.catalog import SnapshotSet
+from backupd.snapshot.providers.ebs import EbsProvider
 from tests.clients import backupctl_json
 from tests.conftest import ConfigFactory
 from tests.integration.test_snapshot_local import take, writable_within
@@ -215,3 +219,57 @@ def test_volumes_found_from_nvme_links_and_instance_from_imdsv2(
     assert volume["volume"] == instance["data"] and volume["method"] == "create-snapshots"
     assert ("PUT", "/latest/api/token", "") in imds.requests
     assert ("GET", "/latest/meta-data/instance-id", TOKEN) in imds.requests
+
+
+def test_copies_to_other_regions_and_pending_sets_resume_after_restart(
+    ebs_config: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    moto: MotoServer,
+    instance: dict[str, Any],
+) -> None:
+    ebs_config["snapshot"]["ebs"]["copy_to_regions"] = ["us-west-2"]
+    start_daemon(write_config(ebs_config))
+    sock = ebs_config["daemon"]["socket"]
+    record = take(sock)
+    assert record["state"] == "completed", record
+    (volume,) = record["volumes"]
+    copy_id = volume["copies"]["us-west-2"]
+    west = boto3.client("ec2", endpoint_url=moto.url, region_name="us-west-2")
+    (copy,) = west.describe_snapshots(SnapshotIds=[copy_id])["Snapshots"]
+    assert {"Key": "backupd:set-id", "Value": record["set_id"]} in copy["Tags"]
+
+    # A daemon that died while its set completed left it pending: the next one finishes it.
+    pending = SnapshotSet.from_dict(record).with_(state="pending", completed_at=0.0)
+    repo = Path(ebs_config["storage"]["url"].removeprefix("file://"))
+    (repo / pending.key).write_bytes(pending.to_json())
+    ebs_config["daemon"]["socket"] = sock = sock.replace("control.sock", "second.sock")
+    start_daemon(write_config(ebs_config, "second.toml"))
+    client = ControlClient(sock)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the resume has no event to await: poll
+        again = client.request("GET", f"/v1/snapshot?set_id={record['set_id']}")
+        if again["state"] != "pending":
+            break
+        time.sleep(0.2)
+    assert again["state"] == "completed" and again["completed_at"] > 0
+
+    # Delete removes the set's snapshots and their copies, and nothing another owner tagged.
+    foreign = ec2(moto.url).create_snapshot(
+        VolumeId=instance["data"],
+        TagSpecifications=[
+            {
+                "ResourceType": "snapshot",
+                "Tags": [
+                    {"Key": "backupd:set-id", "Value": record["set_id"]},
+                    {"Key": "backupd:owner", "Value": "another-host"},
+                ],
+            }
+        ],
+    )["SnapshotId"]
+    provider = EbsProvider(EbsSection(**ebs_config["snapshot"]["ebs"]), record["owner"])
+    deleted = provider.delete(SnapshotSet.from_dict(again))
+    assert sorted(deleted) == sorted([volume["snapshot_id"], copy_id])
+    assert [s["SnapshotId"] for s in set_snapshots(moto.url, record["set_id"])] == [foreign]
+    remaining = {s["SnapshotId"] for s in west.describe_snapshots()["Snapshots"]}
+    assert copy_id not in remaining

@@ -326,3 +326,15 @@ def test_failing_pre_freeze_hook_aborts_before_freezing(
     start_daemon(write_config(snap_config, "hooks-ok.toml"))
     record = take(snap_config["daemon"]["socket"])
     assert record["state"] == "completed" and marker.exists()
+
+
+def test_thaw_all_is_idempotent(
+    snap_config: dict[str, Any], write_config: ConfigFactory, thawed: LoopFilesystem
+) -> None:
+    config_path = str(write_config(snap_config))
+    run("fsfreeze", "--freeze", str(thawed.mount_point))
+    first = run(str(BIN_DIR / "backupd"), "thaw-all", "--config", config_path, check=False)
+    second = run(str(BIN_DIR / "backupd"), "thaw-all", "--config", config_path, check=False)
+    assert first.returncode == 0 and "thawed" in first.stdout, first
+    assert second.returncode == 0 and "not frozen" in second.stdout, second
+    assert writable_within(thawed.mount_point, 10)

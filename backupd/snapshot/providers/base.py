@@ -37,7 +37,9 @@ class SnapshotProvider(Protocol):
     ) -> list[VolumeSnapshot]:
         """Start the point-in-time capture of every target; called while frozen, so be quick."""
 
-    def wait(self, volumes: list[VolumeSnapshot], timeout: float) -> list[VolumeSnapshot]:
+    def wait(
+        self, set_id: str, volumes: list[VolumeSnapshot], timeout: float
+    ) -> list[VolumeSnapshot]:
         """Block until the captures are complete (after the thaw); return their final state."""
 
     def delete(self, record: SnapshotSet) -> list[str]:

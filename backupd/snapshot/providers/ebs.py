@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,10 @@ class EbsProvider:
             raise _fail(f"CreateSnapshot {target.volume}", exc) from exc
         return VolumeSnapshot(target.mount, target.volume, snap["SnapshotId"], method="create")
 
-    def wait(self, volumes: list[VolumeSnapshot], timeout: float) -> list[VolumeSnapshot]:
+    def wait(
+        self, set_id: str, volumes: list[VolumeSnapshot], timeout: float
+    ) -> list[VolumeSnapshot]:
+        """Completion by the boto3 waiter, then the copies to other regions (if configured)."""
         ids = [v.snapshot_id for v in volumes]
         if not ids:
             return volumes
@@ -168,17 +172,27 @@ class EbsProvider:
             )
         except (WaiterError, BotoCoreError, ClientError) as exc:
             raise _fail("waiting for snapshots", exc) from exc
-        done = [v.__class__(**{**v.__dict__, "state": COMPLETED}) for v in volumes]
-        return [self._copy(v) for v in done] if self.section.copy_to_regions else done
+        done = [replace(v, state=COMPLETED) for v in volumes]
+        if not self.section.copy_to_regions:
+            return done
+        return [self._copy(v, set_id) for v in done]
 
-    def _copy(self, volume: VolumeSnapshot) -> VolumeSnapshot:
+    def _regional(self, region: str) -> Any:
+        return boto3.client(
+            "ec2", region_name=region, endpoint_url=self.section.endpoint_url or None
+        )
+
+    def _copy(self, volume: VolumeSnapshot, set_id: str) -> VolumeSnapshot:
         source_region = self.client.meta.region_name
         copies = dict(volume.copies)
-        owner_tag = [{"Key": TAG_OWNER, "Value": self.owner}]
+        owner_tag = [
+            {"Key": TAG_OWNER, "Value": self.owner},
+            {"Key": TAG_SET_ID, "Value": set_id},
+        ]
         for region in self.section.copy_to_regions:
-            remote: Any = boto3.client(
-                "ec2", region_name=region, endpoint_url=self.section.endpoint_url or None
-            )
+            if region in copies:
+                continue  # copied before (a resumed set)
+            remote = self._regional(region)
             try:
                 answer = remote.copy_snapshot(
                     SourceRegion=source_region,
@@ -191,10 +205,10 @@ class EbsProvider:
             copies[region] = answer["SnapshotId"]
         return VolumeSnapshot(**{**volume.__dict__, "copies": copies})
 
-    def owned(self, set_id: str) -> list[str]:
+    def owned(self, set_id: str, client: Any = None) -> list[str]:
         """Snapshot ids carrying both our owner tag and this set's id."""
         try:
-            answer = self.client.describe_snapshots(
+            answer = (client or self.client).describe_snapshots(
                 OwnerIds=["self"],
                 Filters=[
                     {"Name": f"tag:{TAG_OWNER}", "Values": [self.owner]},
@@ -205,10 +219,10 @@ class EbsProvider:
             raise _fail("DescribeSnapshots", exc) from exc
         return [s["SnapshotId"] for s in answer.get("Snapshots", [])]
 
-    def _delete_ids(self, ids: list[str]) -> None:
+    def _delete_ids(self, ids: list[str], client: Any = None) -> None:
         for snapshot_id in ids:
             try:
-                self.client.delete_snapshot(SnapshotId=snapshot_id)
+                (client or self.client).delete_snapshot(SnapshotId=snapshot_id)
             except ClientError as exc:
                 if "NotFound" not in str(exc):
                     raise _fail(f"DeleteSnapshot {snapshot_id}", exc) from exc
@@ -218,4 +232,9 @@ class EbsProvider:
             return []
         ids = self.owned(record.set_id)
         self._delete_ids(ids)
+        for region in {r for v in record.volumes for r in v.copies}:
+            remote = self._regional(region)
+            copies = self.owned(record.set_id, remote)
+            self._delete_ids(copies, remote)
+            ids += copies
         return ids

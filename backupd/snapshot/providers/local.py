@@ -173,7 +173,9 @@ class LocalProvider:
             )
         return volumes
 
-    def wait(self, volumes: list[VolumeSnapshot], timeout: float) -> list[VolumeSnapshot]:
+    def wait(
+        self, set_id: str, volumes: list[VolumeSnapshot], timeout: float
+    ) -> list[VolumeSnapshot]:
         """The copies are done; make them durable now that writers run again."""
         for volume in volumes:
             fsync_path(os.path.join(self.directory, volume.snapshot_id))
