@@ -138,9 +138,11 @@ class Coordinator:
             record = record.with_(state=SKIPPED, error=exc.message, error_code=exc.code)
         except BackupdError as exc:
             record = record.with_(state=FAILED, error=exc.message, error_code=exc.code)
+            self._discard_partial(record)
         except Exception as exc:
             _log.exception("snapshot run crashed", set_id=set_id)
             record = record.with_(state=FAILED, error=str(exc), error_code="internal_error")
+            self._discard_partial(record)
         finally:
             record = record.with_(completed_at=time.time())
             self._save(record)
@@ -172,6 +174,18 @@ class Coordinator:
             self._save(record)
         _log.info("resumed pending snapshot set", set_id=record.set_id, state=record.state)
         return record
+
+    def _discard_partial(self, record: SnapshotSet) -> None:
+        """A run that failed inside the provider's start may have left part of a set."""
+        if self.progress is None or self.progress.phase != "frozen" or record.volumes:
+            return
+        try:
+            gone = self.provider.delete(record)
+        except (BackupdError, OSError) as exc:
+            _log.error("cannot discard a partial set", set_id=record.set_id, error=str(exc))
+            return
+        if gone:
+            _log.warning("discarded a partial set", set_id=record.set_id, snapshots=gone)
 
     def _phase(self, phase: str) -> None:
         if self.progress is not None:

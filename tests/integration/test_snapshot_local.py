@@ -338,3 +338,41 @@ def test_thaw_all_is_idempotent(
     assert first.returncode == 0 and "thawed" in first.stdout, first
     assert second.returncode == 0 and "not frozen" in second.stdout, second
     assert writable_within(thawed.mount_point, 10)
+
+
+def test_full_snapshot_disk_fails_the_run_and_leaves_no_partial_image(
+    snap_config: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    thawed: LoopFilesystem,
+    workdir: Path,
+) -> None:
+    small = workdir / "small"
+    small.mkdir()
+    run("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small))
+    try:
+        snap_config["snapshot"]["local"]["directory"] = str(small)
+        start_daemon(write_config(snap_config))
+        record = take(snap_config["daemon"]["socket"])
+        leftovers = list(small.iterdir())
+    finally:
+        run("umount", str(small), check=False)
+    assert record["state"] == "failed" and record["error_code"] == "provider_error", record
+    assert "No space left" in record["error"]
+    assert leftovers == []
+    assert writable_within(thawed.mount_point, 10)
+
+
+def test_dead_database_fails_the_run_without_freezing(
+    snap_config: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    thawed: LoopFilesystem,
+    workdir: Path,
+) -> None:
+    snap_config["mysql"]["socket"] = str(workdir / "no-such.sock")
+    start_daemon(write_config(snap_config))
+    record = take(snap_config["daemon"]["socket"])
+    assert record["state"] == "failed" and record["error_code"] == "database_unavailable"
+    assert record["locked_at"] == 0 and record["frozen_at"] == 0
+    assert writable_within(thawed.mount_point, 10)

@@ -64,8 +64,10 @@ def test_prune_keeps_newest_and_touches_only_owned_sets(
     assert code == 0 and sorted(done["deleted"]) == sorted(ids[:2])
     assert [k["set_id"] for k in done["keep"]] == [ids[2]]
     assert not (images / ids[0]).exists() and (images / ids[2]).is_dir()
-    _code, listing = backupctl_json("--socket", sock, "snapshots")
-    assert {s["set_id"] for s in listing["snapshots"]} == {ids[2], foreign.set_id}
+    (repo_of(snap_config) / "snapshots" / "garbled.json").write_bytes(b"{not json")
+    code, listing = backupctl_json("--socket", sock, "snapshots")
+    assert code == 0 and {s["set_id"] for s in listing["snapshots"]} == {ids[2], foreign.set_id}
+    assert listing["unreadable"][0].startswith("snapshots/garbled.json")
 
     samples = scrape(backupctl_json("--socket", sock, "status")[1]["daemon"]["metrics_address"])
     assert samples['backupd_snapshots_total{result="completed"}'] == 3
