@@ -240,6 +240,8 @@ class Coordinator:
         finally:
             try:
                 lock.unlock()
+            except BackupdError as exc:  # closing the session below drops the lock anyway
+                _log.warning("unlock failed; closing the lock connection", error=exc.message)
             finally:
                 lock.close()
                 unlocked = time.time()

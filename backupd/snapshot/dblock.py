@@ -72,9 +72,15 @@ class DatabaseLock:
         self.conn: Any = database.connect(
             section, read_timeout=io_timeout, write_timeout=io_timeout
         )
-        self.version = database.server_version(self.conn)
         self.locked = False
-        self._execute(f"SET SESSION lock_wait_timeout = {max(1, math.ceil(lock_timeout_seconds))}")
+        try:
+            self.version = database.server_version(self.conn)
+            self._execute(
+                f"SET SESSION lock_wait_timeout = {max(1, math.ceil(lock_timeout_seconds))}"
+            )
+        except BaseException:
+            self.close()
+            raise
 
     def _execute(self, sql: str) -> None:
         try:
