@@ -105,6 +105,10 @@ def test_schedule_next_run_and_one_catch_up_after_downtime(
     assert status["last"]["state"] == "completed", status
     next_new_year = dt.datetime(dt.datetime.now(dt.UTC).year + 1, 1, 1, tzinfo=dt.UTC)
     assert status["next_run_at"] == next_new_year.timestamp()
+    address = backupctl_json("--socket", sock, "status")[1]["daemon"]["metrics_address"]
+    samples = scrape(address)
+    assert samples["backupd_snapshot_next_run_timestamp_seconds"] == next_new_year.timestamp()
+    assert samples['backupd_snapshots_total{result="completed"}'] == 1
     _code, listing = backupctl_json("--socket", sock, "snapshots")
     assert len(listing["snapshots"]) == 2  # exactly one catch-up run
     text = backupctl("--socket", sock, "status").stdout
