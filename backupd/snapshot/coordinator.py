@@ -15,7 +15,13 @@ from typing import Any
 
 from backupd import __version__
 from backupd.config import Config
-from backupd.errors import BackupdError, FreezeFailed, FreezeRefused, LongQueriesRunning
+from backupd.errors import (
+    BackupdError,
+    FreezeFailed,
+    FreezeRefused,
+    HookFailed,
+    LongQueriesRunning,
+)
 from backupd.log import get_logger
 from backupd.snapshot import freezer
 from backupd.snapshot.catalog import (
@@ -115,6 +121,7 @@ class Coordinator:
         self.stop = stop
         self.lock_factory = lock_factory
         self.progress: Progress | None = None
+        self._latest: SnapshotSet  # the run's record as far as it got (failures keep it)
 
     def new_record(self, set_id: str, trigger: str) -> SnapshotSet:
         return SnapshotSet(
@@ -131,17 +138,17 @@ class Coordinator:
     def run(self, set_id: str, trigger: str) -> SnapshotSet:
         """Take one snapshot set; always returns (and records) its outcome."""
         self.progress = Progress(set_id)
-        record = self.new_record(set_id, trigger)
+        record = self._latest = self.new_record(set_id, trigger)
         try:
             record = self._take(record)
         except LongQueriesRunning as exc:
-            record = record.with_(state=SKIPPED, error=exc.message, error_code=exc.code)
+            record = self._latest.with_(state=SKIPPED, error=exc.message, error_code=exc.code)
         except BackupdError as exc:
-            record = record.with_(state=FAILED, error=exc.message, error_code=exc.code)
+            record = self._latest.with_(state=FAILED, error=exc.message, error_code=exc.code)
             self._discard_partial(record)
         except Exception as exc:
             _log.exception("snapshot run crashed", set_id=set_id)
-            record = record.with_(state=FAILED, error=str(exc), error_code="internal_error")
+            record = self._latest.with_(state=FAILED, error=str(exc), error_code="internal_error")
             self._discard_partial(record)
         finally:
             record = record.with_(completed_at=time.time())
@@ -207,9 +214,13 @@ class Coordinator:
         for mount in section.mounts:
             syncfs(mount)
         record, volumes = self._locked_capture(record, targets)
-        self._save(record.with_(volumes=volumes))  # pending: visible while it completes
-        run_hooks(section.hooks.post_thaw, section.hooks.timeout_seconds)
+        record = self._latest = record.with_(volumes=volumes)  # a failure now keeps the set
         self._phase("waiting")
+        self._save(record)  # pending: visible while it completes
+        try:
+            run_hooks(section.hooks.post_thaw, section.hooks.timeout_seconds)
+        except HookFailed as exc:  # the set is good; the hook's failure is only reported
+            _log.warning("post_thaw hook failed", set_id=record.set_id, error=exc.message)
         volumes = self.provider.wait(
             record.set_id, volumes, float(section.ebs.wait_timeout_seconds)
         )
@@ -228,7 +239,7 @@ class Coordinator:
             frozen.prepare()  # descriptors and watchdog ready before commits are blocked
             self._phase("locking")
             state = lock.lock()
-            record = record.with_(
+            record = self._latest = record.with_(
                 coordinate=state.coordinate,
                 gtid=state.gtid,
                 locked_at=state.locked_at,

@@ -322,6 +322,8 @@ def test_failing_pre_freeze_hook_aborts_before_freezing(
     assert writable_within(thawed.mount_point, 10)
 
     snap_config["snapshot"]["hooks"]["pre_freeze"] = ["/bin/true"]
+    # A failing post_thaw hook is reported, but the set it follows is good and kept.
+    snap_config["snapshot"]["hooks"]["post_thaw"].append("/bin/false")
     snap_config["daemon"]["socket"] = str(workdir / "run2" / "control.sock")
     start_daemon(write_config(snap_config, "hooks-ok.toml"))
     record = take(snap_config["daemon"]["socket"])
