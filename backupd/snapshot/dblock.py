@@ -23,7 +23,15 @@ from backupd.database import ServerVersion
 from backupd.errors import LockFailed
 
 # Statements that never wait for the lock and that the lock never waits for.
-_IDLE_COMMANDS = ("Sleep", "Daemon", "Binlog Dump", "Binlog Dump GTID", "Slave_IO", "Slave_SQL")
+_IDLE_COMMANDS = (
+    "Sleep",
+    "Daemon",
+    "Binlog Dump",
+    "Binlog Dump GTID",
+    "Slave_IO",
+    "Slave_SQL",
+    "Slave_worker",
+)
 _READ_ONLY = re.compile(r"^\s*(\(\s*)*(SELECT|WITH)\b", re.IGNORECASE)
 _WRITES_ANYWAY = re.compile(r"\b(FOR\s+UPDATE|LOCK\s+IN\s+SHARE\s+MODE|INTO)\b", re.IGNORECASE)
 
