@@ -211,10 +211,10 @@ class SnapshotSection(Section):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
+        from backupd.snapshot.schedule import trigger_for
 
         try:
-            CronTrigger.from_crontab(value, timezone="UTC")
+            trigger_for(value)
         except ValueError as exc:
             raise ValueError(f"not a cron expression ({exc}): {value!r}") from exc
         return value

@@ -4,7 +4,9 @@ lock statements per server, and the manifest format."""
 from __future__ import annotations
 
 import calendar
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -181,3 +183,77 @@ def test_manifest_round_trip_and_tags() -> None:
     assert len(snapshot_tags(long_gtid, {})["backupd:gtid"]) == 255
     with pytest.raises(ValueError):
         SnapshotSet.from_json(b"[]")
+
+
+def test_schedule_job_never_overlaps_and_catches_up_once() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from backupd.config import SnapshotSection
+    from backupd.snapshot.metrics import SnapshotMetrics
+    from backupd.snapshot.schedule import JOB_ID, RETRY_JOB_ID, Schedule
+
+    fired: list[int] = []
+    section = SnapshotSection(schedule="0 0 1 1 *", jitter_seconds=30)
+    schedule = Schedule(section, lambda: fired.append(1), SnapshotMetrics(CollectorRegistry()))
+    schedule.scheduler.start(paused=True)  # inspect the jobs without running them
+    schedule._add()
+    try:
+        job = schedule.scheduler.get_job(JOB_ID)
+        assert job.max_instances == 1 and job.coalesce is True
+        assert job.trigger.jitter == 30
+        schedule.catch_up(at("2024-01-01 00:00"))
+        schedule.catch_up(at("2024-01-01 00:00"))
+        assert [j.id for j in schedule.scheduler.get_jobs()].count(RETRY_JOB_ID) == 1
+        schedule.reschedule(section.model_copy(update={"enabled": False}))
+        assert schedule.next_run_at() is None
+    finally:
+        schedule.stop()
+
+
+def test_watchdog_process_fires_on_its_clock(tmp_path: Path) -> None:
+    """Without root FITHAW fails harmlessly; the protocol (ready, clock, report) is the same."""
+    from backupd.snapshot.freezer import Watchdog
+
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        dog = Watchdog([fd], max_seconds=0.2)
+        dog.armed()
+        assert dog.process.wait(10) == 2  # it thawed on the clock and said so
+        dog.close()
+        assert dog.fired
+        quiet = Watchdog([fd], max_seconds=60)
+        quiet.armed()
+        quiet.close()  # thawed in time: it exits cleanly
+        assert not quiet.fired and quiet.process.returncode == 0
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("field", "names"),
+    [
+        ("*", "*"),
+        ("1-5", "mon,tue,wed,thu,fri"),
+        ("0", "sun"),
+        ("7", "sun"),
+        ("0,6", "sun,sat"),
+        ("5-7", "fri,sat,sun"),
+        ("1-5/2", "mon,wed,fri"),
+        ("mon-fri", "mon-fri"),
+        ("*/2", "sun,tue,thu,sat"),
+    ],
+)
+def test_cron_weekdays_count_from_sunday(field: str, names: str) -> None:
+    from backupd.snapshot.schedule import cron_weekdays
+
+    assert cron_weekdays(field) == names
+
+
+def test_weekday_schedule_fires_on_cron_weekdays() -> None:
+    import datetime as dt
+
+    from backupd.snapshot.schedule import trigger_for
+
+    friday = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.UTC)  # after Friday's 02:30
+    nxt = trigger_for("30 2 * * 1-5").get_next_fire_time(None, friday)
+    assert nxt == dt.datetime(2026, 11, 30, 2, 30, tzinfo=dt.UTC)  # Monday, not Saturday
