@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Build backupd-<version>-1.x86_64.rpm from the repository alone (wheels from PyPI via pip).
+# Works on Debian too (its `rpm` package carries rpmbuild). Amazon Linux 2023 runs the
+# side-by-side python3.11, so only CPython 3.11 wheels are shipped.
+# Usage: packaging/rpm/build.sh [OUTDIR]   (default: dist/). Prints the path of the .rpm.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+out=${1:-$root/dist}
+wheels=${WHEELHOUSE:-$root/build/wheelhouse}
+version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$root/backupd/__init__.py")
+
+"$root/packaging/common/wheels.sh" "$wheels" 3.11 >&2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# Only the cp311 binary wheels (and the pure ones) go into the rpm.
+mkdir -p "$work/wheels"
+find "$wheels" -maxdepth 1 -name '*.whl' \( -name '*-none-any.whl' -o -name '*-cp311-*' \) \
+  -exec cp -t "$work/wheels" {} +
+"$root/packaging/common/stage.sh" "$work/stage" "$work/wheels" /usr/lib/systemd/system
+rpmbuild -bb --quiet \
+  --define "_topdir $work/top" --define "_rpmdir $work/rpms" \
+  --define "stagedir $work/stage" --define "backupd_version $version" \
+  "$root/packaging/rpm/backupd.spec" >&2
+mkdir -p "$out"
+rpm=$(find "$work/rpms" -name '*.rpm' | head -n 1)
+cp "$rpm" "$out/"
+echo "$out/$(basename "$rpm")"
