@@ -73,7 +73,7 @@ def test_deb_install_run_remove(deb: Path) -> None:
     assert mode.st_uid == int(run("id", "-u", "backupd").stdout)
     # Enabled, never started by the package.
     assert WANTS.is_symlink()
-    assert "backupd" not in run("pgrep", "-a", "-f", "backupd run").stdout
+    assert run("pgrep", "-f", "/usr/bin/backupd run").stdout == ""
 
     CONFIG.write_text(CONFIG.read_text() + "\n# edited by the operator\n")
     again = dpkg("-i", str(deb))
