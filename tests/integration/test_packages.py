@@ -8,8 +8,11 @@ unit, that a changed config survives a reinstall, and that `dpkg -r` keeps the c
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from backupd import __version__
+from tests.testbed.daemon import NotifyListener
 from tests.tools import require_tool
 
 pytestmark = pytest.mark.integration
@@ -75,6 +79,8 @@ def test_deb_install_run_remove(deb: Path) -> None:
     assert WANTS.is_symlink()
     assert run("pgrep", "-f", "/usr/bin/backupd run").stdout == ""
 
+    daemon_starts_as_backupd()
+
     CONFIG.write_text(CONFIG.read_text() + "\n# edited by the operator\n")
     again = dpkg("-i", str(deb))
     assert again.returncode == 0, again.stderr
@@ -86,6 +92,49 @@ def test_deb_install_run_remove(deb: Path) -> None:
     assert OPTION_FILE.exists()
     assert not os.path.lexists("/usr/bin/backupd")
     assert not Path("/opt/backupd/venv").exists()
+
+
+def daemon_starts_as_backupd() -> None:
+    """The installed daemon, as `backupd` with only the unit's capability, reaches READY=1.
+
+    Paths the unit would provide (RuntimeDirectory, StateDirectory, ...) point into a
+    scratch directory owned by backupd; features that need AWS or MySQL are switched off.
+    """
+    base = Path(tempfile.mkdtemp(prefix="backupd-pkg-"))
+    base.chmod(0o755)
+    shutil.chown(base, "backupd", "backupd")
+    notify = NotifyListener(base / "notify.sock")
+    (base / "notify.sock").chmod(0o777)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "NOTIFY_SOCKET": str(base / "notify.sock"),
+        "BACKUPD_DAEMON__SOCKET": str(base / "control.sock"),
+        "BACKUPD_DAEMON__STATE_DIR": str(base / "state"),
+        "BACKUPD_DAEMON__SPOOL_DIR": str(base / "spool"),
+        "BACKUPD_METRICS__LISTEN": "127.0.0.1:0",
+        "BACKUPD_MYSQL__SOCKET": str(base / "no-such-mysqld.sock"),
+        "BACKUPD_STORAGE__URL": f"file://{base / 'repository'}",
+        "BACKUPD_SNAPSHOT__ENABLED": "false",
+        "BACKUPD_BINLOG__ENABLED": "false",
+    }
+    caps = "-all,+sys_admin"
+    argv = ["setpriv", "--reuid=backupd", "--regid=backupd", "--init-groups"]
+    argv += [f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}"]
+    argv += ["--no-new-privs", "/usr/bin/backupd", "run", "--config", str(CONFIG)]
+    log = base / "daemon.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        notify.wait_for("READY", "1", timeout=60)
+        assert (base / "control.sock").stat().st_uid == int(run("id", "-u", "backupd").stdout)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{log.read_text()}") from exc
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+        notify.close()
+    assert code == 0, log.read_text()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_rpm_metadata_and_files(tmp_path: Path) -> None:
@@ -105,5 +154,12 @@ def test_rpm_metadata_and_files(tmp_path: Path) -> None:
     assert not any("-cp312-" in path for path in by_path)
     config_files = run("rpm", "-qcp", str(rpm)).stdout.split()
     assert config_files == ["/etc/backupd/backupd.toml", "/etc/backupd/my.cnf"]
+    flags = run("rpm", "-qp", "--qf", "[%{FILEFLAGS:fflags} %{FILENAMES}\n]", str(rpm)).stdout
+    assert "cn /etc/backupd/backupd.toml" in flags  # %config(noreplace)
+    scripts = run("rpm", "-qp", "--scripts", str(rpm)).stdout
+    post = scripts.split("postinstall scriptlet")[1].split("preuninstall scriptlet")[0]
+    assert "systemctl enable backupd.service" in post
+    commands = [line.strip() for line in post.splitlines()]
+    assert not [c for c in commands if "start" in c and not c.startswith("echo")], post
     requires = run("rpm", "-qRp", str(rpm)).stdout
     assert "python3.11" in requires
