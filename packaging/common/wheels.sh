@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Fill a wheelhouse with backupd's own wheel and every dependency, from PyPI through pip,
-# for each CPython ABI the package supports (binary wheels differ per minor version).
-# Usage: wheels.sh OUTDIR PYVERSION...   e.g. wheels.sh build/wheelhouse 3.11 3.12 3.13
-# Already-downloaded files are kept: a rebuild only fetches what changed.
+# Fill an empty directory with backupd's own wheel and every dependency, from PyPI through
+# pip, for each CPython ABI the package supports (binary wheels differ per minor version).
+# Usage: wheels.sh OUTDIR PYVERSION...   e.g. wheels.sh /tmp/wheels 3.11 3.12 3.13
+# Always a fresh resolution (no stale versions pile up); pip's own download cache
+# (~/.cache/pip) makes a rebuild take seconds.
 set -euo pipefail
 out=$1
 shift
@@ -11,7 +12,10 @@ pip=${PIP:-$root/.venv/bin/pip}
 # Only PyPI: ignore pip config files of the build machine (local mirrors, constraints).
 export PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_EXTRA_INDEX_URL= PIP_CONSTRAINT=
 mkdir -p "$out"
-rm -f "$out"/backupd-*.whl
+if [ -n "$(ls -A "$out")" ]; then
+  echo "wheels.sh: $out is not empty" >&2
+  exit 1
+fi
 # Build from a copy: an in-place build would leave build/ and egg-info next to the sources.
 src=$(mktemp -d)
 trap 'rm -rf "$src"' EXIT

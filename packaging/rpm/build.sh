@@ -6,16 +6,11 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${1:-$root/dist}
-wheels=${WHEELHOUSE:-$root/build/wheelhouse}
 version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$root/backupd/__init__.py")
 
-"$root/packaging/common/wheels.sh" "$wheels" 3.11 >&2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# Only the cp311 binary wheels (and the pure ones) go into the rpm.
-mkdir -p "$work/wheels"
-find "$wheels" -maxdepth 1 -name '*.whl' \( -name '*-none-any.whl' -o -name '*-cp311-*' \) \
-  -exec cp -t "$work/wheels" {} +
+"$root/packaging/common/wheels.sh" "$work/wheels" 3.11 >&2
 "$root/packaging/common/stage.sh" "$work/stage" "$work/wheels" /usr/lib/systemd/system
 rpmbuild -bb --quiet \
   --define "_topdir $work/top" --define "_rpmdir $work/rpms" \
