@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.monitoring import RULE_TESTS, RULES
+from tests.monitoring import RULE_TESTS, RULES, dashboard_exprs
 from tests.tools import require_tool
 
 pytestmark = pytest.mark.integration
@@ -56,3 +56,24 @@ def test_rule_unit_tests_catch_a_broken_rule(tmp_path: Path) -> None:
     result = run_rule_tests(tmp_path, broken, keep="recovery point")
     assert result.returncode != 0
     assert "BackupdRecoveryPointStale" in result.stdout + result.stderr
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """Each dashboard query, as a recording rule, passes `promtool check rules`."""
+    exprs = list(dashboard_exprs())
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard_query_{n}", "expr": expr.replace("$instance", ".*")}
+                    for n, expr in enumerate(exprs)
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "dashboard.rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    result = promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in result.stdout

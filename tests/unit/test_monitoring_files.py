@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 import yaml
 
 from tests.monitoring import (
+    DASHBOARD,
     OPERATIONS,
     RULE_TESTS,
     alert_rules,
@@ -76,3 +78,19 @@ def test_every_alert_has_firing_and_quiet_cases(rule: dict[str, object]) -> None
             fires = fires or bool(firing)
             quiet = quiet or not firing or bool(instances - firing)
     assert fires and quiet, rule["alert"]
+
+
+def test_dashboard_structure() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"]
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids))
+    variables = {item["name"] for item in dashboard["templating"]["list"]}
+    assert {"datasource", "instance"} <= variables
+    for panel in panels:
+        assert {"x", "y", "w", "h"} <= set(panel["gridPos"]), panel["title"]
+        refs = [target["refId"] for target in panel.get("targets", [])]
+        assert len(refs) == len(set(refs)), panel["title"]
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+            assert 'instance=~"$instance"' in target["expr"], panel["title"]
