@@ -137,9 +137,13 @@ def daemon_starts_as_backupd() -> None:
     shutil.rmtree(base, ignore_errors=True)
 
 
-def test_rpm_metadata_and_files(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def rpm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     require_tool("rpmbuild", "rpm")
-    rpm = build("rpm/build.sh", tmp_path)
+    return build("rpm/build.sh", tmp_path_factory.mktemp("rpm"))
+
+
+def test_rpm_metadata_and_files(rpm: Path) -> None:
     info = run("rpm", "-qip", str(rpm)).stdout
     assert "Name        : backupd" in info
     assert f"Version     : {__version__}" in info
@@ -163,3 +167,21 @@ def test_rpm_metadata_and_files(tmp_path: Path) -> None:
     assert not [c for c in commands if "start" in c and not c.startswith("echo")], post
     requires = run("rpm", "-qRp", str(rpm)).stdout
     assert "python3.11" in requires
+    postun = scripts.split("postuninstall scriptlet")[1]
+    assert 'mv "/etc/backupd/$f.rpmsave" "/etc/backupd/$f"' in postun
+
+
+def test_rpm_erase_keeps_an_edited_config(rpm: Path, tmp_path: Path) -> None:
+    """Unpacked into a scratch root (no scriptlets: no shell there), an edited config
+    survives `rpm -e` as .rpmsave, which %postun moves back in place on a real host."""
+    root = tmp_path / "root"
+    common = ["--root", str(root), "--dbpath", str(root / "rpmdb"), "--noscripts"]
+    installed = run("rpm", "-i", *common, "--nodeps", str(rpm))
+    assert installed.returncode == 0, installed.stderr
+    config = root / "etc" / "backupd" / "backupd.toml"
+    config.write_text(config.read_text() + "# edited by the operator\n")
+    erased = run("rpm", "-e", *common, "backupd")
+    assert erased.returncode == 0, erased.stderr
+    saved = config.with_name("backupd.toml.rpmsave")
+    assert saved.read_text().endswith("# edited by the operator\n")
+    assert not (root / "usr" / "bin" / "backupd").is_symlink()
