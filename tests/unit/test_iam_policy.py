@@ -51,6 +51,22 @@ PARAMETER_ACTIONS = {
     "SSEKMSKeyId": "kms:GenerateDataKey",
 }
 ALWAYS_ALLOWED = {"sts:GetCallerIdentity"}
+# Granted although the scan may not find a call (yet): why each one is needed.
+PLANNED = {
+    "kms:Decrypt": "S3 asks KMS on the caller's behalf when reading SSE-KMS objects",
+    "ec2:DescribeInstances": "restore volumes: the instance's availability zone",
+    "ec2:DescribeSnapshots": "snapshots: find owned sets, wait for completion",
+    "ec2:DescribeVolumes": "snapshots: map mounts to volumes; restore: wait for volumes",
+    "ec2:CreateSnapshot": "snapshots, one volume at a time",
+    "ec2:CreateSnapshots": "snapshots: crash-consistent multi-volume sets",
+    "ec2:CopySnapshot": "snapshot.ebs.copy_to_regions",
+    "ec2:CreateTags": "tags set while creating snapshots and restore volumes",
+    "ec2:CreateVolume": "backupctl restore volumes / drill",
+    "ec2:AttachVolume": "backupctl restore volumes / drill",
+    "ec2:DetachVolume": "drill cleanup",
+    "ec2:DeleteSnapshot": "retention (prune)",
+    "ec2:DeleteVolume": "drill cleanup",
+}
 
 _CALL = re.compile(r"\.([a-z][a-z0-9_]*)\(")
 _PAGINATOR = re.compile(r"get_paginator\(\s*[\"']([a-z0-9_]+)[\"']")
@@ -161,6 +177,12 @@ def test_every_call_in_the_code_is_allowed() -> None:
         if action not in allowed_actions() and action not in ALWAYS_ALLOWED
     }
     assert not missing, f"iam-policy.json lacks: {missing}"
+
+
+def test_nothing_granted_without_a_reason() -> None:
+    needed = set(required_actions(code_sources()))
+    unexplained = allowed_actions() - needed - set(PLANNED)
+    assert not unexplained, f"granted but never called: {sorted(unexplained)}"
 
 
 def test_no_wildcard_or_negated_grants() -> None:
