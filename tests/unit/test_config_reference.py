@@ -1,11 +1,11 @@
-"""docs/configuration.md is what tools/config_reference.py makes from the config model now."""
+"""docs/configuration.md is what backupd/config_reference.py makes from the config model now."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from backupd.config import Config
-from tools.config_reference import example_comments, leaves, render
+from backupd.config_reference import example_comments, leaves, render
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -13,7 +13,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 def test_reference_is_up_to_date() -> None:
     assert DOC.read_text() == render(), (
         "docs/configuration.md is stale: run "
-        "`.venv/bin/python -m tools.config_reference > docs/configuration.md`"
+        "`.venv/bin/python -m backupd.config_reference > docs/configuration.md`"
     )
 
 

@@ -2,7 +2,7 @@
 
 Types, defaults, limits and allowed values come from `backupd.config.Config`; the one-line
 meaning of each key is the comment above it in config/backupd.example.toml (a unit test
-already requires one there). Run `python -m tools.config_reference > docs/configuration.md`;
+already requires one there). Run `python -m backupd.config_reference > docs/configuration.md`;
 tests/unit/test_config_reference.py fails when the file is out of date.
 """
 
@@ -100,7 +100,7 @@ def render() -> str:
         "# Configuration reference",
         "",
         "Generated from the config model (`backupd/config.py`) and the comments in",
-        "`config/backupd.example.toml` by `python -m tools.config_reference >"
+        "`config/backupd.example.toml` by `python -m backupd.config_reference >"
         " docs/configuration.md`;",
         "a test fails when this file is out of date. Do not edit by hand.",
         "",

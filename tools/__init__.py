@@ -1,1 +1,0 @@
-"""Repository tools (not shipped in the package)."""
