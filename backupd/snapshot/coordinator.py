@@ -73,10 +73,18 @@ def snapshot_tags(record: SnapshotSet, extra: dict[str, str]) -> dict[str, str]:
 
 
 def syncfs(path: str) -> None:
-    """Write back one filesystem before the lock, so the freeze has little left to flush."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    """Write back one filesystem before the lock, so the freeze has little left to flush.
+
+    Only an optimisation (FIFREEZE syncs too), so a failure here is ignored.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
     try:
         ctypes.CDLL(None, use_errno=True).syncfs(fd)
+    except (OSError, AttributeError) as exc:
+        _log.debug("syncfs unavailable", mount=path, error=str(exc))
     finally:
         os.close(fd)
 
