@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -43,10 +44,25 @@ def check_config(path: str) -> int:
     config = load_or_report(path)
     if config is None:
         return EXIT_CONFIG
+    problems = mount_refusals(config)
+    if problems:
+        print(f"{path}: invalid configuration", file=sys.stderr)
+        for problem in problems:
+            print(f"  snapshot.mounts: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     print(
         f"{path}: ok (storage {config.storage.url}, snapshot provider {config.snapshot.provider})"
     )
     return EXIT_OK
+
+
+def mount_refusals(config: Config) -> list[str]:
+    """Mounts that must never be frozen, judged by device; mounts not there yet are skipped."""
+    from backupd.snapshot.coordinator import own_paths
+    from backupd.snapshot.freezer import refusals
+
+    present = [mount for mount in config.snapshot.mounts if os.path.exists(mount)]
+    return refusals(present, own_paths(config), include_stdout=False)
 
 
 def run_thaw_all(config: Config) -> int:

@@ -166,6 +166,12 @@ class EbsSection(Section):
     instance_id: str = ""
     imds_url: str = "http://169.254.169.254"
     wait_timeout_seconds: PositiveInt = 3600
+    device_links: str = "/dev/disk/by-id"
+
+    @field_validator("device_links")
+    @classmethod
+    def _links_absolute(cls, value: str) -> str:
+        return _absolute_path(value, "device_links")
 
     @field_validator("volumes")
     @classmethod
@@ -205,10 +211,10 @@ class SnapshotSection(Section):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
+        from backupd.snapshot.schedule import trigger_for
 
         try:
-            CronTrigger.from_crontab(value, timezone="UTC")
+            trigger_for(value)
         except ValueError as exc:
             raise ValueError(f"not a cron expression ({exc}): {value!r}") from exc
         return value

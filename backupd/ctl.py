@@ -18,6 +18,7 @@ from backupd.config_loader import load_config
 from backupd.control.client import ControlClient
 from backupd.errors import EXIT_OK, EXIT_UNHEALTHY, BackupdError, ConfigError
 from backupd.render import render_status
+from backupd.snapshot import ctl as snapshot_ctl
 
 DEFAULT_SOCKET = DaemonSection().socket
 
@@ -106,7 +107,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 # Each feature adds its commands here: register(commands, parents) -> add_parser(...)
 # with parents=parents and set_defaults(func=handler), handler(args) -> exit code.
-REGISTRARS: list[Registrar] = [register_core]
+REGISTRARS: list[Registrar] = [register_core, snapshot_ctl.register]
 
 
 def _register_features() -> None:

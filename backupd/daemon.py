@@ -6,6 +6,7 @@ work. Every component has its own guarded stop so one failure cannot block shutd
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -19,7 +20,7 @@ from backupd.config import Config
 from backupd.config_loader import load_config
 from backupd.control.server import ControlServer, Request, Route
 from backupd.database import DatabaseStatus
-from backupd.errors import ConfigError
+from backupd.errors import EXIT_FAILED, ConfigError
 from backupd.health import Probe
 from backupd.log import configure_logging, get_logger
 from backupd.metrics import Metrics, MetricsServer
@@ -192,9 +193,26 @@ class Daemon:
             next_watchdog = self.cycle(next_watchdog)
         _log.info("stopping")
         self.notifier.stopping()
+        self._exit_if_stop_hangs(self.config.daemon.shutdown_timeout_seconds)
         self.shutdown()
         _log.info("stopped")
         return 0
+
+    @staticmethod
+    def _exit_if_stop_hangs(timeout: float) -> None:
+        """Bound shutdown: a component stuck in its stop must not keep the process alive.
+
+        Frozen filesystems are not this process's to thaw at that point: the freeze watchdog
+        process and the unit's ExecStopPost thaw-all do it.
+        """
+
+        def force_exit() -> None:
+            _log.error("shutdown exceeded its budget; exiting now", timeout_seconds=timeout)
+            os._exit(EXIT_FAILED)
+
+        timer = threading.Timer(timeout, force_exit)
+        timer.daemon = True
+        timer.start()
 
     def cycle(self, next_watchdog: float) -> float:
         """One main-loop pass: reload if asked, feed the watchdog, sleep until woken."""

@@ -142,6 +142,60 @@ class Conflict(BackupdError):
     http_status = 409
 
 
+class SnapshotInProgress(BackupdError):
+    """A snapshot run is already in progress ({set_id})"""
+
+    code = "snapshot_in_progress"
+    http_status = 409
+
+
+class SnapshotNotFound(BackupdError):
+    """No snapshot set {set_id}"""
+
+    code = "snapshot_not_found"
+    http_status = 404
+
+
+class LongQueriesRunning(BackupdError):
+    """Snapshot skipped: {count} statement(s) running over {seconds}s: {detail}"""
+
+    code = "long_query_running"
+    http_status = 409
+
+
+class LockFailed(BackupdError):
+    """Could not block commits ({statement}): {reason}"""
+
+    code = "lock_failed"
+    http_status = 503
+
+
+class FreezeRefused(BackupdError):
+    """Refusing to freeze: {reason}"""
+
+    code = "freeze_refused"
+    http_status = 400
+
+
+class FreezeFailed(BackupdError):
+    """Freeze of {mount} failed: {reason}"""
+
+    code = "freeze_failed"
+
+
+class HookFailed(BackupdError):
+    """Snapshot hook {hook!r} failed: {reason}"""
+
+    code = "hook_failed"
+
+
+class ProviderError(BackupdError):
+    """Snapshot provider error: {message}"""
+
+    code = "provider_error"
+    http_status = 502
+
+
 _BY_CODE: dict[str, type[BackupdError]] = {}
 
 

@@ -51,6 +51,7 @@ class Service(Protocol):
 def build_services(context: ServiceContext) -> list[Service]:
     """Every feature service, in start order (stopped in reverse)."""
     from backupd.binlog.service import BinlogService
+    from backupd.snapshot.service import SnapshotService
 
-    services: list[Service] = [BinlogService(context)]
+    services: list[Service] = [SnapshotService(context), BinlogService(context)]
     return services

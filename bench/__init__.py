@@ -1,0 +1,1 @@
+"""Benchmarks on the local test bed; each prints one JSON document."""

@@ -142,7 +142,11 @@ def base_config(workdir: Path, live_mariadb: MariaDB) -> dict[str, dict[str, Any
             "reconnect_max_seconds": 1.0,
         },
         "storage": {"url": f"file://{workdir / 'repo'}"},
-        "snapshot": {"provider": "local", "local": {"directory": str(workdir / "snapshots")}},
+        "snapshot": {
+            "enabled": False,  # no scheduled runs in tests; `backupctl snapshot` still works
+            "provider": "local",
+            "local": {"directory": str(workdir / "snapshots")},
+        },
     }
 
 

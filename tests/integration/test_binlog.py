@@ -27,10 +27,10 @@ from backupd.binlog import layout
 from backupd.storage.filestore import FileStore
 from tests.clients import backupctl, backupctl_json
 from tests.conftest import ConfigFactory
-from tests.testbed.cuttable_proxy import CuttableProxy
 from tests.testbed.daemon import DaemonProcess
 from tests.testbed.mariadb import MariaDB
 from tests.testbed.moto import MotoServer
+from tests.testbed.proxy import DelayingProxy
 
 pytestmark = pytest.mark.integration
 
@@ -348,7 +348,7 @@ def test_s3_outage_spools_fills_pauses_then_drains(arch: Archive, moto: MotoServ
     db, db_name, workdir = arch.db, arch.db_name, arch.workdir
     bucket = f"bl-outage-{random.randrange(1 << 30)}"
     boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1").create_bucket(Bucket=bucket)
-    proxy = CuttableProxy(moto.port).start()
+    proxy = DelayingProxy(moto.port).start()
     try:
         cfg = arch.config
         cfg["binlog"]["spool_max_bytes"] = 1024 * 1024

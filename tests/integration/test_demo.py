@@ -25,4 +25,5 @@ def test_demo_runs_end_to_end(scratch: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "healthy" in result.stdout
     assert "demo: done" in result.stdout
+    assert result.stdout.count("completed (application)") == 2  # local, then EBS (moto)
     assert not (scratch / "demo" / "data").is_mount()

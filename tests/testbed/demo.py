@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from tests.testbed.bed import LocalBed
-from tests.testbed.daemon import BIN_DIR, DaemonProcess, NotifyListener
+from tests.testbed.daemon import BIN_DIR, DaemonProcess, NotifyListener, render_toml
 
 
 def show(*args: str) -> int:
@@ -59,6 +60,21 @@ def wait_archived(sock: list[str], coordinate: str, timeout: float = 60) -> None
     print(f"demo: the archive did not reach {coordinate} within {timeout}s", flush=True)
 
 
+def switch_to_ebs(bed: LocalBed, config: Path, daemon: DaemonProcess) -> int:
+    """Point the running daemon at moto's EC2 (an instance with a data volume), via SIGHUP."""
+    settings = bed.config()
+    settings["snapshot"].update({"provider": "ebs", "ebs": bed.ebs_section()})
+    config.write_text(render_toml(settings))
+    print('\ndemo: [snapshot] provider = "ebs" (moto), then SIGHUP', flush=True)
+    daemon.signal(signal.SIGHUP)
+    try:
+        daemon.notify.wait_for("STATUS", "config reloaded")
+    except TimeoutError as exc:
+        print(f"demo: reload failed: {exc}")
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__)
     parser.add_argument("--base", default="/var/tmp/backupd-demo", help="scratch directory")
@@ -77,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         sock = ["--socket", str(bed.base / "run" / "control.sock")]
         failures += show(*sock, "probe") != 0
         failures += show(*sock, "status") != 0
+        failures += show(*sock, "snapshot", "--wait") != 0  # local provider: an image file
+        failures += switch_to_ebs(bed, config, daemon)
+        failures += show(*sock, "snapshot", "--wait") != 0  # EBS against moto's EC2
+        failures += show(*sock, "snapshots") != 0
+        failures += show(*sock, "prune", "--dry-run") != 0
         failures += binlog_step(bed, sock, config) != 0
         if not args.once:
             print("\ndemo: backupd keeps running; Ctrl-C to stop and tear down", flush=True)

@@ -1,0 +1,324 @@
+"""One snapshot run: pre-check, flush, block commits, read the coordinate, freeze, start the
+set, thaw, unlock, wait, record. One try/finally records the outcome whatever happens.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from backupd import __version__
+from backupd.config import Config
+from backupd.errors import (
+    BackupdError,
+    FreezeFailed,
+    FreezeRefused,
+    HookFailed,
+    LongQueriesRunning,
+)
+from backupd.log import get_logger
+from backupd.snapshot import freezer
+from backupd.snapshot.catalog import (
+    COMPLETED,
+    FAILED,
+    PENDING,
+    SKIPPED,
+    Catalog,
+    SnapshotSet,
+    VolumeSnapshot,
+)
+from backupd.snapshot.dblock import DatabaseLock, LongQuery
+from backupd.snapshot.hooks import run_hooks
+from backupd.snapshot.providers import base
+from backupd.snapshot.providers.base import SnapshotProvider, Target
+
+_log = get_logger("snapshot")
+
+KILL_GRACE_SECONDS = 5.0
+LONG_QUERY_POLL_SECONDS = 1.0
+TAG_VALUE_MAX = 255
+
+
+def long_query_action(policy: str, queries: list[LongQuery], waited: float, budget: float) -> str:
+    """What to do about statements a lock would queue behind: proceed, wait, kill or skip."""
+    if not queries:
+        return "proceed"
+    if policy == "wait":
+        return "wait" if waited < budget else "skip"
+    if policy == "kill-selects":
+        if waited < KILL_GRACE_SECONDS:
+            return "wait"
+        return "kill" if all(q.read_only for q in queries) else "skip"
+    return "skip"
+
+
+def snapshot_tags(record: SnapshotSet, extra: dict[str, str]) -> dict[str, str]:
+    tags = {
+        **extra,
+        base.TAG_SET_ID: record.set_id,
+        base.TAG_OWNER: record.owner,
+        base.TAG_HOST: record.host,
+        base.TAG_VERSION: record.version,
+        base.TAG_CONSISTENCY: record.consistency,
+        base.TAG_COORDINATE: record.coordinate,
+        base.TAG_GTID: record.gtid,
+    }
+    return {key: value[:TAG_VALUE_MAX] for key, value in tags.items()}
+
+
+def syncfs(path: str) -> None:
+    """Write back one filesystem before the lock, so the freeze has little left to flush.
+
+    Only an optimisation (FIFREEZE syncs too), so a failure here is ignored.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).syncfs(fd)
+    except (OSError, AttributeError) as exc:
+        _log.debug("syncfs unavailable", mount=path, error=str(exc))
+    finally:
+        os.close(fd)
+
+
+def own_paths(config: Config) -> dict[str, str]:
+    """Where the daemon writes or runs from: never frozen."""
+    paths = {
+        "daemon.state_dir": config.daemon.state_dir,
+        "daemon.spool_dir": config.daemon.spool_dir,
+        "the daemon's control socket": os.path.dirname(config.daemon.socket),
+        "the daemon's program": os.path.dirname(os.path.abspath(freezer.__file__)),
+    }
+    if config.snapshot.provider == "local":
+        paths["snapshot.local.directory"] = config.snapshot.local.directory
+    if config.storage.url.startswith("file://"):
+        paths["the repository"] = config.storage.url.removeprefix("file://")
+    return paths
+
+
+@dataclass
+class Progress:
+    """What a running snapshot is doing (read by status without locking)."""
+
+    set_id: str
+    phase: str = "starting"
+
+
+class Coordinator:
+    def __init__(
+        self,
+        config: Config,
+        provider: SnapshotProvider,
+        catalog: Catalog,
+        owner: str,
+        stop: threading.Event,
+        lock_factory: Callable[..., Any] = DatabaseLock,
+    ) -> None:
+        self.config = config
+        self.provider = provider
+        self.catalog = catalog
+        self.owner = owner
+        self.stop = stop
+        self.lock_factory = lock_factory
+        self.progress: Progress | None = None
+        self._latest: SnapshotSet  # the run's record as far as it got (failures keep it)
+
+    def new_record(self, set_id: str, trigger: str) -> SnapshotSet:
+        return SnapshotSet(
+            set_id=set_id,
+            provider=self.provider.name,
+            host=socket.gethostname(),
+            owner=self.owner,
+            version=__version__,
+            trigger=trigger,
+            mounts=list(self.config.snapshot.mounts),
+            started_at=time.time(),
+        )
+
+    def run(self, set_id: str, trigger: str) -> SnapshotSet:
+        """Take one snapshot set; always returns (and records) its outcome."""
+        self.progress = Progress(set_id)
+        record = self._latest = self.new_record(set_id, trigger)
+        try:
+            record = self._take(record)
+        except LongQueriesRunning as exc:
+            record = self._latest.with_(state=SKIPPED, error=exc.message, error_code=exc.code)
+        except BackupdError as exc:
+            record = self._latest.with_(state=FAILED, error=exc.message, error_code=exc.code)
+            self._discard_partial(record)
+        except Exception as exc:
+            _log.exception("snapshot run crashed", set_id=set_id)
+            record = self._latest.with_(state=FAILED, error=str(exc), error_code="internal_error")
+            self._discard_partial(record)
+        finally:
+            record = record.with_(completed_at=time.time())
+            self._save(record)
+            self.progress = None
+        log = _log.info if record.state == COMPLETED else _log.warning
+        log(
+            "snapshot run finished",
+            set_id=set_id,
+            state=record.state,
+            consistency=record.consistency,
+            coordinate=record.coordinate,
+            gtid=record.gtid,
+            lock_seconds=round(record.lock_seconds, 4),
+            freeze_seconds=round(record.freeze_seconds, 4),
+            error=record.error or None,
+        )
+        return record
+
+    def resume(self, record: SnapshotSet) -> SnapshotSet:
+        """Finish a set a previous daemon left pending (it died while the set completed)."""
+        timeout = float(self.config.snapshot.ebs.wait_timeout_seconds)
+        try:
+            volumes = self.provider.wait(record.set_id, record.volumes, timeout)
+            record = record.with_(volumes=volumes, state=COMPLETED)
+        except BackupdError as exc:
+            record = record.with_(state=FAILED, error=exc.message, error_code=exc.code)
+        finally:
+            record = record.with_(completed_at=time.time())
+            self._save(record)
+        _log.info("resumed pending snapshot set", set_id=record.set_id, state=record.state)
+        return record
+
+    def _discard_partial(self, record: SnapshotSet) -> None:
+        """A run that failed inside the provider's start may have left part of a set."""
+        if self.progress is None or self.progress.phase != "frozen" or record.volumes:
+            return
+        try:
+            gone = self.provider.delete(record)
+        except (BackupdError, OSError) as exc:
+            _log.error("cannot discard a partial set", set_id=record.set_id, error=str(exc))
+            return
+        if gone:
+            _log.warning("discarded a partial set", set_id=record.set_id, snapshots=gone)
+
+    def _phase(self, phase: str) -> None:
+        if self.progress is not None:
+            self.progress.phase = phase
+
+    def _save(self, record: SnapshotSet) -> None:
+        try:
+            self.catalog.put(record)
+        except BackupdError as exc:
+            _log.error("cannot write snapshot manifest", set_id=record.set_id, error=exc.message)
+
+    def _take(self, record: SnapshotSet) -> SnapshotSet:
+        section = self.config.snapshot
+        self._phase("checking")
+        if not section.mounts:
+            raise FreezeRefused(reason="snapshot.mounts is empty: nothing to freeze consistently")
+        freezer.check_mounts(section.mounts, own_paths(self.config))
+        targets = self.provider.prepare(section.mounts)
+        for mount in section.mounts:
+            syncfs(mount)
+        record, volumes = self._locked_capture(record, targets)
+        record = self._latest = record.with_(volumes=volumes)  # a failure now keeps the set
+        self._phase("waiting")
+        self._save(record)  # pending: visible while it completes
+        try:
+            run_hooks(section.hooks.post_thaw, section.hooks.timeout_seconds)
+        except HookFailed as exc:  # the set is good; the hook's failure is only reported
+            _log.warning("post_thaw hook failed", set_id=record.set_id, error=exc.message)
+        volumes = self.provider.wait(
+            record.set_id, volumes, float(section.ebs.wait_timeout_seconds)
+        )
+        return record.with_(volumes=volumes, state=COMPLETED)
+
+    def _locked_capture(
+        self, record: SnapshotSet, targets: list[Target]
+    ) -> tuple[SnapshotSet, list[VolumeSnapshot]]:
+        section = self.config.snapshot
+        lock = self.lock_factory(self.config.mysql, section.lock_timeout_seconds)
+        frozen = freezer.FrozenMounts(section.mounts, section.max_freeze_seconds)
+        try:
+            self._phase("pre-check")
+            self._clear_long_queries(lock)
+            lock.flush_tables()
+            frozen.prepare()  # descriptors and watchdog ready before commits are blocked
+            self._phase("locking")
+            state = lock.lock()
+            record = self._latest = record.with_(
+                coordinate=state.coordinate,
+                gtid=state.gtid,
+                locked_at=state.locked_at,
+                flavor=lock.version.flavor,
+                server_version=lock.version.version,
+            )
+            run_hooks(section.hooks.pre_freeze, section.hooks.timeout_seconds)
+            record, volumes = self._frozen_capture(record, targets, frozen)
+        finally:
+            try:
+                lock.unlock()
+            except BackupdError as exc:  # closing the session below drops the lock anyway
+                _log.warning("unlock failed; closing the lock connection", error=exc.message)
+            finally:
+                lock.close()
+                unlocked = time.time()
+                frozen.close()
+        if record.locked_at:
+            record = record.with_(unlocked_at=unlocked, lock_seconds=unlocked - record.locked_at)
+        if frozen.watchdog_fired:
+            self.provider.delete(record.with_(volumes=volumes))
+            raise FreezeFailed(
+                mount=",".join(section.mounts),
+                reason=f"held longer than max_freeze_seconds={section.max_freeze_seconds}; "
+                "the watchdog thawed it, so the snapshot was discarded",
+            )
+        return record.with_(state=PENDING), volumes
+
+    def _frozen_capture(
+        self, record: SnapshotSet, targets: list[Target], frozen: freezer.FrozenMounts
+    ) -> tuple[SnapshotSet, list[VolumeSnapshot]]:
+        section = self.config.snapshot
+        self._phase("frozen")
+        volumes: list[VolumeSnapshot] | None = None
+        try:
+            with frozen:
+                volumes = self.provider.start(
+                    record.set_id, targets, snapshot_tags(record, section.ebs.tags)
+                )
+        except FreezeFailed as exc:
+            if volumes is not None or not section.crash_consistent_fallback:
+                raise
+            _log.warning("freeze failed; taking a crash-consistent snapshot", error=exc.message)
+            record = record.with_(consistency="crash")
+            volumes = self.provider.start(
+                record.set_id, targets, snapshot_tags(record, section.ebs.tags)
+            )
+            return record, volumes
+        record = record.with_(
+            frozen_at=frozen.frozen_at, thawed_at=frozen.thawed_at, freeze_seconds=frozen.seconds
+        )
+        return record, volumes
+
+    def _clear_long_queries(self, lock: Any) -> None:
+        section = self.config.snapshot
+        started = time.monotonic()
+        while True:
+            queries = lock.long_queries(section.long_query_seconds)
+            waited = time.monotonic() - started
+            action = long_query_action(
+                section.on_long_query, queries, waited, section.long_query_wait_seconds
+            )
+            if action == "proceed":
+                return
+            if action == "kill":
+                for query in queries:
+                    _log.warning("killing long read-only statement", query=query.describe())
+                    lock.kill_query(query.thread_id)
+            elif action == "skip" or self.stop.wait(LONG_QUERY_POLL_SECONDS):
+                raise LongQueriesRunning(
+                    count=len(queries),
+                    seconds=section.long_query_seconds,
+                    detail="; ".join(q.describe() for q in queries[:3]),
+                )

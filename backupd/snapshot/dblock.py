@@ -1,0 +1,146 @@
+"""The commit-blocking database lock, on its own connection with its own timeouts.
+
+MariaDB >= 10.4: `BACKUP STAGE START` + `BACKUP STAGE BLOCK_COMMIT` (reads and non-committing
+writes go on); MySQL and older MariaDB: `FLUSH TABLES WITH READ LOCK`. A short
+`lock_wait_timeout` bounds how long the lock request can hold writers behind it. The lock is
+connection-scoped: if this process dies the server drops it with the connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pymysql
+
+from backupd import database
+from backupd.config import MysqlSection
+from backupd.database import ServerVersion
+from backupd.errors import LockFailed
+
+# Statements that never wait for the lock and that the lock never waits for.
+_IDLE_COMMANDS = (
+    "Sleep",
+    "Daemon",
+    "Binlog Dump",
+    "Binlog Dump GTID",
+    "Slave_IO",
+    "Slave_SQL",
+    "Slave_worker",
+)
+_READ_ONLY = re.compile(r"^\s*(\(\s*)*(SELECT|WITH)\b", re.IGNORECASE)
+_WRITES_ANYWAY = re.compile(r"\b(FOR\s+UPDATE|LOCK\s+IN\s+SHARE\s+MODE|INTO)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class LongQuery:
+    thread_id: int
+    user: str
+    seconds: float
+    command: str
+    info: str
+
+    @property
+    def read_only(self) -> bool:
+        """A plain SELECT that may be killed without losing a write (kill-selects)."""
+        return bool(_READ_ONLY.match(self.info)) and not _WRITES_ANYWAY.search(self.info)
+
+    def describe(self) -> str:
+        return f"thread {self.thread_id} ({self.user}, {self.seconds:.0f}s): {self.info[:80]}"
+
+
+@dataclass(frozen=True)
+class LockedState:
+    coordinate: str
+    gtid: str
+    locked_at: float
+
+
+def uses_backup_stage(version: ServerVersion) -> bool:
+    return version.flavor == "mariadb" and version.at_least(10, 4)
+
+
+def lock_statements(version: ServerVersion) -> tuple[list[str], list[str]]:
+    """(statements that block commits, statements that release them) for this server."""
+    if uses_backup_stage(version):
+        return ["BACKUP STAGE START", "BACKUP STAGE BLOCK_COMMIT"], ["BACKUP STAGE END"]
+    return ["FLUSH TABLES WITH READ LOCK"], ["UNLOCK TABLES"]
+
+
+class DatabaseLock:
+    """connect -> long_queries / flush -> lock -> read state -> unlock (or close: dropped)."""
+
+    def __init__(self, section: MysqlSection, lock_timeout_seconds: float) -> None:
+        self.lock_timeout = lock_timeout_seconds
+        io_timeout = lock_timeout_seconds + section.connect_timeout_seconds + 5
+        self.conn: Any = database.connect(
+            section, read_timeout=io_timeout, write_timeout=io_timeout
+        )
+        self.locked = False
+        try:
+            self.version = database.server_version(self.conn)
+            self._execute(
+                f"SET SESSION lock_wait_timeout = {max(1, math.ceil(lock_timeout_seconds))}"
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def _execute(self, sql: str) -> None:
+        try:
+            with self.conn.cursor() as cursor:
+                cursor.execute(sql)
+        except (pymysql.err.MySQLError, OSError) as exc:
+            raise LockFailed(statement=sql, reason=database.describe(exc)) from exc
+
+    def long_queries(self, older_than: float) -> list[LongQuery]:
+        """Statements running for `older_than` seconds or more, which a lock would queue behind."""
+        with self.conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT ID, USER, TIME, COMMAND, COALESCE(INFO, '') "
+                "FROM information_schema.PROCESSLIST "
+                "WHERE ID <> CONNECTION_ID() AND TIME >= %s AND COMMAND NOT IN %s",
+                (older_than, _IDLE_COMMANDS),
+            )
+            rows = cursor.fetchall()
+        return [LongQuery(int(r[0]), str(r[1]), float(r[2]), str(r[3]), str(r[4])) for r in rows]
+
+    def kill_query(self, thread_id: int) -> None:
+        self._execute(f"KILL QUERY {int(thread_id)}")
+
+    def flush_tables(self) -> None:
+        """Unlocked flush first so the flush done under the lock has little left to do."""
+        self._execute("FLUSH NO_WRITE_TO_BINLOG TABLES")
+
+    def lock(self) -> LockedState:
+        """Block commits, then read the coordinate and GTID state they are frozen at."""
+        block, _release = lock_statements(self.version)
+        for statement in block:
+            self.locked = True  # from the first statement on, release must run
+            self._execute(statement)
+        locked_at = time.time()
+        try:
+            coordinate = database.binlog_coordinate(self.conn, self.version)
+            gtid = database.gtid_position(self.conn, self.version)
+        except (pymysql.err.MySQLError, OSError) as exc:
+            raise LockFailed(statement="read binlog state", reason=database.describe(exc)) from exc
+        return LockedState(str(coordinate) if coordinate else "", gtid, locked_at)
+
+    def unlock(self) -> None:
+        if not self.locked:
+            return
+        _block, release = lock_statements(self.version)
+        try:
+            for statement in release:
+                self._execute(statement)
+        finally:
+            self.locked = False
+
+    def close(self) -> None:
+        """Closing drops any lock still held (the server releases it with the session)."""
+        with contextlib.suppress(Exception):  # already gone: the lock went with it
+            self.conn.close()

@@ -1,0 +1,210 @@
+"""Freeze a set of mounts under the guard of the watchdog process, and thaw them always.
+
+Descriptors are opened, and the watchdog is started and has answered, before anything is
+frozen; thawing then needs no path lookup and no new process. Mounts that must never be
+frozen (`/`, the filesystems the daemon writes to or runs from, non-mount-points) are refused
+here at run time, whatever the config said.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+
+from backupd import freeze
+from backupd.errors import FreezeFailed, FreezeRefused
+
+WATCHDOG_SCRIPT = str(Path(__file__).with_name("watchdog.py"))
+WATCHDOG_READY_SECONDS = 10.0
+
+
+def device_of(path: str) -> int:
+    """st_dev of `path`, or of its nearest existing ancestor (a dir not created yet)."""
+    current = Path(path)
+    while True:
+        try:
+            return current.stat().st_dev
+        except FileNotFoundError:
+            if current.parent == current:
+                raise
+            current = current.parent
+
+
+def stdout_device() -> int | None:
+    """The filesystem our log goes to when stdout is a plain file (not a pipe or journald)."""
+    try:
+        st = os.fstat(1)
+    except OSError:
+        return None
+    return st.st_dev if (st.st_mode & 0o170000) == 0o100000 else None
+
+
+def refusals(
+    mounts: Iterable[str], own_paths: dict[str, str], include_stdout: bool = True
+) -> list[str]:
+    """Why each mount must not be frozen (empty: all fine). `own_paths`: what -> path."""
+    problems = []
+    root_dev = os.stat("/").st_dev
+    own = {what: device_of(path) for what, path in own_paths.items()}
+    log_dev = stdout_device() if include_stdout else None
+    if log_dev is not None:
+        own["the daemon's log (stdout)"] = log_dev
+    for mount in mounts:
+        try:
+            dev = os.stat(mount).st_dev
+        except OSError as exc:
+            problems.append(f"{mount}: cannot stat: {exc.strerror}")
+            continue
+        if os.path.realpath(mount) == "/" or dev == root_dev:
+            problems.append(f"{mount}: is on the root filesystem; freezing / hangs the host")
+        elif not os.path.ismount(mount):
+            problems.append(f"{mount}: not a mount point")
+        for what, own_dev in own.items():
+            if own_dev == dev:
+                problems.append(f"{mount}: holds {what}; the daemon would block on itself")
+    return problems
+
+
+def check_mounts(mounts: list[str], own_paths: dict[str, str]) -> None:
+    problems = refusals(mounts, own_paths)
+    if problems:
+        raise FreezeRefused(reason="; ".join(problems))
+
+
+class Watchdog:
+    """The independent thawing process; see watchdog.py for its protocol."""
+
+    def __init__(self, fds: list[int], max_seconds: float) -> None:
+        control_r, self._control_w = os.pipe()
+        self._ack_r, ack_w = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-B", WATCHDOG_SCRIPT, str(max_seconds),
+                 str(control_r), str(ack_w), *map(str, fds)],
+                pass_fds=(control_r, ack_w, *fds),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                cwd="/", start_new_session=True,
+            )  # fmt: skip
+        finally:
+            os.close(control_r)
+            os.close(ack_w)
+        self.fired = False
+        if self._read_ack(WATCHDOG_READY_SECONDS) != b"R":
+            self.close()
+            raise FreezeFailed(mount="*", reason="the freeze watchdog did not start")
+
+    def _read_ack(self, timeout: float) -> bytes:
+        readable, _, _ = select.select([self._ack_r], [], [], timeout)
+        return os.read(self._ack_r, 1) if readable else b""
+
+    def armed(self) -> None:
+        os.write(self._control_w, b"F")
+
+    def thawed(self) -> None:
+        """Tell it we thawed (it exits); reaping waits until after the unlock."""
+        with contextlib.suppress(OSError):  # it already exited (it fired, or it died)
+            os.write(self._control_w, b"T")
+
+    def close(self) -> None:
+        """Reap it, and learn whether it had to thaw before we did."""
+        self.thawed()
+        if self._read_ack(0) == b"X":
+            self.fired = True
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+        if self.process.returncode == 2:
+            self.fired = True
+        os.close(self._control_w)
+        os.close(self._ack_r)
+
+
+class FrozenMounts:
+    """prepare() (descriptors, watchdog) ahead of the lock; `with`: freeze in order on enter,
+    thaw in reverse on exit (always); close() reaps the watchdog once commits flow again."""
+
+    def __init__(self, mounts: list[str], max_freeze_seconds: float) -> None:
+        self.mounts = mounts
+        self.max_freeze_seconds = max_freeze_seconds
+        self.fds: list[int] = []
+        self.frozen: list[int] = []
+        self.watchdog: Watchdog | None = None
+        self.frozen_at = 0.0
+        self.thawed_at = 0.0
+        self.watchdog_fired = False
+
+    def prepare(self) -> None:
+        if self.watchdog is not None:
+            return
+        try:
+            for mount in self.mounts:
+                self.fds.append(freeze.open_mount(mount))
+            self.watchdog = Watchdog(self.fds, self.max_freeze_seconds)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> FrozenMounts:
+        self.prepare()
+        assert self.watchdog is not None
+        try:
+            self.watchdog.armed()
+            self.frozen_at = time.time()
+            for mount, fd in zip(self.mounts, self.fds, strict=True):
+                try:
+                    freeze.freeze_fd(fd)
+                except OSError as exc:
+                    raise FreezeFailed(mount=mount, reason=exc.strerror or str(exc)) from exc
+                self.frozen.append(fd)
+        except BaseException:
+            self._thaw()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._thaw()
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.thawed_at - self.frozen_at) if self.frozen_at else 0.0
+
+    def _thaw(self) -> None:
+        errors = []
+        for fd in reversed(self.frozen):
+            try:
+                freeze.thaw_fd(fd)
+            except OSError as exc:
+                errors.append(exc)
+        self.thawed_at = time.time()
+        self.frozen.clear()
+        if self.watchdog is not None:
+            self.watchdog.thawed()
+        if errors:
+            raise FreezeFailed(mount="*", reason=f"thaw failed: {errors[0]}")
+
+    def close(self) -> None:
+        """Reap the watchdog and close the descriptors (idempotent; thaws first if needed)."""
+        if self.frozen:
+            with contextlib.suppress(FreezeFailed):
+                self._thaw()
+        if self.watchdog is not None:
+            self.watchdog.close()
+            self.watchdog_fired = self.watchdog.fired
+            self.watchdog = None
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()

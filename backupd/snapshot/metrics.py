@@ -1,0 +1,62 @@
+"""The snapshot metrics of INTERFACE.md, on the daemon's injected registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from backupd.metrics import PREFIX
+from backupd.snapshot.catalog import COMPLETED, SnapshotSet
+
+_SHORT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_LONG = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0)
+
+
+class SnapshotMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.last_success = Gauge(
+            f"{PREFIX}_snapshot_last_success_timestamp_seconds",
+            "When the last snapshot set completed",
+            registry=registry,
+        )
+        self.next_run = Gauge(
+            f"{PREFIX}_snapshot_next_run_timestamp_seconds",
+            "When the next scheduled snapshot run is due (0: none scheduled)",
+            registry=registry,
+        )
+        self.total = Counter(
+            f"{PREFIX}_snapshots",
+            "Snapshot runs by result (completed, failed, skipped)",
+            ["result"],
+            registry=registry,
+        )
+        for result in ("completed", "failed", "skipped"):
+            self.total.labels(result)
+        self.duration = Histogram(
+            f"{PREFIX}_snapshot_duration_seconds",
+            "Whole snapshot run, start to recorded",
+            buckets=_LONG,
+            registry=registry,
+        )
+        self.freeze = Histogram(
+            f"{PREFIX}_freeze_duration_seconds",
+            "How long filesystems stayed frozen",
+            buckets=_SHORT,
+            registry=registry,
+        )
+        self.lock = Histogram(
+            f"{PREFIX}_lock_duration_seconds",
+            "How long commits stayed blocked",
+            buckets=_SHORT,
+            registry=registry,
+        )
+
+    def observe(self, record: SnapshotSet) -> None:
+        self.total.labels(record.state).inc()
+        if record.completed_at and record.started_at:
+            self.duration.observe(record.completed_at - record.started_at)
+        if record.freeze_seconds:
+            self.freeze.observe(record.freeze_seconds)
+        if record.lock_seconds:
+            self.lock.observe(record.lock_seconds)
+        if record.state == COMPLETED:
+            self.last_success.set(record.completed_at)

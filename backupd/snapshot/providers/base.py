@@ -1,0 +1,46 @@
+"""What a snapshot provider does, in the order the coordinator calls it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from backupd.snapshot.catalog import SnapshotSet, VolumeSnapshot
+
+# Tag keys on every snapshot a provider creates (EBS) and in the manifest.
+TAG_SET_ID = "backupd:set-id"
+TAG_OWNER = "backupd:owner"
+TAG_HOST = "backupd:host"
+TAG_VERSION = "backupd:version"
+TAG_CONSISTENCY = "backupd:consistency"
+TAG_COORDINATE = "backupd:binlog-coordinate"
+TAG_GTID = "backupd:gtid"
+TAG_MOUNT = "backupd:mount"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One thing to capture: a frozen mount and the volume (or device) beneath it."""
+
+    mount: str
+    volume: str
+
+
+class SnapshotProvider(Protocol):
+    name: str
+
+    def prepare(self, mounts: list[str]) -> list[Target]:
+        """Resolve volumes before anything is locked (API calls and lookups go here)."""
+
+    def start(
+        self, set_id: str, targets: list[Target], tags: dict[str, str]
+    ) -> list[VolumeSnapshot]:
+        """Start the point-in-time capture of every target; called while frozen, so be quick."""
+
+    def wait(
+        self, set_id: str, volumes: list[VolumeSnapshot], timeout: float
+    ) -> list[VolumeSnapshot]:
+        """Block until the captures are complete (after the thaw); return their final state."""
+
+    def delete(self, record: SnapshotSet) -> list[str]:
+        """Delete the set's snapshots that this daemon owns; return what was deleted."""

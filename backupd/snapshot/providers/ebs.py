@@ -1,0 +1,240 @@
+"""The EBS provider: one CreateSnapshots call for the instance's data volumes while frozen,
+tagged with the set, the coordinate and the owner; boto3's waiter after the thaw.
+
+Per-volume CreateSnapshot is the fallback, used only when the instance id is unknown or a
+configured volume is not attached to it. Deletes touch only snapshots carrying our owner tag.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError, WaiterError
+
+from backupd.config import EbsSection
+from backupd.errors import ProviderError
+from backupd.snapshot.catalog import COMPLETED, SnapshotSet, VolumeSnapshot
+from backupd.snapshot.providers.base import TAG_MOUNT, TAG_OWNER, TAG_SET_ID, Target
+
+BY_ID = "/dev/disk/by-id"
+NVME_PREFIX = "nvme-Amazon_Elastic_Block_Store_vol"
+IMDS_TIMEOUT = 2.0
+WAIT_DELAY_SECONDS = 15
+
+
+def imds_instance_id(base_url: str) -> str:
+    """IMDSv2: a session token first, then the instance id."""
+    if not base_url.startswith(("http://", "https://")):
+        raise OSError(f"imds_url must be http(s): {base_url}")
+    token_request = urllib.request.Request(  # noqa: S310
+        f"{base_url}/latest/api/token",
+        method="PUT",
+        headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+    )
+    with urllib.request.urlopen(token_request, timeout=IMDS_TIMEOUT) as response:  # noqa: S310
+        token = response.read().decode()
+    id_request = urllib.request.Request(  # noqa: S310
+        f"{base_url}/latest/meta-data/instance-id",
+        headers={"X-aws-ec2-metadata-token": token},
+    )
+    with urllib.request.urlopen(id_request, timeout=IMDS_TIMEOUT) as response:  # noqa: S310
+        return str(response.read().decode().strip())
+
+
+def volume_of_mount(mount: str, by_id: str = BY_ID) -> str:
+    """Map a mount to its EBS volume through the NVMe serial link (vol0123... -> vol-0123...)."""
+    dev = os.stat(mount).st_dev
+    for link in sorted(Path(by_id).glob(f"{NVME_PREFIX}*")):
+        if "-part" in link.name:
+            continue
+        try:
+            if os.stat(link).st_rdev == dev:
+                return "vol-" + link.name.removeprefix(NVME_PREFIX).split("_")[0].split("-")[0]
+        except OSError:
+            continue
+    raise ProviderError(message=f"{mount}: no EBS volume found under {by_id}")
+
+
+def _fail(action: str, exc: Exception) -> ProviderError:
+    return ProviderError(message=f"{action}: {exc}")
+
+
+class EbsProvider:
+    name = "ebs"
+
+    def __init__(self, section: EbsSection, owner: str, client: Any = None) -> None:
+        self.section = section
+        self.owner = owner
+        self.client: Any = client or boto3.client(
+            "ec2",
+            region_name=section.region or None,
+            endpoint_url=section.endpoint_url or None,
+        )
+        self.instance_id = section.instance_id
+        self.exclude: list[str] = []  # attached data volumes not in the set
+
+    def prepare(self, mounts: list[str]) -> list[Target]:
+        volumes = list(self.section.volumes)
+        if not volumes:
+            volumes = [volume_of_mount(mount, self.section.device_links) for mount in mounts]
+        if not self.instance_id:
+            try:
+                self.instance_id = imds_instance_id(self.section.imds_url)
+            except OSError:
+                self.instance_id = ""  # fall back to one CreateSnapshot per volume
+        if self.instance_id:
+            self.exclude = [v for v in self._attached() if v not in volumes]
+        mount_of = dict(zip(volumes, mounts, strict=False))
+        return [Target(mount_of.get(v, ",".join(mounts)), v) for v in volumes]
+
+    def _attached(self) -> list[str]:
+        try:
+            answer = self.client.describe_volumes(
+                Filters=[{"Name": "attachment.instance-id", "Values": [self.instance_id]}]
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise _fail("DescribeVolumes", exc) from exc
+        return [v["VolumeId"] for v in answer.get("Volumes", [])]
+
+    def start(
+        self, set_id: str, targets: list[Target], tags: dict[str, str]
+    ) -> list[VolumeSnapshot]:
+        wanted = {t.volume: t for t in targets}
+        tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
+        made: dict[str, VolumeSnapshot] = {}
+        attached = set(wanted) - set(self.exclude) if self.instance_id else set()
+        if self.instance_id and attached:
+            made.update(self._create_multi(set_id, wanted, tag_list))
+        for volume, target in wanted.items():
+            if volume not in made:
+                made[volume] = self._create_one(set_id, target, tag_list)
+        return [made[v] for v in wanted]
+
+    def _create_multi(
+        self, set_id: str, wanted: dict[str, Target], tag_list: list[dict[str, str]]
+    ) -> dict[str, VolumeSnapshot]:
+        try:
+            answer = self.client.create_snapshots(
+                InstanceSpecification={
+                    "InstanceId": self.instance_id,
+                    "ExcludeBootVolume": True,
+                    "ExcludeDataVolumeIds": self.exclude,
+                },
+                Description=f"backupd {set_id}",
+                TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list}],
+                CopyTagsFromSource="volume",
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise _fail("CreateSnapshots", exc) from exc
+        made = {}
+        for snap in answer.get("Snapshots", []):
+            volume, snapshot_id = snap["VolumeId"], snap["SnapshotId"]
+            if volume not in wanted:  # an endpoint that ignored the exclusions: not ours to keep
+                self._delete_ids([snapshot_id])
+                continue
+            made[volume] = VolumeSnapshot(
+                wanted[volume].mount, volume, snapshot_id, method="create-snapshots"
+            )
+        return made
+
+    def _create_one(
+        self, set_id: str, target: Target, tag_list: list[dict[str, str]]
+    ) -> VolumeSnapshot:
+        tags = [*tag_list, {"Key": TAG_MOUNT, "Value": target.mount}]
+        try:
+            snap = self.client.create_snapshot(
+                VolumeId=target.volume,
+                Description=f"backupd {set_id}",
+                TagSpecifications=[{"ResourceType": "snapshot", "Tags": tags}],
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise _fail(f"CreateSnapshot {target.volume}", exc) from exc
+        return VolumeSnapshot(target.mount, target.volume, snap["SnapshotId"], method="create")
+
+    def wait(
+        self, set_id: str, volumes: list[VolumeSnapshot], timeout: float
+    ) -> list[VolumeSnapshot]:
+        """Completion by the boto3 waiter, then the copies to other regions (if configured)."""
+        ids = [v.snapshot_id for v in volumes]
+        if not ids:
+            return volumes
+        waiter = self.client.get_waiter("snapshot_completed")
+        attempts = max(1, int(timeout // WAIT_DELAY_SECONDS))
+        try:
+            waiter.wait(
+                SnapshotIds=ids,
+                WaiterConfig={"Delay": WAIT_DELAY_SECONDS, "MaxAttempts": attempts},
+            )
+        except (WaiterError, BotoCoreError, ClientError) as exc:
+            raise _fail("waiting for snapshots", exc) from exc
+        done = [replace(v, state=COMPLETED) for v in volumes]
+        if not self.section.copy_to_regions:
+            return done
+        return [self._copy(v, set_id) for v in done]
+
+    def _regional(self, region: str) -> Any:
+        return boto3.client(
+            "ec2", region_name=region, endpoint_url=self.section.endpoint_url or None
+        )
+
+    def _copy(self, volume: VolumeSnapshot, set_id: str) -> VolumeSnapshot:
+        source_region = self.client.meta.region_name
+        copies = dict(volume.copies)
+        owner_tag = [
+            {"Key": TAG_OWNER, "Value": self.owner},
+            {"Key": TAG_SET_ID, "Value": set_id},
+        ]
+        for region in self.section.copy_to_regions:
+            if region in copies:
+                continue  # copied before (a resumed set)
+            remote = self._regional(region)
+            try:
+                answer = remote.copy_snapshot(
+                    SourceRegion=source_region,
+                    SourceSnapshotId=volume.snapshot_id,
+                    Description=f"backupd copy of {volume.snapshot_id}",
+                    TagSpecifications=[{"ResourceType": "snapshot", "Tags": owner_tag}],
+                )
+            except (BotoCoreError, ClientError) as exc:
+                raise _fail(f"CopySnapshot to {region}", exc) from exc
+            copies[region] = answer["SnapshotId"]
+        return VolumeSnapshot(**{**volume.__dict__, "copies": copies})
+
+    def owned(self, set_id: str, client: Any = None) -> list[str]:
+        """Snapshot ids carrying both our owner tag and this set's id."""
+        try:
+            answer = (client or self.client).describe_snapshots(
+                OwnerIds=["self"],
+                Filters=[
+                    {"Name": f"tag:{TAG_OWNER}", "Values": [self.owner]},
+                    {"Name": f"tag:{TAG_SET_ID}", "Values": [set_id]},
+                ],
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise _fail("DescribeSnapshots", exc) from exc
+        return [s["SnapshotId"] for s in answer.get("Snapshots", [])]
+
+    def _delete_ids(self, ids: list[str], client: Any = None) -> None:
+        for snapshot_id in ids:
+            try:
+                (client or self.client).delete_snapshot(SnapshotId=snapshot_id)
+            except ClientError as exc:
+                if "NotFound" not in str(exc):
+                    raise _fail(f"DeleteSnapshot {snapshot_id}", exc) from exc
+
+    def delete(self, record: SnapshotSet) -> list[str]:
+        if record.provider != self.name or record.owner != self.owner:
+            return []
+        ids = self.owned(record.set_id)
+        self._delete_ids(ids)
+        for region in {r for v in record.volumes for r in v.copies}:
+            remote = self._regional(region)
+            copies = self.owned(record.set_id, remote)
+            self._delete_ids(copies, remote)
+            ids += copies
+        return ids

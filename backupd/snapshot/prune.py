@@ -1,0 +1,51 @@
+"""Apply retention: delete the provider's snapshots first, then the manifest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backupd.config import RetentionSection
+from backupd.errors import BackupdError
+from backupd.log import get_logger
+from backupd.snapshot.catalog import Catalog
+from backupd.snapshot.providers.base import SnapshotProvider
+from backupd.snapshot.retention import plan_retention
+
+_log = get_logger("snapshot")
+
+
+def prune(
+    catalog: Catalog,
+    provider: SnapshotProvider,
+    rules: RetentionSection,
+    owner: str,
+    dry_run: bool,
+    now: float,
+) -> dict[str, Any]:
+    sets, broken = catalog.list()
+    plan = plan_retention(sets, rules, owner)
+    by_id = {s.set_id: s for s in sets}
+    deleted: list[str] = []
+    errors: list[str] = []
+    for set_id in [] if dry_run else plan.delete:
+        record = by_id[set_id]
+        if record.volumes and record.provider != provider.name:
+            errors.append(f"{set_id}: taken by the {record.provider} provider; left in place")
+            continue
+        try:
+            if record.volumes:
+                provider.delete(record)
+            catalog.delete(set_id)
+            deleted.append(set_id)
+            _log.info("pruned snapshot set", set_id=set_id, state=record.state)
+        except BackupdError as exc:
+            errors.append(f"{set_id}: {exc.message}")
+    return {
+        "dry_run": dry_run,
+        "at": now,
+        "keep": [{"set_id": k, "rules": v} for k, v in sorted(plan.keep.items())],
+        "delete": plan.delete,
+        "deleted": deleted,
+        "errors": errors,
+        "unreadable": broken,
+    }

@@ -1,0 +1,296 @@
+"""The snapshot Service: one worker thread runs snapshot sets, one at a time, on request
+(control API) or on schedule; status, warnings and metrics read what it records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from backupd.control.server import Request, Route
+from backupd.errors import SnapshotInProgress, SnapshotNotFound, StorageError, UsageError
+from backupd.log import get_logger
+from backupd.service import ServiceContext
+from backupd.snapshot.catalog import (
+    COMPLETED,
+    FAILED,
+    PENDING,
+    Catalog,
+    SnapshotSet,
+    new_set_id,
+)
+from backupd.snapshot.coordinator import Coordinator, Progress
+from backupd.snapshot.metrics import SnapshotMetrics
+from backupd.snapshot.providers import open_provider
+
+_log = get_logger("snapshot")
+
+
+@dataclass
+class Run:
+    set_id: str
+    trigger: str
+    done: threading.Event = field(default_factory=threading.Event)
+    record: SnapshotSet | None = None
+
+
+def owner_id() -> str:
+    """Which daemon created a set: only its owner's prune or delete ever touches it."""
+    return socket.gethostname()
+
+
+def record_summary(record: SnapshotSet) -> dict[str, Any]:
+    return {
+        "set_id": record.set_id,
+        "state": record.state,
+        "consistency": record.consistency,
+        "started_at": record.started_at,
+        "completed_at": record.completed_at or None,
+        "coordinate": record.coordinate or None,
+        "gtid": record.gtid or None,
+        "lock_seconds": round(record.lock_seconds, 6),
+        "freeze_seconds": round(record.freeze_seconds, 6),
+        "error": record.error or None,
+    }
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise UsageError(f"wait must be a number of seconds, got {text!r}") from exc
+    return min(max(value, 0.0), 3600.0)
+
+
+class SnapshotService:
+    name = "snapshot"
+
+    def __init__(self, context: ServiceContext) -> None:
+        self.context = context
+        self.metrics = SnapshotMetrics(context.registry)
+        self.owner = owner_id()
+        self._queue: queue.Queue[Run | None] = queue.Queue(maxsize=1)
+        self._busy = threading.Lock()  # held from an accepted request until it is recorded
+        self._current: Run | None = None
+        self._coordinator: Coordinator | None = None
+        self._thread: threading.Thread | None = None
+        self.last: SnapshotSet | None = None
+        self.last_success_at = 0.0
+        self.schedule: Any = None  # backupd.snapshot.schedule.Schedule once started
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.context.config.snapshot.enabled:
+            from backupd.snapshot.schedule import Schedule
+
+            self.schedule = Schedule(self.context.config.snapshot, self._scheduled, self.metrics)
+            self.schedule.start()
+        self._thread = threading.Thread(target=self._work, name="snapshot", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self.schedule is not None:
+            self.schedule.stop()
+        with contextlib.suppress(queue.Full):  # a run is queued; the stop Event ends the worker
+            self._queue.put_nowait(None)
+        if self._thread is not None:
+            self._thread.join(self.context.config.daemon.shutdown_timeout_seconds / 2)
+
+    def apply_config(self, context: ServiceContext) -> None:
+        self.context = context  # the next run uses it
+        section = context.config.snapshot
+        if self.schedule is not None:
+            self.schedule.reschedule(section)
+        elif section.enabled:
+            from backupd.snapshot.schedule import Schedule
+
+            self.schedule = Schedule(section, self._scheduled, self.metrics)
+            self.schedule.start()
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def request(self, trigger: str) -> Run:
+        """Queue a run now; SnapshotInProgress while one is queued or running."""
+        if not self._busy.acquire(blocking=False):
+            current = self._current
+            raise SnapshotInProgress(set_id=current.set_id if current else "starting")
+        run = Run(new_set_id(), trigger)
+        self._current = run
+        self._queue.put_nowait(run)
+        return run
+
+    def _scheduled(self) -> None:
+        try:
+            self.request("schedule")
+        except SnapshotInProgress as exc:
+            _log.info("scheduled snapshot not started", reason=exc.message)
+
+    def _work(self) -> None:
+        self._load_last()
+        while not self.context.stop.is_set():
+            run = self._queue.get()
+            if run is None:
+                return
+            try:
+                self._execute(run)
+            finally:
+                self._current = None
+                run.done.set()
+                self._busy.release()
+
+    def _new_coordinator(self) -> Coordinator:
+        config = self.context.config
+        return Coordinator(
+            config,
+            open_provider(config, self.owner),
+            Catalog(self.context.store),
+            self.owner,
+            self.context.stop,
+        )
+
+    def _execute(self, run: Run) -> None:
+        coordinator = self._new_coordinator()
+        self._coordinator = coordinator
+        record = coordinator.run(run.set_id, run.trigger)
+        self._coordinator = None
+        run.record = record
+        self.last = record
+        self.metrics.observe(record)
+        if record.state == COMPLETED:
+            self.last_success_at = record.completed_at
+        if self.schedule is not None:
+            self.schedule.after_run(record)
+
+    def _load_last(self) -> None:
+        """Pick up the newest recorded set, for status and metrics after a restart."""
+        try:
+            sets, _broken = Catalog(self.context.store).list()
+        except StorageError as exc:
+            _log.warning("cannot read the snapshot catalog", error=exc.message)
+            return
+        provider = self.context.config.snapshot.provider
+        for index, record in enumerate(sets):
+            mine = record.owner == self.owner and record.provider == provider
+            if mine and record.state == PENDING and record.volumes:
+                sets[index] = self._new_coordinator().resume(record)
+        if sets and self.last is None:
+            self.last = sets[-1]
+        done = [s.completed_at for s in sets if s.state == COMPLETED and s.owner == self.owner]
+        if done:
+            self.last_success_at = max(done)
+            self.metrics.last_success.set(self.last_success_at)
+        if self.schedule is not None:
+            self.schedule.catch_up(max((s.started_at for s in sets), default=0.0))
+
+    def progress(self) -> Progress | None:
+        coordinator = self._coordinator
+        return coordinator.progress if coordinator else None
+
+    # -- control API -------------------------------------------------------------------------
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("POST", "/v1/snapshots", self._post_snapshot, changes=True),
+            Route("GET", "/v1/snapshots", self._get_snapshots),
+            Route("GET", "/v1/snapshot", self._get_snapshot),
+            Route("POST", "/v1/prune", self._post_prune, changes=True),
+        ]
+
+    def _post_snapshot(self, request: Request) -> tuple[int, dict[str, Any]]:
+        wait = bool(request.body.get("wait", False))
+        timeout = request.body.get("timeout", 3600)
+        if not isinstance(timeout, int | float) or timeout <= 0:
+            raise UsageError("timeout must be a positive number of seconds")
+        run = self.request("manual")
+        if wait and run.done.wait(float(timeout)) and run.record is not None:
+            return 200, run.record.to_dict()
+        return 202, {"set_id": run.set_id, "state": "running"}
+
+    def _get_snapshots(self, _request: Request) -> tuple[int, dict[str, Any]]:
+        sets, broken = Catalog(self.context.store).list()
+        progress = self.progress()
+        return 200, {
+            "snapshots": [record_summary(s) | {"provider": s.provider} for s in sets],
+            "unreadable": broken,
+            "running": {"set_id": progress.set_id, "phase": progress.phase} if progress else None,
+        }
+
+    def _get_snapshot(self, request: Request) -> tuple[int, dict[str, Any]]:
+        set_id = (request.query.get("set_id") or [""])[0]
+        if not set_id:
+            raise UsageError("set_id is required: /v1/snapshot?set_id=...")
+        current = self._current
+        if current is not None and current.set_id == set_id:
+            wait = _seconds((request.query.get("wait") or ["0"])[0])
+            if wait and current.done.wait(wait) and current.record is not None:
+                return 200, current.record.to_dict()
+            progress = self.progress()
+            return 200, {"set_id": set_id, "state": "running", "phase": progress and progress.phase}
+        try:
+            return 200, Catalog(self.context.store).get(set_id).to_dict()
+        except StorageError as exc:
+            if exc.code == "object_missing":
+                raise SnapshotNotFound(set_id=set_id) from exc
+            raise
+
+    def _post_prune(self, request: Request) -> tuple[int, dict[str, Any]]:
+        from backupd.snapshot.prune import prune
+
+        dry_run = bool(request.body.get("dry_run", False))
+        config = self.context.config
+        return 200, prune(
+            Catalog(self.context.store),
+            open_provider(config, self.owner),
+            config.snapshot.retention,
+            self.owner,
+            dry_run=dry_run,
+            now=time.time(),
+        )
+
+    # -- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        section = self.context.config.snapshot
+        progress = self.progress()
+        next_run = self.schedule.next_run_at() if self.schedule is not None else None
+        last = self.last
+        return {
+            "summary": self._summary(progress, next_run),
+            "enabled": section.enabled,
+            "provider": section.provider,
+            "schedule": section.schedule,
+            "mounts": list(section.mounts),
+            "next_run_at": next_run,
+            "running": {"set_id": progress.set_id, "phase": progress.phase} if progress else None,
+            "last": record_summary(last) if last else None,
+            "last_success_at": self.last_success_at or None,
+        }
+
+    def _summary(self, progress: Progress | None, next_run: float | None) -> str:
+        if progress is not None:
+            return f"running {progress.set_id} ({progress.phase})"
+        last = self.last
+        head = (
+            f"last {last.set_id} {last.state}"
+            + (f" at {last.coordinate}" if last.coordinate else "")
+            if last
+            else "no snapshot yet"
+        )
+        tail = (
+            f", next {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(next_run))}"
+            if next_run
+            else ""
+        )
+        return head + tail
+
+    def warnings(self) -> list[str]:
+        last = self.last
+        if last is not None and last.state == FAILED:
+            return [f"last snapshot {last.set_id} failed: {last.error}"]
+        return []

@@ -1,0 +1,108 @@
+"""How long commits stall during a snapshot.
+
+A writer commits at a steady rate into the bed's MariaDB (datadir on a loop-mounted ext4);
+after a baseline period the running daemon takes N snapshots (`POST /v1/snapshots`, wait).
+Prints JSON: commit latency p50/p99/max at baseline and during the snapshots, the extra
+latency over the baseline p99, and each run's lock and freeze durations.
+
+    .venv/bin/python -m bench.snapshot_stall [--snapshots 5] [--provider local|ebs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from backupd.control.client import ControlClient
+from tests.testbed.bed import LocalBed
+from tests.testbed.daemon import DaemonProcess, NotifyListener, render_toml
+from tests.testbed.writer import Commit, Writer
+
+
+def latency_summary(commits: list[Commit]) -> dict[str, float]:
+    values = sorted(c.latency for c in commits)
+    if not values:
+        return {"count": 0}
+    p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
+    return {
+        "count": len(values),
+        "p50_ms": round(statistics.median(values) * 1000, 3),
+        "p99_ms": round(p99 * 1000, 3),
+        "max_ms": round(values[-1] * 1000, 3),
+    }
+
+
+def configure(bed: LocalBed, provider: str) -> Path:
+    config: dict[str, Any] = bed.config()
+    config["snapshot"].update({"enabled": False, "provider": provider})
+    if provider == "ebs":
+        config["snapshot"]["ebs"] = bed.ebs_section()
+    path = bed.base / "bench.toml"
+    path.write_text(render_toml(config))
+    return path
+
+
+def measure(bed: LocalBed, sock: str, args: argparse.Namespace) -> dict[str, Any]:
+    writer = Writer(bed.db, "bench.commits", interval=args.interval).start()
+    time.sleep(args.baseline)  # the baseline is a stretch of time, not a synchronisation
+    client = ControlClient(sock, timeout=600)
+    runs = []
+    phase_start = time.time()
+    for _ in range(args.snapshots):
+        runs.append(client.request("POST", "/v1/snapshots", {"wait": True}))
+        time.sleep(args.gap)
+    phase_end = time.time()
+    commits = writer.stop()
+    baseline = [c for c in commits if c.ended < phase_start]
+    during = [c for c in commits if phase_start <= c.started <= phase_end]
+    base, dur = latency_summary(baseline), latency_summary(during)
+    return {
+        "provider": args.provider,
+        "snapshots": args.snapshots,
+        "writer_interval_s": args.interval,
+        "baseline": base,
+        "during_snapshots": dur,
+        "extra_over_baseline_p99_ms": round(dur.get("max_ms", 0) - base.get("p99_ms", 0), 3),
+        "target_extra_ms": 50,
+        "runs": [
+            {
+                "state": r["state"],
+                "lock_ms": round(r["lock_seconds"] * 1000, 3),
+                "freeze_ms": round(r["freeze_seconds"] * 1000, 3),
+                "method": ",".join(v["method"] for v in r["volumes"]),
+            }
+            for r in runs
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--base", default="/var/tmp/backupd-bench")
+    parser.add_argument("--snapshots", type=int, default=5)
+    parser.add_argument("--baseline", type=float, default=5.0, help="seconds of baseline")
+    parser.add_argument("--gap", type=float, default=1.0, help="seconds between snapshots")
+    parser.add_argument("--interval", type=float, default=0.01, help="pause between commits")
+    parser.add_argument("--provider", choices=("local", "ebs"), default="local")
+    args = parser.parse_args(argv)
+    bed = LocalBed(Path(args.base)).up()
+    notify = NotifyListener(bed.base / "notify.sock")
+    daemon = DaemonProcess(configure(bed, args.provider), bed.base / "backupd.log", notify)
+    try:
+        daemon.start()
+        result = measure(bed, str(bed.base / "run" / "control.sock"), args)
+    finally:
+        daemon.stop()
+        notify.close()
+        bed.down()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""A TCP proxy on 127.0.0.1 in front of an endpoint (moto), for tests of a misbehaving one:
+it can hold back requests containing a marker (e.g. the EC2 action `CreateSnapshots`: a slow
+endpoint while frozen) and it can be cut (refuse and drop connections: an endpoint that went
+away) and restored."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+
+class DelayingProxy:
+    def __init__(self, upstream_port: int, marker: bytes | None = None, delay: float = 0.0) -> None:
+        self.upstream_port = upstream_port
+        self.marker = marker
+        self.delay = delay
+        self.seen = threading.Event()  # set when a marked request arrived (and is held)
+        self._stop = threading.Event()
+        self._cut = threading.Event()
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> DelayingProxy:
+        self._thread.start()
+        return self
+
+    def cut(self) -> None:
+        """Refuse new connections and drop open ones (what a dead endpoint looks like)."""
+        self._cut.set()
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def restore(self) -> None:
+        self._cut.clear()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self._cut.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            for src, dst, hold in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(src, dst, hold), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, hold: bool) -> None:
+        with self._lock:
+            self._open.update((src, dst))
+        try:
+            while chunk := src.recv(65536):
+                if hold and self.marker is not None and self.marker in chunk:
+                    self.seen.set()
+                    if self._stop.wait(self.delay):
+                        return
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            with self._lock:
+                self._open.discard(src)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.cut()
+        self._listener.close()
