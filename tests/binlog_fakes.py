@@ -90,3 +90,12 @@ class FakeFile:
 
 def heartbeat(file: str, position: int) -> bytes:
     return ev.build_event(ev.HEARTBEAT, file.encode(), position)
+
+
+def framed(events: list[bytes], seq: int = 1) -> bytes:
+    """`events` as the server sends them: each in one packet (length, sequence, OK byte)."""
+    out = bytearray()
+    for raw in events:
+        out += struct.pack("<I", len(raw) + 1)[:3] + bytes([seq, 0]) + raw
+        seq = (seq + 1) & 0xFF
+    return bytes(out)

@@ -186,15 +186,22 @@ class Archiver:
             silent_limit = max(self.binlog.heartbeat_seconds * 3, 5.0)
             last_data = time.monotonic()
             while not self._stop.is_set():
-                batch = stream.read_batch(self._wait(seg, time.monotonic()))
                 now = time.monotonic()
-                if not batch:
-                    if now - last_data > silent_limit:
-                        raise StreamEnded(f"no data or heartbeat for {silent_limit:.0f}s")
-                    cut = seg.tick(now)
-                else:
+                buffer, offset, sequence = stream.buffered()
+                end, sequence, cut = seg.feed_packets(buffer, offset, sequence, now)
+                if end != offset:  # the hot path took a run of events from the buffer
+                    stream.consumed(end, sequence)
                     last_data = now
-                    cut = seg.feed_many(batch, now)
+                else:  # one event the hot path left (or none yet): the ordinary path
+                    event = stream.next_event(self._wait(seg, now))
+                    now = time.monotonic()
+                    if event is None:
+                        if now - last_data > silent_limit:
+                            raise StreamEnded(f"no data or heartbeat for {silent_limit:.0f}s")
+                        cut = seg.tick(now)
+                    else:
+                        last_data = now
+                        cut = seg.feed_many([event], now)
                 for segment in cut:
                     self._spool(segment)
         finally:

@@ -3,6 +3,8 @@
 pymysql does the handshake and the session settings; after the dump command the socket is
 read directly with a private buffer, so the reader knows whether more bytes are waiting
 and can wait with a timeout (to cut segments on time) instead of blocking inside pymysql.
+The archiver parses most events in place from that buffer (`buffered`/`consumed`, with
+Segmenter.feed_packets) and takes the rest one at a time with `next_event`.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class BinlogStream:
             raise DatabaseUnavailable(message=database.describe(exc)) from exc
 
     def dump(self, server_id: int, file: str, position: int, heartbeat_seconds: float) -> None:
-        """COM_BINLOG_DUMP from `file`:`position`; events follow on `read_batch`."""
+        """COM_BINLOG_DUMP from `file`:`position`; events follow (`buffered`, `next_event`)."""
         payload = (
             struct.pack("<IHI", position, BINLOG_SEND_ANNOTATE_ROWS_EVENT, server_id)
             + file.encode()
@@ -90,6 +92,15 @@ class BinlogStream:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing a dead socket cannot fail usefully
             self._conn._force_close()  # type: ignore[attr-defined]
+
+    def buffered(self) -> tuple[bytes, int, int]:
+        """(buffer, offset, expected sequence number) of what is received and not yet
+        parsed: for a consumer that parses packets in place (Segmenter.feed_packets)."""
+        return self._data, self._offset, self._seq
+
+    def consumed(self, offset: int, seq: int) -> None:
+        """The consumer of `buffered` parsed the packets up to `offset`."""
+        self._offset, self._seq = offset, seq
 
     def read_batch(self, timeout: float) -> list[bytes]:
         """Every event already received (at least one, waiting up to `timeout`), in order."""

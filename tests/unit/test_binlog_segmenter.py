@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from backupd.binlog import events as ev
 from backupd.binlog.segmenter import KIND_EOF, KIND_MID, KIND_TX, ChainError, Segment, Segmenter
-from tests.binlog_fakes import FakeFile, Txn, heartbeat
+from tests.binlog_fakes import FakeFile, Txn, framed, heartbeat
 
 txns = st.lists(
     st.builds(
@@ -180,6 +180,74 @@ def test_batch_path_refuses_a_bad_crc_inside_a_transaction() -> None:
     seg = Segmenter(fake.name, 4, 1.0, 1 << 20)
     with pytest.raises(ev.EventError, match="CRC32"):
         seg.feed_many([*stream[:5], bytes(bad), *stream[6:]], 0.0)
+
+
+def run_packets(seg: Segmenter, wire: bytes, chunk: int) -> list[Segment]:
+    """The archiver's loop over a receive buffer filled `chunk` bytes at a time: the hot
+    path (feed_packets) first, one event by the ordinary path when it takes none."""
+    out: list[Segment] = []
+    buffer, offset, seq, received = b"", 0, 1, 0
+    while True:
+        end, next_seq, cut = seg.feed_packets(buffer, offset, seq, 0.0)
+        out += cut
+        if end != offset:
+            offset, seq = end, next_seq
+            continue
+        length = int.from_bytes(buffer[offset : offset + 3], "little")
+        if len(buffer) - offset >= 4 and len(buffer) - offset >= 4 + length:
+            out += seg.feed_many([buffer[offset + 5 : offset + 4 + length]], 0.0)
+            offset, seq = offset + 4 + length, (seq + 1) & 0xFF
+            continue
+        if received >= len(wire):
+            return out
+        buffer = buffer[offset:] + wire[received : received + chunk]
+        offset, received = 0, received + chunk
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    transactions=txns,
+    max_bytes=st.integers(min_value=64, max_value=20000),
+    chunk=st.integers(min_value=1, max_value=30000),
+)
+def test_packet_path_cuts_exactly_like_one_by_one(
+    transactions: list[Txn], max_bytes: int, chunk: int
+) -> None:
+    fake = build(transactions, rotate=True)
+    stream = fake.stream()
+    single = Segmenter(fake.name, 4, 1.0, max_bytes)
+    one_by_one = [seg for raw in stream for seg in single.feed(raw, 0.0)]
+    assert run_packets(Segmenter(fake.name, 4, 1.0, max_bytes), framed(stream), chunk) == (
+        one_by_one
+    )
+
+
+@pytest.mark.parametrize("damage", ["crc", "sequence", "ok-byte", "position"])
+def test_packet_path_leaves_anything_wrong_to_the_checked_path(damage: str) -> None:
+    fake = build([Txn([100, 100, 100]), Txn([50])])
+    stream = fake.stream()
+    seg = Segmenter(fake.name, 4, 1.0, 1 << 20)
+    for raw in stream[:3]:  # artificial ROTATE, FDE, the first GTID: the hot path may start
+        seg.feed(raw, 0.0)
+    rows = framed(stream[3:], seq=4)
+    good_end = sum(len(raw) + 5 for raw in stream[3:5])
+    wire = bytearray(rows)
+    if damage == "crc":
+        wire[good_end + 5 + 30] ^= 0x01
+    elif damage == "sequence":
+        wire[good_end + 3] ^= 0x01
+    elif damage == "ok-byte":
+        wire[good_end + 4] = 0xFE
+    else:  # log_pos one byte further on, with a valid CRC32
+        event = bytearray(stream[5][: -ev.CHECKSUM_SIZE])
+        event[13] += 1
+        wire[good_end + 5 : good_end + 5 + len(stream[5])] = ev.with_checksum(bytes(event))
+    end, seq, cut = seg.feed_packets(bytes(wire), 0, 4, 0.0)
+    assert (end, seq, cut) == (good_end, 6, [])
+    assert seg.position == fake.events[4][0]  # stands right before the refused event
+    if damage in ("crc", "position"):
+        with pytest.raises(ev.EventError):
+            seg.feed_many([bytes(wire[end + 5 : end + 5 + len(stream[5])])], 0.0)
 
 
 def test_heartbeats_and_ticks_cut_on_time_at_transaction_ends() -> None:
