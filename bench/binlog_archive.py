@@ -8,12 +8,29 @@
    position and the daemon's archived coordinate are sampled; the age at time t is
    t - (latest sample time s whose server position is archived at t).
 
-Run as root: .venv/bin/python -m bench.binlog_archive [--seconds 20] [--tps 1000]
+Method of part 1, so that like is compared with like and one noisy run decides nothing:
+- Same bytes: both read every binlog the server lists, over the same socket, from the
+  same server; after the first repetition the pipeline's files (decompressed) and
+  backupd's repository (rebuilt with `binlog fetch`'s code) must be identical (sha256).
+- Same compression: zstd level 3 with a frame checksum on both sides (`zstd -3` is
+  single-threaded by default; backupd compresses each segment in one call).
+- Warm-up: one untimed run of each first (page cache, server thread caches).
+- Repetitions: `--reps` timed runs of each, alternating which goes first; each backupd run
+  is a fresh daemon with an empty spool, state and repository. The ratio reported is the
+  median pipeline time over the median backupd time; every run's figures are listed too.
+- Timing: the pipeline from the start of `mariadb-binlog` until `zstd` has written its
+  last file; backupd from READY until its state file (written after each upload) covers
+  the server's position, polled every 10 ms. backupd's time thus includes connecting,
+  listing the repository and every fsync (spool, repository, state); the pipeline fsyncs
+  nothing.
+
+Run as root: .venv/bin/python -m bench.binlog_archive [--reps 5] [--seconds 20] [--tps 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import statistics
@@ -24,13 +41,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import zstandard
+
+from backupd.binlog.fetch import fetch, pick_server
 from backupd.binlog.layout import file_order
+from backupd.config import StorageSection
 from backupd.control.client import ControlClient
+from backupd.storage import open_store
 from tests.testbed.daemon import DaemonProcess, NotifyListener, render_toml
 from tests.testbed.mariadb import MariaDB
 
 Coordinate = tuple[tuple[str, int], int]
-POLL = 0.1
+POLL = 0.01  # a coarser poll would add up to its period to backupd's time
 
 
 def coordinate(text: str | None) -> Coordinate | None:
@@ -238,10 +260,80 @@ def recovery_point(db: MariaDB, work: Path, tps: int, seconds: float) -> dict[st
     }
 
 
+def same_bytes(raw: Path, ours_dir: Path) -> dict[str, bool]:
+    """Per binlog: do the pipeline's file and backupd's rebuilt file hold the same bytes?"""
+    store = open_store(StorageSection(url=f"file://{ours_dir / 'repo'}"))
+    rebuilt = ours_dir / "rebuilt"
+    fetch(store, rebuilt, pick_server(store, None))
+    result = {}
+    for packed in sorted(raw.glob("*.zst")):
+        with open(packed, "rb") as handle:
+            theirs = zstandard.ZstdDecompressor().stream_reader(handle).read()
+        mine = rebuilt / packed.stem
+        result[packed.stem] = mine.is_file() and sha256(theirs) == sha256(mine.read_bytes())
+    return result
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def measure(db: MariaDB, base: Path, reps: int) -> dict[str, Any]:
+    """Warm-up (whose outputs are compared byte for byte), then `reps` timed runs of each,
+    alternating the order. Each daemon is stopped before the next run starts, so nothing
+    else of the benchmark competes for the two cores."""
+    size, events = backlog_stats(db)
+    runs: dict[str, list[float]] = {"backupd": [], "pipeline": [], "start": []}
+    for rep in range(-1, reps):  # rep -1: the untimed warm-up
+        order = ("pipeline", "backupd") if rep % 2 == 0 else ("backupd", "pipeline")
+        for which in order:
+            work = base / f"{which}-{rep + 1}"
+            work.mkdir()
+            if which == "pipeline":
+                seconds = baseline(db, work)
+            else:
+                seconds, startup, daemon = ours(db, work)
+                daemon.stop()
+                daemon.notify.close()
+                runs["start"].append(startup)
+            runs[which].append(seconds)
+        if rep == -1:
+            checked = same_bytes(base / "pipeline-0", base / "backupd-0")
+            runs = {name: [] for name in runs}
+    mb = size / 1e6
+    ours_s, raw_s = statistics.median(runs["backupd"]), statistics.median(runs["pipeline"])
+    repo = base / "backupd-1" / "repo"
+    return {
+        "backlog": {"bytes": size, "events": events},
+        "repetitions": reps,
+        "same_bytes": checked,
+        "backupd": {
+            "seconds_median": round(ours_s, 3),
+            "seconds_runs": [round(x, 3) for x in runs["backupd"]],
+            "daemon_start_seconds_median": round(statistics.median(runs["start"]), 3),
+            "mb_per_s_median": round(mb / ours_s, 1),
+            "events_per_s_median": round(events / ours_s),
+            "stored_bytes": sum(p.stat().st_size for p in repo.rglob("*") if p.is_file()),
+        },
+        "mariadb_binlog_raw_zstd": {
+            "seconds_median": round(raw_s, 3),
+            "seconds_runs": [round(x, 3) for x in runs["pipeline"]],
+            "mb_per_s_median": round(mb / raw_s, 1),
+            "events_per_s_median": round(events / raw_s),
+            "stored_bytes": sum(p.stat().st_size for p in (base / "pipeline-1").glob("*.zst")),
+        },
+        "throughput_ratio_median": round(raw_s / ours_s, 2),
+        "throughput_ratio_runs": [
+            round(r / o, 2) for r, o in zip(runs["pipeline"], runs["backupd"], strict=True)
+        ],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--small-txns", type=int, default=100_000)
     parser.add_argument("--bulk-rows", type=int, default=300_000)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--tps", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
@@ -252,34 +344,10 @@ def main() -> None:
     try:
         db.install()
         make_backlog(db, args.small_txns, args.bulk_rows)
-        size, events = backlog_stats(db)
-        (base / "raw").mkdir()
-        raw_seconds = baseline(db, base / "raw")
-        (base / "ours").mkdir()
-        our_seconds, startup, daemon = ours(db, base / "ours")
-        repo_bytes = sum(
-            p.stat().st_size for p in (base / "ours" / "repo").rglob("*") if p.is_file()
-        )
-        raw_zst = sum(p.stat().st_size for p in (base / "raw").glob("*.zst"))
-        mb = size / 1e6
-        result = {
-            "backlog": {"bytes": size, "events": events},
-            "backupd": {
-                "seconds": round(our_seconds, 3),
-                "daemon_start_seconds": round(startup, 3),
-                "mb_per_s": round(mb / our_seconds, 1),
-                "events_per_s": round(events / our_seconds),
-                "stored_bytes": repo_bytes,
-            },
-            "mariadb_binlog_raw_zstd": {
-                "seconds": round(raw_seconds, 3),
-                "mb_per_s": round(mb / raw_seconds, 1),
-                "events_per_s": round(events / raw_seconds),
-                "stored_bytes": raw_zst,
-            },
-            "throughput_ratio": round(raw_seconds / our_seconds, 2),
-            "recovery_point": recovery_point(db, base / "ours", args.tps, args.seconds),
-        }
+        result = measure(db, base, args.reps)
+        (base / "steady").mkdir()
+        _, _, daemon = ours(db, base / "steady")  # caught up again, then the steady load
+        result["recovery_point"] = recovery_point(db, base / "steady", args.tps, args.seconds)
         print(json.dumps(result, indent=2))
     finally:
         if daemon is not None:
