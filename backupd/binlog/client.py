@@ -102,32 +102,6 @@ class BinlogStream:
         """The consumer of `buffered` parsed the packets up to `offset`."""
         self._offset, self._seq = offset, seq
 
-    def read_batch(self, timeout: float) -> list[bytes]:
-        """Every event already received (at least one, waiting up to `timeout`), in order."""
-        events = self._parse_buffered()
-        if events:
-            return events
-        event = self.next_event(timeout)
-        if event is None:
-            return []
-        return [event, *self._parse_buffered()]
-
-    def _parse_buffered(self) -> list[bytes]:
-        """Whole single-packet events in the buffer; anything else is left to next_event."""
-        events: list[bytes] = []
-        data, off, seq = self._data, self._offset, self._seq
-        size = len(data)
-        while size - off > 4:
-            length = data[off] | data[off + 1] << 8 | data[off + 2] << 16
-            end = off + 4 + length
-            if length >= _MAX_PACKET or end > size or data[off + 3] != seq or data[off + 4]:
-                break
-            events.append(data[off + 5 : end])
-            seq = (seq + 1) & 0xFF
-            off = end
-        self._offset, self._seq = off, seq
-        return events
-
     def next_event(self, timeout: float) -> bytes | None:
         """The next event, or None when nothing arrived within `timeout` seconds."""
         payload = self._packet(timeout)

@@ -49,28 +49,30 @@ def test_small_and_huge_events_then_eof() -> None:
     got: list[bytes] = []
     with pytest.raises(StreamEnded, match="ended the binlog dump"):
         while True:
-            got += stream.read_batch(5.0)
+            event = stream.next_event(5.0)
+            assert event is not None
+            got.append(event)
     assert got == events
 
 
 def test_error_packet_becomes_server_error() -> None:
     framed, _ = packets(b"\xff" + struct.pack("<H", 1236) + b"#HY000Could not find first log", 1)
     with pytest.raises(ServerError) as err:
-        stream_over(framed).read_batch(5.0)
+        stream_over(framed).next_event(5.0)
     assert err.value.errno == 1236 and err.value.message == "Could not find first log"
 
 
 def test_wrong_sequence_and_closed_connection_end_the_stream() -> None:
     framed, _ = packets(b"\x00abc", 7)
     with pytest.raises(StreamEnded, match="sequence"):
-        stream_over(framed).read_batch(5.0)
+        stream_over(framed).next_event(5.0)
     half, _ = packets(b"\x00" + b"x" * 100, 1)
     with pytest.raises(StreamEnded, match="closed"):
-        stream_over(half[:50]).read_batch(5.0)
+        stream_over(half[:50]).next_event(5.0)
 
 
-def test_nothing_within_the_timeout_is_an_empty_batch() -> None:
+def test_nothing_within_the_timeout_is_none() -> None:
     ours, server = socket.socketpair()
     stream = BinlogStream(SimpleNamespace(_sock=ours))  # type: ignore[arg-type]
-    assert stream.read_batch(0.05) == []
+    assert stream.next_event(0.05) is None
     server.close()
