@@ -5,7 +5,10 @@ after a baseline period the running daemon takes N snapshots (`POST /v1/snapshot
 Prints JSON: commit latency p50/p99/max at baseline and during the snapshots, the extra
 latency over the baseline p99, and each run's lock and freeze durations.
 
-    .venv/bin/python -m bench.snapshot_stall [--snapshots 5] [--provider local|ebs]
+    .venv/bin/python -m bench.snapshot_stall [--snapshots 5] [--provider local|ebs] [--reflink]
+
+`--reflink` puts the data image and the local snapshot directory on an XFS (reflink=1) loop
+mount, so the local provider clones (FICLONE) instead of copying while frozen.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ def measure(bed: LocalBed, sock: str, args: argparse.Namespace) -> dict[str, Any
     base, dur = latency_summary(baseline), latency_summary(during)
     return {
         "provider": args.provider,
+        "reflink_bed": args.reflink,
         "snapshots": args.snapshots,
         "writer_interval_s": args.interval,
         "baseline": base,
@@ -89,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gap", type=float, default=1.0, help="seconds between snapshots")
     parser.add_argument("--interval", type=float, default=0.01, help="pause between commits")
     parser.add_argument("--provider", choices=("local", "ebs"), default="local")
+    parser.add_argument("--reflink", action="store_true", help="data image on XFS reflink=1")
     args = parser.parse_args(argv)
-    bed = LocalBed(Path(args.base)).up()
+    bed = LocalBed(Path(args.base), reflink=args.reflink).up()
     notify = NotifyListener(bed.base / "notify.sock")
     daemon = DaemonProcess(configure(bed, args.provider), bed.base / "backupd.log", notify)
     try:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.testbed.daemon import DaemonProcess, NotifyListener, render_toml
-from tests.testbed.loopfs import LoopFilesystem
+from tests.testbed.loopfs import LoopFilesystem, ReflinkVolume
 from tests.testbed.mariadb import MariaDB
 from tests.testbed.moto import FAKE_CREDENTIALS, MotoServer
 
@@ -66,6 +66,21 @@ def data_fs(scratch: Path) -> Iterator[LoopFilesystem]:
         yield fs
     finally:
         fs.destroy()  # thaws first
+
+
+@pytest.fixture(scope="session")
+def reflink_volume(scratch: Path) -> Iterator[ReflinkVolume]:
+    """Opt-in: an ext4 data image and a snapshot directory on an XFS (reflink=1) loop mount."""
+    if shutil.which("mkfs.xfs") is None:
+        reason = "mkfs.xfs not installed (apt-get install xfsprogs)"
+        if REQUIRE_INTEGRATION:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    volume = ReflinkVolume(scratch / "reflink", scratch / "reflink-data", data_mb=256).create()
+    try:
+        yield volume
+    finally:
+        volume.destroy()  # thaws the data mount, unmounts it, then the XFS below it
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 
 from tests.testbed.daemon import render_toml
-from tests.testbed.loopfs import LoopFilesystem
+from tests.testbed.loopfs import LoopFilesystem, ReflinkVolume
 from tests.testbed.mariadb import MariaDB
 from tests.testbed.moto import FAKE_CREDENTIALS, MotoServer
 
@@ -18,22 +18,35 @@ BUCKET = "backupd-demo"
 
 
 class LocalBed:
-    """A MariaDB on a loop-mounted ext4, moto as S3/EC2, and a backupd config for them."""
+    """A MariaDB on a loop-mounted ext4, moto as S3/EC2, and a backupd config for them.
 
-    def __init__(self, base: Path) -> None:
+    `reflink=True` puts the ext4 image and the local snapshot directory on an XFS
+    (reflink=1) loop mount, so local snapshots are FICLONE clones instead of copies.
+    """
+
+    def __init__(self, base: Path, reflink: bool = False) -> None:
         self.base = base
-        self.fs = LoopFilesystem(base / "data.img", base / "data", size_mb=512)
+        self.volume = ReflinkVolume(base, base / "data") if reflink else None
+        self.fs: LoopFilesystem = (
+            self.volume.data
+            if self.volume
+            else LoopFilesystem(base / "data.img", base / "data", size_mb=512)
+        )
+        self.snapshot_dir = self.volume.snapshot_dir if self.volume else base / "snapshots"
         self.db = MariaDB(base / "mariadb", self.fs.mount_point / "mysql", server_id=1)
         self.moto = MotoServer(base / "moto.log")
 
     def up(self) -> LocalBed:
         if self.base.exists():
-            self.fs.unmount()  # a bed left by an interrupted run: never delete through a mount
+            self.unmount()  # a bed left by an interrupted run: never delete through a mount
             shutil.rmtree(self.base)
         self.base.mkdir(parents=True)
         self.base.chmod(0o755)
         os.environ.update(FAKE_CREDENTIALS)
-        self.fs.create()
+        if self.volume:
+            self.volume.create()
+        else:
+            self.fs.create()
         self.db.install()
         self.moto.start()
         self.s3().create_bucket(Bucket=BUCKET)
@@ -75,7 +88,7 @@ class LocalBed:
             "snapshot": {
                 "provider": "local",
                 "mounts": [str(self.fs.mount_point)],
-                "local": {"directory": str(self.base / "snapshots")},
+                "local": {"directory": str(self.snapshot_dir)},
             },
         }
 
@@ -84,10 +97,22 @@ class LocalBed:
         path.write_text(render_toml(self.config()))
         return path
 
+    def unmount(self) -> None:
+        """Data image first, then (reflink bed) the XFS holding it."""
+        self.fs.unmount()
+        if self.volume:
+            self.volume.outer.unmount()
+
+    def destroy_filesystems(self) -> None:
+        if self.volume:
+            self.volume.destroy()
+        else:
+            self.fs.destroy()
+
     def down(self) -> None:
         """Thaw first, then stop by PID, then unmount; each step runs whatever failed before."""
         self.fs.thaw()
-        for stop in (self.db.stop, self.moto.stop, self.fs.destroy):
+        for stop in (self.db.stop, self.moto.stop, self.destroy_filesystems):
             try:
                 stop()
             except Exception as exc:  # keep tearing down the rest
