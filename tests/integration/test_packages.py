@@ -62,7 +62,7 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def test_deb_install_run_remove(deb: Path) -> None:
     assert deb.stat().st_size < 80 * 1024 * 1024
-    installed = dpkg("-i", str(deb))
+    installed = dpkg("--force-confdef", "--force-confold", "-i", str(deb))
     assert installed.returncode == 0, installed.stdout + installed.stderr
 
     version = run("/usr/bin/backupd", "--version")
@@ -82,7 +82,7 @@ def test_deb_install_run_remove(deb: Path) -> None:
     daemon_starts_as_backupd()
 
     CONFIG.write_text(CONFIG.read_text() + "\n# edited by the operator\n")
-    again = dpkg("-i", str(deb))
+    again = dpkg("--force-confdef", "--force-confold", "-i", str(deb))
     assert again.returncode == 0, again.stderr
     assert CONFIG.read_text().endswith("# edited by the operator\n")
 
