@@ -174,8 +174,8 @@ def _next_name(name: str) -> str:
 
 
 def _snapshot_precedes(snapshot: SnapshotPoint, target: Target) -> bool:
-    if isinstance(target, TimeTarget):
-        return snapshot.taken_at <= target.at.timestamp()
+    if isinstance(target, TimeTarget):  # event times have 1 s resolution: T means T.999
+        return int(snapshot.taken_at) <= target.timestamp
     if isinstance(target, CoordinateTarget):
         return snapshot.coordinate <= Position(target.file, target.position)
     if isinstance(target, GtidTarget):
