@@ -11,6 +11,7 @@ import contextlib
 import json
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,12 @@ from typing import Any
 from backupd.config import DEFAULT_CONFIG_PATH, Config
 from backupd.config_loader import load_config
 from backupd.ctl import Subparsers, emit
-from backupd.errors import EXIT_FAILED, EXIT_OK
+from backupd.errors import EXIT_FAILED, EXIT_OK, EXIT_UNHEALTHY, UsageError
 from backupd.restore import apply as applying
 from backupd.restore import drill as drilling
+from backupd.restore import repository, volumes
+from backupd.restore import verify as verifying
+from backupd.restore.plan import make_plan
 from backupd.restore.prepare import Prepared, prepare
 from backupd.restore.replay import Progress, ReplayServer
 from backupd.restore.target import parse_target
@@ -46,11 +50,27 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     replay.add_argument("--target-user", default="", help="user (default: the client's)")
     replay.add_argument("--target-option-file", default="", help="client option file")
     replay.set_defaults(func=cmd_replay)
+    volumes = sub.add_parser(
+        "volumes", parents=parents, help="the snapshot set for TARGET as new volumes + steps"
+    )
+    _target_options(volumes)
+    volumes.add_argument("--dest", help="local provider: directory for the image copies")
+    volumes.add_argument("--availability-zone", help="EBS: zone for the new volumes")
+    volumes.add_argument("--instance-id", default="", help="EBS: attach to this instance")
+    volumes.add_argument(
+        "--device", action="append", default=[], help="EBS: device per volume (repeat)"
+    )
+    volumes.set_defaults(func=cmd_volumes)
     drill = commands.add_parser(
         "drill", parents=parents, help="restore to TARGET in a scratch server and prove it"
     )
     _target_options(drill)
     drill.set_defaults(func=cmd_drill)
+    verify = commands.add_parser(
+        "verify", parents=parents, help="check sets, binlog chain and checksums (no daemon)"
+    )
+    verify.add_argument("--sample", type=int, help="check N random objects instead of all")
+    verify.set_defaults(func=cmd_verify)
 
 
 def _target_options(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +115,8 @@ def render_plan(doc: dict[str, Any]) -> str:
         f"  binlog files: {', '.join(doc['files']) or 'none'} "
         f"({len(doc['segments'])} segment(s), all checksums verified)",
         f"  end point: {end['coordinate']} GTID {end['gtid'] or '-'} "
-        f"committed {end['commit_time'] or '-'}; {end['transactions']} transaction(s) to replay",
+        f"committed {_utc(end['commit_time']) if end['commit_time'] else '-'}; "
+        f"{end['transactions']} transaction(s) to replay",
         f"  GTID position afterwards: {end['gtid_state'] or '-'}",
     ]
     return "\n".join(lines)
@@ -179,3 +200,69 @@ def cmd_drill(args: argparse.Namespace) -> int:
         )
     emit(args, result.to_dict(), render_drill)
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def render_verify(doc: dict[str, Any]) -> str:
+    lines = [
+        f"verify: {'OK' if doc['ok'] else 'PROBLEMS FOUND'} — {doc['sets_checked']} snapshot "
+        f"set(s), {doc['objects_checked']} of {doc['objects_total']} objects checked"
+    ]
+    for server, win in doc["windows"].items():
+        earliest, latest = win.get("earliest"), win.get("latest")
+        if earliest and latest:
+            lines.append(
+                f"  server {server}: recoverable from {_utc(earliest['time'])} "
+                f"({earliest['coordinate']}) to {_utc(latest['time'])} ({latest['coordinate']})"
+            )
+        else:
+            lines.append(f"  server {server}: nothing recoverable ({win.get('why')})")
+    lines += [f"problem: {p}" for p in doc["problems"]]
+    return "\n".join(lines)
+
+
+def _utc(stamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    if args.sample is not None and args.sample < 1:
+        raise UsageError("--sample must be at least 1")
+    config = storage_config(args)
+    report = verifying.verify(config, open_store(config.storage), args.sample)
+    emit(args, report.to_dict(), render_verify)
+    return EXIT_OK if not report.problems else EXIT_UNHEALTHY
+
+
+def cmd_volumes(args: argparse.Namespace) -> int:
+    config = storage_config(args)
+    store = open_store(config.storage)
+    repo = repository.load(store, args.server, args.allow_crash_consistent)
+    plan = make_plan(parse_target(args.to), repo.points, repo.segments, repo.gaps)
+    record = repository.require_set(repo, plan.snapshot.set_id)
+    if record.provider == "local":
+        if not args.dest:
+            raise UsageError("--dest is required for a local-provider snapshot set")
+        result = volumes.local_volumes(
+            record, config.snapshot.local.directory, Path(args.dest), args.to
+        )
+    else:
+        if not args.availability_zone:
+            raise UsageError("--availability-zone is required for an EBS snapshot set")
+        result = volumes.ebs_volumes(
+            record,
+            config.snapshot.ebs,
+            args.availability_zone,
+            args.to,
+            args.instance_id,
+            args.device,
+        )
+
+    def text(doc: dict[str, Any]) -> str:
+        lines = [f"snapshot set {doc['set_id']} ({doc['provider']}) restored as:"]
+        lines += [f"  {json.dumps(v, sort_keys=True)}" for v in doc["volumes"]]
+        lines.append("then, step by step:")
+        lines += [f"  {n}. {step}" for n, step in enumerate(doc["steps"], 1)]
+        return "\n".join(lines)
+
+    emit(args, result.to_dict(), text)
+    return EXIT_OK

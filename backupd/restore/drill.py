@@ -26,6 +26,7 @@ from backupd.restore.proof import TableProof, prove
 from backupd.restore.replay import Progress, ReplayServer
 from backupd.restore.scratch import ScratchServer, remap_binlog_index
 from backupd.restore.target import Target
+from backupd.restore.volumes import relocate
 from backupd.snapshot.catalog import SnapshotSet
 from backupd.snapshot.providers.local import restore_image
 from backupd.storage import ObjectStore
@@ -92,18 +93,6 @@ def unmount(mount_point: Path, image: Path) -> None:
             subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
 
 
-def relocate(path: str, mounts: dict[str, Path]) -> Path | None:
-    """Where `path` of the original host lives under the restored mounts."""
-    best = max(
-        (m for m in mounts if PurePosixPath(path).is_relative_to(PurePosixPath(m))),
-        key=len,
-        default=None,
-    )
-    if best is None:
-        return None
-    return mounts[best] / PurePosixPath(path).relative_to(PurePosixPath(best))
-
-
 def find_datadir(record: SnapshotSet, mounts: dict[str, Path]) -> Path:
     """The recorded datadir, or (old manifests) the directory holding ibdata1."""
     if record.datadir:
@@ -135,6 +124,7 @@ def materialised(record: SnapshotSet, directory: str, workdir: Path) -> Iterator
             f"set {record.set_id} was taken by the {record.provider} provider; drills on this "
             "host need local images (use 'restore volumes' on EC2)"
         )
+    workdir.mkdir(parents=True, exist_ok=True)
     created: list[tuple[Path, Path]] = []
     try:
         mounts = {}
@@ -183,7 +173,7 @@ def drill(
     run_dir = Path(tempfile.mkdtemp(prefix="drill-", dir=workdir))
     scratch: ScratchServer | None = None
     try:
-        prepared = prepare(store, target, run_dir / "binlogs", server)
+        prepared = prepare(store, target, run_dir / "binlogs", server, provider="local")
         steps["plan_and_fetch"] = time.monotonic() - started
         with materialised(prepared.snapshot, local_directory, run_dir) as mounts:
             steps["materialise"] = time.monotonic() - started
@@ -197,9 +187,12 @@ def drill(
                 steps["replayed"] = ready
                 with scratch.connect() as conn:
                     proofs = prove(conn)
+                steps["proved"] = time.monotonic() - started
             finally:
                 scratch.stop()
                 scratch = None
+                steps["server_stopped"] = time.monotonic() - started
+        steps["unmounted"] = time.monotonic() - started
         seconds = time.monotonic() - started
         return DrillResult(prepared, applied, proofs, seconds, ready, steps)
     except ProviderError as exc:

@@ -144,6 +144,8 @@ def resolve(
             "give a time or a binlog coordinate instead"
         )
     chosen: list[Boundary] = []
+    if isinstance(target, GtidTarget) and _snapshot_has(start_gtid, target):
+        return _end_point(chosen, start, start_gtid, flavor)  # nothing to replay
     for boundary in boundaries(files, start):
         verdict = _verdict(boundary, target)
         if verdict == "past":
@@ -156,7 +158,7 @@ def resolve(
     if isinstance(target, CoordinateTarget):
         _check_exact(chosen, target, start, files)
     if isinstance(target, GtidTarget):
-        _check_gtid(chosen, target, start_gtid)
+        _check_gtid(chosen, target)
     return _end_point(chosen, start, start_gtid, flavor)
 
 
@@ -205,12 +207,14 @@ def _next_boundary(files: Sequence[Path], reached: Position) -> Position | None:
     return next((b.position for b in boundaries(files, reached)), None)
 
 
-def _check_gtid(chosen: list[Boundary], target: GtidTarget, start_gtid: str) -> None:
+def _snapshot_has(start_gtid: str, target: GtidTarget) -> bool:
+    have = gtid_state(start_gtid).get(target.domain)
+    return have is not None and str(have) == target.text
+
+
+def _check_gtid(chosen: list[Boundary], target: GtidTarget) -> None:
     if chosen and chosen[-1].gtid == target.text:
         return
-    have = gtid_state(start_gtid).get(target.domain)
-    if not chosen and have is not None and str(have) == target.text:
-        return  # the snapshot itself ends with it: nothing to replay
     raise RestoreImpossible(f"GTID {target} is not among the archived transactions")
 
 

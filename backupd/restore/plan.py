@@ -186,8 +186,8 @@ def _snapshot_precedes(snapshot: SnapshotPoint, target: Target) -> bool:
 
 def _trim(chain: Chain, target: Target) -> tuple[tuple[Segment, ...], str]:
     """Segments needed to reach `target` along `chain`, or why the chain falls short."""
-    if isinstance(target, LatestTarget):
-        return chain.segments, ""
+    if isinstance(target, LatestTarget):  # a hole before the head: latest is not reachable
+        return (chain.segments, "") if not chain.broken else ((), chain.broken)
     if isinstance(target, CoordinateTarget):
         return _trim_to_coordinate(chain, Position(target.file, target.position))
     if isinstance(target, TimeTarget):

@@ -58,9 +58,10 @@ def prepare(
     workdir: Path,
     server: str | None = None,
     allow_crash: bool = False,
+    provider: str = "",
 ) -> Prepared:
     """Raise RestoreImpossible naming the gap, bound or bad object that prevents it."""
-    repo = repository.load(store, server, allow_crash)
+    repo = repository.load(store, server, allow_crash, provider)
     plan = make_plan(target, repo.points, repo.segments, repo.gaps)
     record = repository.require_set(repo, plan.snapshot.set_id)
     files = fetch_files(store, repo, plan, workdir)

@@ -86,11 +86,15 @@ def to_segment(seg: layout.SegmentKey) -> Segment:
     )
 
 
-def load(store: ObjectStore, server: str | None = None, allow_crash: bool = False) -> Repository:
-    """Read the repository for `server` (or the only server archived)."""
+def load(
+    store: ObjectStore, server: str | None = None, allow_crash: bool = False, provider: str = ""
+) -> Repository:
+    """Read the repository for `server` (or the only server archived); `provider` limits the
+    starting points to that provider's sets (a drill on this host needs local images)."""
     chosen = fetch.pick_server(store, server)
     sets, broken = Catalog(store).list()
     mine = [s for s in sets if not s.server_identity or s.server_identity == chosen]
+    mine = [s for s in mine if not provider or s.provider == provider]
     points = [p for s in mine if (p := snapshot_point(s, allow_crash)) is not None]
     keys = [
         seg
