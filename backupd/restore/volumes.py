@@ -52,6 +52,7 @@ def server_steps(record: SnapshotSet, mounts: dict[str, str], target: str) -> li
     steps += [
         f"mariadbd --datadir={shlex.quote(datadir)} --log-bin={shlex.quote(basename)} "
         "--skip-slave-start --event-scheduler=OFF --skip-networking "
+        "--innodb-flush-log-at-trx-commit=2 --sync-binlog=0 "
         "--socket=/run/backupd-restore.sock &   # mysqld on MySQL",
         f"backupctl restore replay --to {shlex.quote(target)} "
         "--target-socket /run/backupd-restore.sock",
