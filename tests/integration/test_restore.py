@@ -6,6 +6,7 @@ checksums must equal the recorded ones. Then the refusals: corrupt or deleted ob
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -87,6 +88,7 @@ def test_restore_to_instants_by_time_gtid_and_coordinate(
     start_daemon: StartDaemon,
     live_mariadb: MariaDB,
     workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     db = live_mariadb
     schema = f"pitr_{uuid.uuid4().hex[:8]}"
@@ -147,6 +149,7 @@ def test_restore_to_instants_by_time_gtid_and_coordinate(
         assert mine(doc["tables"], schema) == instant.checksums, target
         assert all(t["check"] == "OK" for t in doc["tables"])
     assert not list((workdir / "drill").iterdir())  # the drill removed all it created
+    failed_drill_cleans_up(fresh, workdir / "failing", monkeypatch)
 
     storage_only = write_config({"storage": config["storage"]}, "fresh-host.toml")
     replay_latest_into_restored_server(storage_only, fresh, workdir, db, schema)
@@ -182,6 +185,31 @@ def binlogs_go_with_the_pruned_set(
     )
     code, doc = plan(storage_only, "latest")
     assert code == 0 and doc["snapshot"]["set_id"] == second["set_id"], doc
+
+
+def failed_drill_cleans_up(fresh: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replay that fails after the images are mounted and the server runs: all removed."""
+    from backupd.config_loader import load_config
+    from backupd.restore import apply as applying
+    from backupd.restore.drill import drill
+    from backupd.restore.replay import ReplayFailed
+    from backupd.restore.target import parse_target
+    from backupd.storage import open_store
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise ReplayFailed("injected failure")
+
+    monkeypatch.setattr(applying, "apply", broken)
+    config = load_config(fresh)
+    with pytest.raises(ReplayFailed, match="injected"):
+        drill(open_store(config.storage), parse_target("latest"),
+              config.snapshot.local.directory, workdir)  # fmt: skip
+    monkeypatch.undo()
+    assert not list(workdir.iterdir())
+    mounts = Path("/proc/mounts").read_text()
+    assert str(workdir) not in mounts
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=True).stdout
+    assert str(workdir) not in loops
 
 
 def replay_latest_into_restored_server(
