@@ -150,6 +150,7 @@ def test_restore_to_instants_by_time_gtid_and_coordinate(
         assert all(t["check"] == "OK" for t in doc["tables"])
     assert not list((workdir / "drill").iterdir())  # the drill removed all it created
     failed_drill_cleans_up(fresh, workdir / "failing", monkeypatch)
+    local_volumes_and_steps(fresh, workdir / "restored", record)
 
     storage_only = write_config({"storage": config["storage"]}, "fresh-host.toml")
     replay_latest_into_restored_server(storage_only, fresh, workdir, db, schema)
@@ -185,6 +186,24 @@ def binlogs_go_with_the_pruned_set(
     )
     code, doc = plan(storage_only, "latest")
     assert code == 0 and doc["snapshot"]["set_id"] == second["set_id"], doc
+
+
+def local_volumes_and_steps(fresh: Path, dest: Path, record: dict[str, Any]) -> None:
+    """`restore volumes` (local): image copies plus the steps with this set's paths."""
+    code, doc = run_json(
+        "--config", str(fresh), "--json", "restore", "volumes", "--to", "latest",
+        "--dest", str(dest),
+    )  # fmt: skip
+    assert code == 0, doc
+    (volume,) = doc["volumes"]
+    image = Path(volume["image"])
+    assert image.parent == dest and image.stat().st_size > 0
+    assert doc["set_id"] == record["set_id"]
+    steps = "\n".join(doc["steps"])
+    assert f"mount -o loop {image} {dest / 'mnt-0'}" in steps
+    assert f"{dest / 'mnt-0'}/mysql/binlog/mysql-bin.index" in steps  # the index is remapped
+    assert "--event-scheduler=OFF" in steps and "--skip-slave-start" in steps
+    image.unlink()
 
 
 def failed_drill_cleans_up(fresh: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
