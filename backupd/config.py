@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from backupd.errors import BackupdError
+
 DEFAULT_CONFIG_PATH = "/etc/backupd/backupd.toml"
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -211,13 +213,7 @@ class SnapshotSection(Section):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from backupd.snapshot.schedule import trigger_for
-
-        try:
-            trigger_for(value)
-        except ValueError as exc:
-            raise ValueError(f"not a cron expression ({exc}): {value!r}") from exc
-        return value
+        return check_cron(value)
 
     @field_validator("mounts")
     @classmethod
@@ -249,6 +245,38 @@ class BinlogSection(Section):
         return self
 
 
+def check_cron(value: str) -> str:
+    from backupd.snapshot.schedule import trigger_for
+
+    try:
+        trigger_for(value)
+    except ValueError as exc:
+        raise ValueError(f"not a cron expression ({exc}): {value!r}") from exc
+    return value
+
+
+class DrillSection(Section):
+    enabled: bool = False
+    schedule: str = "0 3 * * 0"
+    target: str = "latest"
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return check_cron(value)
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        from backupd.restore.target import parse_target
+
+        try:
+            parse_target(value)
+        except BackupdError as exc:  # UsageError: its message says what is expected
+            raise ValueError(exc.message) from exc
+        return value
+
+
 class Config(Section):
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
@@ -256,6 +284,7 @@ class Config(Section):
     storage: StorageSection = Field(default_factory=StorageSection)
     snapshot: SnapshotSection = Field(default_factory=SnapshotSection)
     binlog: BinlogSection = Field(default_factory=BinlogSection)
+    drill: DrillSection = Field(default_factory=DrillSection)
 
     @model_validator(mode="after")
     def _no_freezing_own_dirs(self) -> Config:

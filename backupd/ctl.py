@@ -113,8 +113,10 @@ REGISTRARS: list[Registrar] = [register_core, snapshot_ctl.register]
 def _register_features() -> None:
     """Feature registrars import this module, so they are appended after it is defined."""
     from backupd.binlog.ctl import register as register_binlog
+    from backupd.restore.ctl import register as register_restore
 
     REGISTRARS.append(register_binlog)
+    REGISTRARS.append(register_restore)
 
 
 _register_features()

@@ -51,7 +51,12 @@ class Service(Protocol):
 def build_services(context: ServiceContext) -> list[Service]:
     """Every feature service, in start order (stopped in reverse)."""
     from backupd.binlog.service import BinlogService
+    from backupd.restore.service import DrillService
     from backupd.snapshot.service import SnapshotService
 
-    services: list[Service] = [SnapshotService(context), BinlogService(context)]
+    services: list[Service] = [
+        SnapshotService(context),
+        BinlogService(context),
+        DrillService(context),
+    ]
     return services

@@ -174,8 +174,8 @@ def _next_name(name: str) -> str:
 
 
 def _snapshot_precedes(snapshot: SnapshotPoint, target: Target) -> bool:
-    if isinstance(target, TimeTarget):
-        return snapshot.taken_at <= target.at.timestamp()
+    if isinstance(target, TimeTarget):  # event times have 1 s resolution: T means T.999
+        return int(snapshot.taken_at) <= target.timestamp
     if isinstance(target, CoordinateTarget):
         return snapshot.coordinate <= Position(target.file, target.position)
     if isinstance(target, GtidTarget):
@@ -186,8 +186,8 @@ def _snapshot_precedes(snapshot: SnapshotPoint, target: Target) -> bool:
 
 def _trim(chain: Chain, target: Target) -> tuple[tuple[Segment, ...], str]:
     """Segments needed to reach `target` along `chain`, or why the chain falls short."""
-    if isinstance(target, LatestTarget):
-        return chain.segments, ""
+    if isinstance(target, LatestTarget):  # a hole before the head: latest is not reachable
+        return (chain.segments, "") if not chain.broken else ((), chain.broken)
     if isinstance(target, CoordinateTarget):
         return _trim_to_coordinate(chain, Position(target.file, target.position))
     if isinstance(target, TimeTarget):

@@ -39,6 +39,14 @@ def remap_binlog_index(index: Path, old_prefix: str, new_prefix: str) -> int:
     return sum(1 for line in lines if line.startswith(old_prefix))
 
 
+def child_environment() -> dict[str, str]:
+    """Our environment without systemd's notify/watchdog/socket variables: a scratch server
+    started by the daemon must not report READY/STOPPING to the daemon's supervisor (and
+    blocks on it when nobody reads the socket)."""
+    prefixes = ("NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+
+
 @dataclass
 class ScratchServer:
     """mariadbd on `datadir` with its own socket under `workdir`; TCP off unless `port` set."""
@@ -97,6 +105,7 @@ class ScratchServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=child_environment(),
             )
         deadline = time.monotonic() + timeout
         while not self._answers():

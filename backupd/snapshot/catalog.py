@@ -53,6 +53,11 @@ class SnapshotSet:
     gtid: str = ""
     flavor: str = ""
     server_version: str = ""
+    # What a restore needs to find the binlog archive and the data on the restored volumes;
+    # empty in manifests written before they were recorded.
+    server_identity: str = ""  # the archive's <server>: server_id (MariaDB), server_uuid (MySQL)
+    datadir: str = ""
+    log_bin_basename: str = ""
     mounts: list[str] = field(default_factory=list)
     volumes: list[VolumeSnapshot] = field(default_factory=list)
     started_at: float = 0.0

@@ -253,6 +253,7 @@ class Coordinator:
                 locked_at=state.locked_at,
                 flavor=lock.version.flavor,
                 server_version=lock.version.version,
+                **_layout_fields(lock),
             )
             run_hooks(section.hooks.pre_freeze, section.hooks.timeout_seconds)
             record, volumes = self._frozen_capture(record, targets, frozen)
@@ -322,3 +323,14 @@ class Coordinator:
                     seconds=section.long_query_seconds,
                     detail="; ".join(q.describe() for q in queries[:3]),
                 )
+
+
+def _layout_fields(lock: Any) -> dict[str, str]:
+    layout = getattr(lock, "layout", None)
+    if layout is None:
+        return {}
+    return {
+        "server_identity": layout.identity,
+        "datadir": layout.datadir,
+        "log_bin_basename": layout.log_bin_basename,
+    }

@@ -90,6 +90,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     verb = "would delete" if document["dry_run"] else "deleted"
     gone = document["delete"] if document["dry_run"] else document["deleted"]
     rows = [f"{verb}: {set_id}" for set_id in gone] or [f"{verb}: nothing"]
+    rows += [f"{verb} archived binlog: {name}" for name in document.get("binlog_files", [])]
     rows += [f"keep: {k['set_id']} ({', '.join(k['rules'])})" for k in document["keep"]]
     rows += [f"error: {e}" for e in document["errors"]]
     _emit(args, document, "\n".join(rows))

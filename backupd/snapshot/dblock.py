@@ -54,6 +54,15 @@ class LongQuery:
 
 
 @dataclass(frozen=True)
+class ServerLayout:
+    """Where the server keeps its data and binlogs, and its identity in the binlog archive."""
+
+    identity: str = ""
+    datadir: str = ""
+    log_bin_basename: str = ""
+
+
+@dataclass(frozen=True)
 class LockedState:
     coordinate: str
     gtid: str
@@ -71,6 +80,26 @@ def lock_statements(version: ServerVersion) -> tuple[list[str], list[str]]:
     return ["FLUSH TABLES WITH READ LOCK"], ["UNLOCK TABLES"]
 
 
+def read_layout(conn: Any, version: ServerVersion) -> ServerLayout:
+    """Read before the lock (it does not change while the server runs)."""
+    ident = "server_uuid" if version.flavor == "mysql" else "server_id"
+    try:
+        row = database.query_one(
+            conn,
+            f"SELECT @@GLOBAL.{ident} AS ident, @@GLOBAL.datadir AS datadir, "
+            "@@GLOBAL.log_bin_basename AS basename",
+        )
+    except pymysql.err.MySQLError:
+        return ServerLayout()  # old servers without log_bin_basename: restore falls back
+    if not row:
+        return ServerLayout()
+    return ServerLayout(
+        str(row["ident"] or ""),
+        str(row["datadir"] or "").rstrip("/"),
+        str(row["basename"] or ""),
+    )
+
+
 class DatabaseLock:
     """connect -> long_queries / flush -> lock -> read state -> unlock (or close: dropped)."""
 
@@ -83,6 +112,7 @@ class DatabaseLock:
         self.locked = False
         try:
             self.version = database.server_version(self.conn)
+            self.layout = read_layout(self.conn, self.version)
             self._execute(
                 f"SET SESSION lock_wait_timeout = {max(1, math.ceil(lock_timeout_seconds))}"
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from backupd.binlog import retention
 from backupd.config import RetentionSection
 from backupd.errors import BackupdError
 from backupd.log import get_logger
@@ -40,12 +41,20 @@ def prune(
             _log.info("pruned snapshot set", set_id=set_id, state=record.state)
         except BackupdError as exc:
             errors.append(f"{set_id}: {exc.message}")
+    gone = set(deleted if not dry_run else plan.delete)
+    old_binlogs = retention.deletable(
+        [s for s in sets if s.set_id not in gone], retention.archived_files(catalog.store)
+    )
+    if not dry_run:
+        errors += retention.delete_files(catalog.store, old_binlogs)
     return {
         "dry_run": dry_run,
         "at": now,
         "keep": [{"set_id": k, "rules": v} for k, v in sorted(plan.keep.items())],
         "delete": plan.delete,
         "deleted": deleted,
+        # archived binlog files older than every kept set's coordinate: go with the sets
+        "binlog_files": [f"{f.server}/{f.file}" for f in old_binlogs],
         "errors": errors,
         "unreadable": broken,
     }

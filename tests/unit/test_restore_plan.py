@@ -89,6 +89,12 @@ def test_plan_picks_newest_snapshot_with_a_chain(
         ("0-1-99", ARCHIVE, [], "GTID 0-1-99 is not in the archive"),
         (f"{F3}:100", ARCHIVE, [], "before mysql-bin.000003:100"),
         ("latest", ARCHIVE, [Gap(Position(F2, 500), Position(F2, 900))], "recorded gap"),
+        (
+            "latest",
+            [*[s for s in ARCHIVE if s.file != F2], seg(F3, 0, 100, (200, 210))],
+            [],
+            "mysql-bin.000002 is missing",
+        ),
     ],
 )
 def test_refusals(target: str, segments: list[Segment], gaps: list[Gap], message: str) -> None:
