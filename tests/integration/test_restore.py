@@ -103,7 +103,7 @@ def test_restore_to_instants_by_time_gtid_and_coordinate(
     db.sql(f"CREATE TABLE {schema}.t (id INT PRIMARY KEY, v VARCHAR(64)) ENGINE=InnoDB")
     writer = Writer(db, f"{schema}.w", interval=0.01).start()
     try:
-        time.sleep(0.3)  # the writer is committing while the snapshot runs
+        writer.wait_for_commits(20)  # the writer is committing while the snapshot runs
         record = take(sock)
     finally:
         writer.stop()

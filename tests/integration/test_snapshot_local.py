@@ -103,8 +103,8 @@ def test_snapshot_under_writer_is_point_in_time_and_restorable(
     table = f"snap_{uuid.uuid4().hex[:8]}.t"
     writer = Writer(live_mariadb, table).start()
     before = gtid_seq(writer.gtid_before)
-    time.sleep(0.5)  # let the writer build a baseline; not synchronisation
     try:
+        writer.wait_for_commits(50)  # commits before the lock, for the assertions below
         record = take(sock)
     finally:
         commits = writer.stop()

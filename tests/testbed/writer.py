@@ -31,6 +31,7 @@ class Writer:
     gtid_before: str = ""  # @@gtid_binlog_pos just before the first INSERT
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _committed: threading.Condition = field(default_factory=threading.Condition)
 
     def start(self) -> Writer:
         schema = self.table.split(".")[0]
@@ -50,11 +51,23 @@ class Writer:
                 while not self._stop.is_set():
                     started = time.time()
                     cursor.execute(f"INSERT INTO {self.table} (at) VALUES (%s)", (started,))
-                    self.commits.append(Commit(int(cursor.lastrowid), started, time.time()))
+                    with self._committed:
+                        self.commits.append(Commit(int(cursor.lastrowid), started, time.time()))
+                        self._committed.notify_all()
                     if self.interval:
                         self._stop.wait(self.interval)
         except BaseException as exc:
             self.error = exc
+
+    def wait_for_commits(self, count: int, timeout: float = 60) -> None:
+        """Block until the writer has committed `count` rows (its commits are the event)."""
+        with self._committed:
+            if not self._committed.wait_for(
+                lambda: len(self.commits) >= count or self.error, timeout
+            ):
+                raise TimeoutError(f"writer committed {len(self.commits)} of {count} rows")
+        if self.error is not None:
+            raise self.error
 
     def stop(self) -> list[Commit]:
         self._stop.set()
