@@ -7,7 +7,6 @@ than the whole spool is let in when the spool is empty, so nothing can deadlock.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from backupd.binlog.segmenter import Segment
+from backupd.durable import TMP_PREFIX, write_file
 
 _NAME = re.compile(
     r"(?P<file>[^/]+?)__(?P<start>\d{12})-(?P<end>\d{12})_(?P<first_time>\d+)-(?P<last_time>\d+)"
@@ -70,14 +70,6 @@ def parse_entry(path: Path) -> SpoolEntry | None:
     )
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Spool:
     def __init__(self, directory: Path, max_bytes: int, stop: threading.Event) -> None:
         self.directory = directory
@@ -98,7 +90,7 @@ class Spool:
         for path in self.directory.iterdir():
             entry = parse_entry(path)
             if entry is None:
-                if path.name.startswith(".tmp-"):
+                if path.name.startswith(TMP_PREFIX):
                     path.unlink(missing_ok=True)
                 continue
             if path.stat().st_size != entry.size:
@@ -128,16 +120,9 @@ class Spool:
             self.full = False
             self._used += size
         path = self.directory / entry_name(seg)
-        tmp = self.directory / f".tmp-{path.name}"
         try:
-            with open(tmp, "wb") as handle:
-                handle.write(seg.data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(self.directory)
+            write_file(path, seg.data)
         except OSError:
-            tmp.unlink(missing_ok=True)
             self.release(size)
             raise
         entry = parse_entry(path)

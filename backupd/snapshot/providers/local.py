@@ -16,6 +16,7 @@ import shutil
 import stat
 from pathlib import Path
 
+from backupd.durable import fsync_path
 from backupd.errors import ProviderError
 from backupd.snapshot.catalog import COMPLETED, SnapshotSet, VolumeSnapshot
 from backupd.snapshot.providers.base import Target
@@ -136,14 +137,6 @@ def restore_image(directory: str, volume: VolumeSnapshot, dest: str) -> str:
     method, _ = clone_or_copy(source, dest)
     fsync_path(dest)
     return method
-
-
-def fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalProvider:
