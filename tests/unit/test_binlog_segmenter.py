@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -92,6 +94,30 @@ def test_any_stream_reassembles_exactly(
             assert segment.end in fake.boundaries or segment.kind == KIND_EOF
 
 
+def assert_kill_and_resume_exact(
+    fake: FakeFile,
+    max_bytes: int,
+    kill_after: int,
+    feed: Callable[[Segmenter, list[bytes]], list[Segment]],
+) -> None:
+    """Feed up to `kill_after` events, lose the unflushed tail, resume from what was cut:
+    the file reassembles exactly and every `tx` cut sits on a transaction boundary."""
+    stream = fake.stream()
+    kept = feed(Segmenter(fake.name, 4, 1.0, max_bytes), stream[: min(kill_after, len(stream))])
+    durable = reassemble(kept, fake.name)
+    if kept and kept[-1].kind == KIND_EOF:
+        assert durable == bytes(fake.data)  # the whole file was archived before the kill
+        return
+    position = len(durable) if durable else 4
+    inside = bool(kept) and kept[-1].kind == KIND_MID
+    second = Segmenter(fake.name, position, 1.0, max_bytes, inside)
+    rest = feed(second, fake.stream(position))
+    assert reassemble(kept + rest, fake.name) == bytes(fake.data)
+    for segment in kept + rest:
+        if segment.kind == KIND_TX:
+            assert segment.end in fake.boundaries
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     transactions=txns,
@@ -103,21 +129,9 @@ def test_killed_and_resumed_anywhere_gives_no_gap_and_no_duplicate(
     transactions: list[Txn], max_bytes: int, kill_after: int, gaps: list[float]
 ) -> None:
     """Kill after any event (losing the unflushed tail), resume from what was cut."""
-    fake = build(transactions, rotate=True)
-    stream = fake.stream()
-    first = Segmenter(fake.name, 4, 1.0, max_bytes)
-    kept = run(first, stream[: min(kill_after, len(stream))], gaps)
-    durable = reassemble(kept, fake.name)
-    if kept and kept[-1].kind == KIND_EOF:
-        return  # the whole file was archived before the kill
-    position = len(durable) if durable else 4
-    inside = bool(kept) and kept[-1].kind == KIND_MID
-    second = Segmenter(fake.name, position, 1.0, max_bytes, inside)
-    rest = run(second, fake.stream(position), gaps)
-    assert reassemble(kept + rest, fake.name) == bytes(fake.data)
-    for segment in kept + rest:
-        if segment.kind == KIND_TX:
-            assert segment.end in fake.boundaries
+    assert_kill_and_resume_exact(
+        build(transactions, rotate=True), max_bytes, kill_after, lambda seg, s: run(seg, s, gaps)
+    )
 
 
 @settings(max_examples=150, deadline=None)
@@ -131,22 +145,12 @@ def test_batches_reassemble_exactly_and_resume(
     transactions: list[Txn], max_bytes: int, sizes: list[int], kill_after: int
 ) -> None:
     """The batch path (feed_many) cuts valid segments; a resume after any batch is exact."""
-    fake = build(transactions, rotate=True)
-    stream = fake.stream()
-    first = Segmenter(fake.name, 4, 1.0, max_bytes)
-    kept = run_batches(first, stream[: min(kill_after, len(stream))], sizes)
-    durable = reassemble(kept, fake.name)
-    if kept and kept[-1].kind == KIND_EOF:
-        assert durable == bytes(fake.data)
-        return
-    position = len(durable) if durable else 4
-    inside = bool(kept) and kept[-1].kind == KIND_MID
-    second = Segmenter(fake.name, position, 1.0, max_bytes, inside)
-    rest = run_batches(second, fake.stream(position), sizes)
-    assert reassemble(kept + rest, fake.name) == bytes(fake.data)
-    for segment in kept + rest:
-        if segment.kind == KIND_TX:
-            assert segment.end in fake.boundaries
+    assert_kill_and_resume_exact(
+        build(transactions, rotate=True),
+        max_bytes,
+        kill_after,
+        lambda seg, s: run_batches(seg, s, sizes),
+    )
 
 
 @settings(max_examples=150, deadline=None)
