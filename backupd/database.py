@@ -117,6 +117,12 @@ def binlog_coordinate(
     return BinlogCoordinate(str(row["File"]), int(row["Position"]))
 
 
+def identity_variable(version: ServerVersion) -> str:
+    """The variable that names a server in the binlog archive's keys and in snapshot
+    manifests; restore matches the two, so both must read it from here."""
+    return "server_uuid" if version.flavor == "mysql" else "server_id"
+
+
 def gtid_position(conn: pymysql.connections.Connection[Any], version: ServerVersion) -> str:
     variable = (
         "@@GLOBAL.gtid_binlog_pos" if version.flavor == "mariadb" else "@@GLOBAL.gtid_executed"

@@ -277,7 +277,7 @@ def describe_server(conn: Any) -> str:
     """The server identity used in keys: server_uuid on MySQL, server_id on MariaDB."""
     try:
         version = database.server_version(conn)
-        variable = "server_uuid" if version.flavor == "mysql" else "server_id"
+        variable = database.identity_variable(version)
         row = database.query_one(conn, f"SELECT @@GLOBAL.{variable} AS ident")
     except pymysql.err.MySQLError as exc:
         raise DatabaseUnavailable(message=database.describe(exc)) from exc

@@ -82,7 +82,7 @@ def lock_statements(version: ServerVersion) -> tuple[list[str], list[str]]:
 
 def read_layout(conn: Any, version: ServerVersion) -> ServerLayout:
     """Read before the lock (it does not change while the server runs)."""
-    ident = "server_uuid" if version.flavor == "mysql" else "server_id"
+    ident = database.identity_variable(version)
     try:
         row = database.query_one(
             conn,

@@ -86,3 +86,13 @@ def test_roles() -> None:
     assert role_of(Peer(1, 65534, 65534), 65534, None) is Role.READER
     assert role_of(Peer(1, 65534, 65534), 65534, 65534) is Role.ADMIN
     assert role_of(Peer(1, 65534, 65534), 0, None) is Role.NONE
+
+
+@pytest.mark.parametrize(
+    ("version", "variable"),
+    [("10.11.19-MariaDB-0+deb12u1-log", "server_id"), ("8.4.3", "server_uuid")],
+)
+def test_archive_identity_variable_per_flavor(version: str, variable: str) -> None:
+    from backupd.database import ServerVersion, identity_variable
+
+    assert identity_variable(ServerVersion.parse(version)) == variable
