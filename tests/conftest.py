@@ -19,8 +19,7 @@ from tests.testbed.daemon import DaemonProcess, NotifyListener, render_toml
 from tests.testbed.loopfs import LoopFilesystem, ReflinkVolume
 from tests.testbed.mariadb import MariaDB
 from tests.testbed.moto import FAKE_CREDENTIALS, MotoServer
-
-REQUIRE_INTEGRATION = os.environ.get("BACKUPD_REQUIRE_INTEGRATION") == "1"
+from tests.tools import REQUIRE_INTEGRATION, require_tool
 
 
 def integration_unavailable() -> str:
@@ -71,11 +70,7 @@ def data_fs(scratch: Path) -> Iterator[LoopFilesystem]:
 @pytest.fixture(scope="session")
 def reflink_volume(scratch: Path) -> Iterator[ReflinkVolume]:
     """Opt-in: an ext4 data image and a snapshot directory on an XFS (reflink=1) loop mount."""
-    if shutil.which("mkfs.xfs") is None:
-        reason = "mkfs.xfs not installed (apt-get install xfsprogs)"
-        if REQUIRE_INTEGRATION:
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_tool("mkfs.xfs", "xfsprogs")
     volume = ReflinkVolume(scratch / "reflink", scratch / "reflink-data", data_mb=256).create()
     try:
         yield volume
