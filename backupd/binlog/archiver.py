@@ -33,8 +33,6 @@ from backupd.storage import ObjectStore
 
 _log = get_logger("binlog.archiver")
 
-ERR_MASTER_FATAL_READING_BINLOG = 1236
-
 
 @dataclass
 class Alarms:

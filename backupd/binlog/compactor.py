@@ -82,7 +82,6 @@ class Compactor:
         self.target = target
         self._stop = stop
         self._queue: queue.Queue[str] = queue.Queue(1024)
-        self.compacted = 0
         self._thread = threading.Thread(target=self._run, name="binlog-compact", daemon=True)
 
     def start(self, closed_files: list[str]) -> None:
@@ -111,5 +110,4 @@ class Compactor:
                 _log.warning("compaction failed; segments kept", file=file, error=exc.message)
                 continue
             if key is not None:
-                self.compacted += 1
                 _log.info("binlog file compacted", file=file, size=key.end)

@@ -99,10 +99,6 @@ class Segmenter:
         """Where the next event of `file` must start (end of everything accepted)."""
         return self._pending.end
 
-    @property
-    def pending_bytes(self) -> int:
-        return len(self._pending.data)
-
     def feed(self, raw: bytes, now: float) -> list[Segment]:
         """Accept one event as sent by the server; return the segments now complete."""
         timestamp, code, server_id, size, log_pos, flags = ev.check(raw, self.checksum_alg)

@@ -57,7 +57,6 @@ class BinlogService:
         self.archiver: Archiver | None = None
         self.compactor: Compactor | None = None
         self._logs: list[tuple[str, int]] = []
-        self._polled_at = 0.0
         self._thread = threading.Thread(target=self._main, name="binlog", daemon=True)
 
     def store(self) -> ObjectStore:
@@ -193,7 +192,6 @@ class BinlogService:
             self._logs = server_logs(self.config.mysql)
         except BackupdError:
             return
-        self._polled_at = asked_at
         lag = lag_bytes(self._logs, self.progress.file, self.progress.position)
         if lag == 0 and self.progress.pending == 0:
             self.progress.caught_up_at = asked_at

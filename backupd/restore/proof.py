@@ -50,7 +50,3 @@ def prove(
             checksum = int(row[1]) if row and row[1] is not None else None
             proofs.append(TableProof(table, check, checksum))
     return proofs
-
-
-def checksums(proofs: list[TableProof]) -> dict[str, int | None]:
-    return {proof.table: proof.checksum for proof in proofs}

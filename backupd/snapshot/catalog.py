@@ -23,7 +23,6 @@ PENDING = "pending"
 COMPLETED = "completed"
 FAILED = "failed"
 SKIPPED = "skipped"
-TERMINAL = (COMPLETED, FAILED, SKIPPED)
 
 
 @dataclass(frozen=True)

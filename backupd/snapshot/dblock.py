@@ -104,7 +104,6 @@ class DatabaseLock:
     """connect -> long_queries / flush -> lock -> read state -> unlock (or close: dropped)."""
 
     def __init__(self, section: MysqlSection, lock_timeout_seconds: float) -> None:
-        self.lock_timeout = lock_timeout_seconds
         io_timeout = lock_timeout_seconds + section.connect_timeout_seconds + 5
         self.conn: Any = database.connect(
             section, read_timeout=io_timeout, write_timeout=io_timeout
