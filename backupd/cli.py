@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from backupd import __version__
+from backupd.cli_help import document
 from backupd.config import DEFAULT_CONFIG_PATH, Config
 from backupd.config_loader import load_config
 from backupd.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, BackupdError, ConfigError
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="config file (TOML)")
-    return parser
+    return document(parser)
 
 
 def load_or_report(path: str) -> Config | None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 from backupd import __version__
+from backupd.cli_help import document
 from backupd.config import DEFAULT_CONFIG_PATH, DaemonSection
 from backupd.config_loader import load_config
 from backupd.control.client import ControlClient
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = [common_options(top_level=False)]
     for register in REGISTRARS:
         register(commands, sub)
-    return parser
+    return document(parser)
 
 
 def register_core(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> None:

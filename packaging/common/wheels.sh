@@ -8,7 +8,6 @@ set -euo pipefail
 out=$1
 shift
 root=$(cd "$(dirname "$0")/../.." && pwd)
-pip=${PIP:-$root/.venv/bin/pip}
 # Only PyPI: ignore pip config files of the build machine (local mirrors, constraints).
 export PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_EXTRA_INDEX_URL= PIP_CONSTRAINT=
 mkdir -p "$out"
@@ -19,8 +18,16 @@ fi
 # Build from a copy: an in-place build would leave build/ and egg-info next to the sources.
 src=$(mktemp -d)
 trap 'rm -rf "$src"' EXIT
-cp -r "$root/pyproject.toml" "$root/README.md" "$root/backupd" "$src/"
-"$pip" wheel --quiet --no-deps --wheel-dir "$out" "$src"
+# The packages need nothing from the development venv (a fresh clone has none): pip comes
+# from a throwaway venv of the build machine's python3 unless PIP names one.
+pip=${PIP:-}
+if [ -z "$pip" ]; then
+  "${PYTHON:-python3}" -m venv "$src/.build-venv"
+  pip=$src/.build-venv/bin/pip
+fi
+mkdir "$src/tree"
+cp -r "$root/pyproject.toml" "$root/README.md" "$root/backupd" "$src/tree/"
+"$pip" wheel --quiet --no-deps --wheel-dir "$out" "$src/tree"
 own=$(ls "$out"/backupd-*.whl)
 for version in "$@"; do
   abi=cp${version/./}

@@ -13,7 +13,8 @@ trap 'rm -rf "$work"' EXIT
 "$root/packaging/common/wheels.sh" "$work/wheels" 3.11 3.12 3.13 >&2
 stage=$work/stage
 mkdir -m 0755 "$stage"
-"$root/packaging/common/stage.sh" "$stage" "$work/wheels" /lib/systemd/system
+"$root/packaging/common/stage.sh" "$stage" "$work/wheels" /lib/systemd/system \
+  /etc/default/backupd /usr/share/zsh/vendor-completions
 install -d "$stage/DEBIAN"
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 sed -e "s/@VERSION@/$version/" -e "s/@SIZE@/$size/" "$here/control.in" > "$stage/DEBIAN/control"

@@ -11,7 +11,8 @@ version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$root/backupd/__init__.py")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$root/packaging/common/wheels.sh" "$work/wheels" 3.11 >&2
-"$root/packaging/common/stage.sh" "$work/stage" "$work/wheels" /usr/lib/systemd/system
+"$root/packaging/common/stage.sh" "$work/stage" "$work/wheels" /usr/lib/systemd/system \
+  /etc/sysconfig/backupd /usr/share/zsh/site-functions
 rpmbuild -bb --quiet \
   --define "_topdir $work/top" --define "_rpmdir $work/rpms" \
   --define "stagedir $work/stage" --define "backupd_version $version" \

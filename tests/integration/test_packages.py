@@ -35,8 +35,25 @@ def run(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
 
 
+def fresh_clone(dest: Path) -> Path:
+    """The repository's files as a fresh clone has them: tracked and new, no .venv or caches."""
+    listed = run(
+        "git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"
+    )
+    assert listed.returncode == 0, listed.stderr
+    for name in filter(None, listed.stdout.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    assert not (dest / ".venv").exists()
+    return dest
+
+
 def build(script: str, out: Path) -> Path:
-    result = run(str(ROOT / "packaging" / script), str(out))
+    """Build from a fresh copy of the repository: the scripts need no `make deps` first."""
+    clone = fresh_clone(out / "clone")
+    result = run(str(clone / "packaging" / script), str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     return Path(result.stdout.strip().splitlines()[-1])
 
@@ -60,6 +77,46 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     dpkg("--purge", "backupd")
 
 
+ADMIN_FILES = (
+    "/usr/share/man/man8/backupd.8.gz",
+    "/usr/share/man/man8/backupctl.8.gz",
+    "/usr/share/man/man5/backupd.toml.5.gz",
+    "/usr/share/bash-completion/completions/backupd",
+    "/usr/share/bash-completion/completions/backupctl",
+)
+
+
+def test_deb_carries_man_pages_completions_and_environment_file(deb: Path) -> None:
+    listing = run("dpkg-deb", "-c", str(deb)).stdout
+    for path in (*ADMIN_FILES, "/usr/share/zsh/vendor-completions/_backupctl"):
+        assert f".{path}\n" in listing, path
+    assert "-rw------- root/root" in next(
+        line for line in listing.splitlines() if line.endswith("./etc/default/backupd")
+    )
+    conffiles = run("dpkg-deb", "-I", str(deb), "conffiles").stdout.split()
+    assert "/etc/default/backupd" in conffiles
+
+
+def installed_admin_files_work() -> None:
+    """The installed pages render with man, the completions parse and complete."""
+    for page in ADMIN_FILES[:3]:
+        shown = run("man", "-l", page)
+        assert shown.returncode == 0 and "SEE ALSO" in shown.stdout.replace("\b", ""), page
+    for script in ADMIN_FILES[3:]:
+        assert run("bash", "-n", script).returncode == 0, script
+    completed = run(
+        "bash",
+        "--norc",
+        "-c",
+        f"source {ADMIN_FILES[4]}; COMP_WORDS=(backupctl binlog ''); COMP_CWORD=2; "
+        '_backupctl; echo "${COMPREPLY[@]}"',
+    )
+    assert completed.stdout.split() == ["status", "fetch"], completed.stderr
+    environment = Path("/etc/default/backupd")
+    assert stat.S_IMODE(environment.stat().st_mode) == 0o600
+    assert "#AWS_ACCESS_KEY_ID=" in environment.read_text()
+
+
 def test_deb_install_run_remove(deb: Path) -> None:
     assert deb.stat().st_size < 80 * 1024 * 1024
     installed = dpkg("--force-confdef", "--force-confold", "-i", str(deb))
@@ -79,6 +136,7 @@ def test_deb_install_run_remove(deb: Path) -> None:
     assert WANTS.is_symlink()
     assert run("pgrep", "-f", "/usr/bin/backupd run").stdout == ""
 
+    installed_admin_files_work()
     daemon_starts_as_backupd()
 
     CONFIG.write_text(CONFIG.read_text() + "\n# edited by the operator\n")
@@ -157,7 +215,14 @@ def test_rpm_metadata_and_files(rpm: Path) -> None:
     assert any("-cp311-" in path for path in by_path)
     assert not any("-cp312-" in path for path in by_path)
     config_files = run("rpm", "-qcp", str(rpm)).stdout.split()
-    assert config_files == ["/etc/backupd/backupd.toml", "/etc/backupd/my.cnf"]
+    assert config_files == [
+        "/etc/backupd/backupd.toml",
+        "/etc/backupd/my.cnf",
+        "/etc/sysconfig/backupd",
+    ]
+    for path in (*ADMIN_FILES, "/usr/share/zsh/site-functions/_backupctl"):
+        assert path in by_path, path
+    assert by_path["/etc/sysconfig/backupd"].startswith("-rw------- ")
     flags = run("rpm", "-qp", "--qf", "[%{FILEFLAGS:fflags} %{FILENAMES}\n]", str(rpm)).stdout
     assert "cn /etc/backupd/backupd.toml" in flags  # %config(noreplace)
     scripts = run("rpm", "-qp", "--scripts", str(rpm)).stdout
