@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any
 
 from backupd import database
+from backupd.alert_gauges import AlertGauges
 from backupd.config import Config
 from backupd.config_loader import load_config
 from backupd.control.server import ControlServer, Request, Route
@@ -67,6 +68,7 @@ class Daemon:
         self.config = config
         self.config_path = config_path
         self.metrics = metrics or Metrics()
+        self.metrics.registry.register(AlertGauges(lambda: self.config))
         self.notifier = notifier or Notifier()
         self.flags = Flags()
         now = time.time()
