@@ -277,6 +277,20 @@ class DrillSection(Section):
         return value
 
 
+class NotifySection(Section):
+    on_success: list[str] = Field(default_factory=list)
+    on_failure: list[str] = Field(default_factory=list)
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    alarm_after_seconds: Annotated[float, Field(ge=0, le=86400)] = 60.0
+
+    @field_validator("on_success", "on_failure")
+    @classmethod
+    def _argv(cls, value: list[str]) -> list[str]:
+        if value:
+            _absolute_path(value[0], "the command (first element)")
+        return value
+
+
 class Config(Section):
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
@@ -285,6 +299,7 @@ class Config(Section):
     snapshot: SnapshotSection = Field(default_factory=SnapshotSection)
     binlog: BinlogSection = Field(default_factory=BinlogSection)
     drill: DrillSection = Field(default_factory=DrillSection)
+    notify: NotifySection = Field(default_factory=NotifySection)
 
     @model_validator(mode="after")
     def _no_freezing_own_dirs(self) -> Config:

@@ -25,6 +25,7 @@ from backupd.errors import EXIT_FAILED, ConfigError
 from backupd.health import Probe
 from backupd.log import configure_logging, get_logger
 from backupd.metrics import Metrics, MetricsServer
+from backupd.notifications import Notifications
 from backupd.sdnotify import Notifier
 from backupd.service import Service, ServiceContext, build_services
 from backupd.status import DaemonInfo, build_status
@@ -74,6 +75,7 @@ class Daemon:
         now = time.time()
         self.info = DaemonInfo(started_at=now, config_path=config_path, config_loaded_at=now)
         self.store = open_store(config.storage)
+        self.notifications = Notifications(config.notify, self.metrics.registry, self.alarms)
         self.database_probe: Probe[DatabaseStatus] = Probe(
             "database",
             probe_database(config),
@@ -108,7 +110,18 @@ class Daemon:
         self._stoppers: list[tuple[str, Callable[[], None]]] = []
 
     def context(self) -> ServiceContext:
-        return ServiceContext(self.config, self.store, self.metrics.registry, self.flags.stop)
+        return ServiceContext(
+            self.config,
+            self.store,
+            self.metrics.registry,
+            self.flags.stop,
+            self.notifications.publish,
+        )
+
+    def alarms(self) -> list[str]:
+        """Status warnings to notify about; snapshot and drill runs notify on their own."""
+        runs = {w for s in self.services if s.name in ("snapshot", "drill") for w in s.warnings()}
+        return [w for w in self.status()["warnings"] if w not in runs]
 
     # -- control API -----------------------------------------------------------------------
 
@@ -145,6 +158,7 @@ class Daemon:
     def start(self) -> None:
         """Start every component; on failure stop what already started, then re-raise."""
         try:
+            self._start("notifications", self.notifications.start, self.notifications.stop)
             self._start("control", self.control.start, self.control.stop)
             if self.metrics_server is not None:
                 self._start("metrics", self.metrics_server.start, self.metrics_server.stop)
@@ -256,6 +270,7 @@ class Daemon:
         self.database_probe.max_backoff = new.mysql.reconnect_max_seconds
         self.database_probe.set_check(probe_database(new))
         self.storage_probe.set_check(probe_storage(self.store))
+        self.notifications.apply(new.notify)
         for service in self.services:
             service.apply_config(self.context())
         self.info = replace(self.info, config_loaded_at=time.time())

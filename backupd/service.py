@@ -8,6 +8,7 @@ line in `build_services`, not an edit to the daemon's loop.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -15,7 +16,12 @@ from prometheus_client import CollectorRegistry
 
 from backupd.config import Config
 from backupd.control.server import Route
+from backupd.notifications import Event
 from backupd.storage import ObjectStore
+
+
+def _no_notifications(_event: Event) -> None:
+    """Default for contexts built without a daemon (tests, tools)."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,7 @@ class ServiceContext:
     store: ObjectStore
     registry: CollectorRegistry
     stop: threading.Event  # set once, when the daemon stops
+    notify: Callable[[Event], None] = _no_notifications  # queue a notification; never blocks
 
 
 class Service(Protocol):

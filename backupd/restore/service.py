@@ -21,12 +21,30 @@ from backupd.control.server import Request, Route
 from backupd.errors import BackupdError, Conflict
 from backupd.log import get_logger
 from backupd.metrics import PREFIX
+from backupd.notifications import Event
 from backupd.restore.drill import drill
 from backupd.restore.target import parse_target
 from backupd.service import ServiceContext
 from backupd.snapshot.schedule import trigger_for
 
 _log = get_logger("drill")
+
+
+def drill_event(doc: dict[str, Any]) -> Event:
+    """The notification for a finished drill: success -> on_success, else on_failure."""
+    error = str(doc.get("error", ""))
+    snapshot = doc.get("snapshot")
+    set_id = str(snapshot.get("set_id", "")) if isinstance(snapshot, dict) else ""
+    message = f"restore drill to {doc['target']} {doc['result']}" + (f": {error}" if error else "")
+    return Event(
+        "drill",
+        str(doc["result"]),
+        message,
+        set_id=set_id,
+        error=error,
+        error_code=str(doc.get("error_code", "")),
+        extra={"target": str(doc["target"])},
+    )
 
 
 class DrillMetrics:
@@ -114,6 +132,7 @@ class DrillService:
             self.metrics.last_success.set(finished)
         self.last = doc
         _log.info("drill finished", result=doc["result"], error=doc.get("error", ""))
+        self.context.notify(drill_event(doc))
         return doc
 
     def routes(self) -> list[Route]:

@@ -15,6 +15,7 @@ from typing import Any
 from backupd.control.server import Request, Route
 from backupd.errors import SnapshotInProgress, SnapshotNotFound, StorageError, UsageError
 from backupd.log import get_logger
+from backupd.notifications import Event
 from backupd.service import ServiceContext
 from backupd.snapshot.catalog import (
     COMPLETED,
@@ -57,6 +58,23 @@ def record_summary(record: SnapshotSet) -> dict[str, Any]:
         "freeze_seconds": round(record.freeze_seconds, 6),
         "error": record.error or None,
     }
+
+
+def snapshot_event(record: SnapshotSet) -> Event:
+    """The notification for a recorded run: completed -> on_success, else on_failure."""
+    result = "success" if record.state == COMPLETED else record.state
+    message = f"snapshot {record.set_id} {record.state}" + (
+        f": {record.error}" if record.error else ""
+    )
+    return Event(
+        "snapshot",
+        result,
+        message,
+        set_id=record.set_id,
+        error=record.error,
+        error_code=record.error_code,
+        extra={"trigger": record.trigger, "coordinate": record.coordinate},
+    )
 
 
 def _seconds(text: str) -> float:
@@ -162,6 +180,7 @@ class SnapshotService:
         run.record = record
         self.last = record
         self.metrics.observe(record)
+        self.context.notify(snapshot_event(record))
         if record.state == COMPLETED:
             self.last_success_at = record.completed_at
         if self.schedule is not None:
