@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,6 @@ from tests.testbed.daemon import DaemonProcess
 from tests.testbed.loopfs import LoopFilesystem
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def thawed(data_fs: LoopFilesystem) -> Iterator[LoopFilesystem]:
-    try:
-        yield data_fs
-    finally:
-        data_fs.thaw()
 
 
 def read_fifo(fifo: Path, timeout: float = 120) -> dict[str, str]:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +39,6 @@ def writable_within(path: Path, timeout: float) -> bool:
         return probe.wait(timeout) == 0
     except subprocess.TimeoutExpired:
         return False  # it stays blocked until teardown thaws; then it finishes on its own
-
-
-@pytest.fixture
-def thawed(data_fs: LoopFilesystem) -> Iterator[LoopFilesystem]:
-    """The shared data filesystem, guaranteed thawed after the test whatever happened."""
-    try:
-        yield data_fs
-    finally:
-        data_fs.thaw()
 
 
 @pytest.fixture
