@@ -30,6 +30,7 @@ from backupd.sdnotify import Notifier
 from backupd.service import Service, ServiceContext, build_services
 from backupd.status import DaemonInfo, build_status
 from backupd.storage import ObjectStore, open_store
+from backupd.storage.requests import RequestCounts
 
 _log = get_logger("daemon")
 
@@ -74,7 +75,8 @@ class Daemon:
         self.flags = Flags()
         now = time.time()
         self.info = DaemonInfo(started_at=now, config_path=config_path, config_loaded_at=now)
-        self.store = open_store(config.storage)
+        self.requests = RequestCounts(self.metrics.registry)
+        self.store = open_store(config.storage, self.requests.add)
         self.notifications = Notifications(config.notify, self.metrics.registry, self.alarms)
         self.database_probe: Probe[DatabaseStatus] = Probe(
             "database",
@@ -135,7 +137,7 @@ class Daemon:
         return routes
 
     def status(self) -> dict[str, Any]:
-        return build_status(
+        document = build_status(
             self.info,
             self.database_probe.state,
             self.storage_probe.state,
@@ -143,6 +145,8 @@ class Daemon:
             sections={service.name: service.status() for service in self.services},
             extra_warnings=[w for service in self.services for w in service.warnings()],
         )
+        document["storage"]["requests"] = self.requests.counts()
+        return document
 
     def _get_status(self, _request: Request) -> tuple[int, dict[str, Any]]:
         return 200, self.status()
@@ -266,7 +270,7 @@ class Daemon:
             if getattr(getattr(old, section), name) != getattr(getattr(new, section), name):
                 _log.warning("config change needs a restart", key=key)
         configure_logging(new.daemon.log_format, new.daemon.log_level)
-        self.store = open_store(new.storage)
+        self.store = open_store(new.storage, self.requests.add)
         self.database_probe.max_backoff = new.mysql.reconnect_max_seconds
         self.database_probe.set_check(probe_database(new))
         self.storage_probe.set_check(probe_storage(self.store))

@@ -37,6 +37,9 @@ def render_status(doc: dict[str, Any]) -> str:
         lines.append(f"  {db['flavor']} {db['version']} (server_id {db['server_id']}), {binlog}")
         lines.append(f"  gtid position: {db.get('gtid_position') or '(empty)'}")
     lines.append(f"storage: {_updown(storage)} {storage['url']}")
+    if storage.get("requests"):
+        counts = ", ".join(f"{op} {n}" for op, n in storage["requests"].items())
+        lines.append(f"  requests since start: {counts}")
     for name in ("snapshot", "binlog"):
         if name in doc:
             lines.append(f"{name}: {doc[name].get('summary', '')}")

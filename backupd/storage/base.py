@@ -8,6 +8,7 @@ from typing import Protocol
 from urllib.parse import unquote, urlparse
 
 from backupd.config import StorageSection
+from backupd.storage.requests import OnRequest, ignore_request
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,13 @@ class ObjectStore(Protocol):
         """Raise StorageError when the repository cannot be reached or written."""
 
 
-def open_store(section: StorageSection) -> ObjectStore:
+def open_store(section: StorageSection, on_request: OnRequest = ignore_request) -> ObjectStore:
+    """The repository `section.url` names; `on_request(operation)` sees every request."""
     parsed = urlparse(section.url)
     if parsed.scheme == "file":
         from backupd.storage.filestore import FileStore
 
-        return FileStore(unquote(parsed.path), url=section.url)
+        return FileStore(unquote(parsed.path), url=section.url, on_request=on_request)
     from backupd.storage.s3store import S3Store
 
-    return S3Store(section)
+    return S3Store(section, on_request=on_request)

@@ -9,12 +9,16 @@ from pathlib import Path
 from backupd.durable import write_file
 from backupd.errors import ObjectMissing, StorageError
 from backupd.storage.base import ObjectInfo
+from backupd.storage.requests import OnRequest, ignore_request
 
 
 class FileStore:
-    def __init__(self, root: str | Path, url: str = "") -> None:
+    def __init__(
+        self, root: str | Path, url: str = "", on_request: OnRequest = ignore_request
+    ) -> None:
         self.root = Path(root)
         self.url = url or f"file://{self.root}"
+        self._on_request = on_request  # counted under S3's names, as an S3 store would
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -23,6 +27,7 @@ class FileStore:
         return path
 
     def put(self, key: str, data: bytes) -> None:
+        self._on_request("PutObject")
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,6 +36,7 @@ class FileStore:
             raise StorageError(f"cannot write {key} under {self.root}: {exc}") from exc
 
     def get(self, key: str) -> bytes:
+        self._on_request("GetObject")
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError as exc:
@@ -39,6 +45,7 @@ class FileStore:
             raise StorageError(f"cannot read {key} under {self.root}: {exc}") from exc
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        self._on_request("ListObjectsV2")
         if not self.root.is_dir():
             return
         found = []
@@ -53,12 +60,14 @@ class FileStore:
         yield from sorted(found, key=lambda info: info.key)
 
     def delete(self, key: str) -> None:
+        self._on_request("DeleteObject")
         try:
             self._path(key).unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot delete {key} under {self.root}: {exc}") from exc
 
     def check(self) -> None:
+        self._on_request("HeadBucket")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -20,12 +20,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from backupd.config import StorageSection
 from backupd.errors import ObjectMissing, StorageError
 from backupd.storage.base import ObjectInfo
+from backupd.storage.requests import OnRequest, count_s3_requests, ignore_request
 
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 
 
 class S3Store:
-    def __init__(self, section: StorageSection, client: Any = None) -> None:
+    def __init__(
+        self, section: StorageSection, client: Any = None, on_request: OnRequest = ignore_request
+    ) -> None:
         parsed = urlparse(section.url)
         self.url = section.url
         self.bucket = parsed.netloc
@@ -41,6 +44,7 @@ class S3Store:
                 read_timeout=30,
             ),
         )
+        count_s3_requests(self._client, on_request)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key

@@ -1,13 +1,34 @@
 """A TCP proxy on 127.0.0.1 in front of an endpoint (moto), for tests of a misbehaving one:
 it can hold back requests containing a marker (e.g. the EC2 action `CreateSnapshots`: a slow
 endpoint while frozen) and it can be cut (refuse and drop connections: an endpoint that went
-away) and restored."""
+away) and restored. It counts the HTTP requests it forwards by S3 operation (`requests`), which
+is what an S3 bill counts."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
+from collections import Counter
+
+# A request line at the start of the stream or after a CRLF; bodies (zstd) never hold one.
+_REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|PUT|POST|DELETE|HEAD) (\S+) HTTP/1\.[01]\r\n")
+_CARRY = 4096  # bytes kept between reads, so a request line split across two is still seen
+
+
+def s3_operation(method: str, target: str) -> str:
+    """The S3 operation a request line names (the names the daemon's metric uses)."""
+    path, _, query = target.partition("?")
+    if method == "GET":
+        return "ListObjectsV2" if "list-type=2" in query else "GetObject"
+    if method == "HEAD":
+        return "HeadBucket" if path.strip("/").count("/") == 0 else "HeadObject"
+    if method == "PUT":
+        return "CreateBucket" if path.strip("/").count("/") == 0 else "PutObject"
+    return {"DELETE": "DeleteObject", "POST": "DeleteObjects" if "delete" in query else "Post"}[
+        method
+    ]
 
 
 class DelayingProxy:
@@ -20,6 +41,7 @@ class DelayingProxy:
         self._cut = threading.Event()
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self.requests: Counter[str] = Counter()  # S3 operation -> requests forwarded
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -64,8 +86,11 @@ class DelayingProxy:
     def _pipe(self, src: socket.socket, dst: socket.socket, hold: bool) -> None:
         with self._lock:
             self._open.update((src, dst))
+        carry = b""
         try:
             while chunk := src.recv(65536):
+                if hold:
+                    carry = self._count(carry, chunk)
                 if hold and self.marker is not None and self.marker in chunk:
                     self.seen.set()
                     if self._stop.wait(self.delay):
@@ -79,6 +104,16 @@ class DelayingProxy:
                     sock.shutdown(socket.SHUT_RDWR)
             with self._lock:
                 self._open.discard(src)
+
+    def _count(self, carry: bytes, chunk: bytes) -> bytes:
+        """Count the request lines that end in `chunk`; return the tail to carry over."""
+        data = carry + chunk
+        for match in _REQUEST_LINE.finditer(data):
+            if match.end() > len(carry):
+                method, target = match.group(1).decode(), match.group(2).decode()
+                with self._lock:
+                    self.requests[s3_operation(method, target)] += 1
+        return data[-_CARRY:]
 
     def stop(self) -> None:
         self._stop.set()
