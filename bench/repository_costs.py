@@ -4,8 +4,8 @@ For each `flush_seconds` given: a fresh daemon archives into moto through the co
 (tests/testbed/proxy.py); a writer commits one small row every 10 ms for `--load` seconds;
 then the binlog is rotated, so the closed file is compacted (its segments fetched, one object
 stored, the segments deleted), and the requests of that compaction are counted apart; with the
-first value the server is then left idle for `--idle` seconds. Stored bytes are the binlog
-objects in the bucket after compaction, per GB of binlog the server wrote.
+first value the server is then left idle for `--idle` seconds. Stored bytes are those of the
+compacted objects (zstd, what stays in the bucket) per GB of the binlog files they hold.
 
 Prints one JSON document. Run as root: `.venv/bin/python -m bench.repository_costs
 [--flush 1 5 30] [--load 60] [--idle 120]`. docs/costs.md quotes its output.
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.testbed.bed import BUCKET, LocalBed
-from tests.testbed.costs import bucket_sizes, measure
+from tests.testbed.costs import measure
 from tests.testbed.daemon import DaemonProcess, NotifyListener, render_toml
 from tests.testbed.demo import wait_archived
 from tests.testbed.proxy import DelayingProxy
@@ -45,6 +45,20 @@ def compacted(bed: LocalBed, prefix: str, file: str, timeout: float = 120) -> No
             return
         time.sleep(0.5)
     raise TimeoutError(f"{file} was not compacted")
+
+
+def compacted_sizes(bed: LocalBed, prefix: str) -> tuple[int, int]:
+    """(binlog bytes, stored object bytes) of every compacted file, from their manifests."""
+    s3 = bed.s3()
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/binlog/").get("Contents", [])
+    sizes = {o["Key"]: int(o["Size"]) for o in listed}
+    raw = stored = 0
+    for key in sizes:
+        if key.endswith("manifest.json"):
+            manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+            raw += int(manifest["size"])
+            stored += sizes[f"{prefix}/{manifest['object']}"]
+    return raw, stored
 
 
 def run(
@@ -81,13 +95,14 @@ def run(
         compaction = {
             op: n - before.get(op, 0) for op, n in proxy.requests.items() if n - before.get(op, 0)
         }
-        stored = sum(bucket_sizes(bed.s3(), BUCKET, f"{prefix}/binlog/"))
+        raw, stored = compacted_sizes(bed, prefix)
         result: dict[str, Any] = {
             "flush_seconds": flush,
             "load": load.to_dict(),
             "compaction": {"seconds": round(time.monotonic() - started, 1), "requests": compaction},
+            "compacted_files_bytes": raw,
             "stored_bytes": stored,
-            "stored_bytes_per_gb_of_binlog": round(stored * GB / max(load.binlog_bytes, 1)),
+            "stored_bytes_per_gb_of_binlog": round(stored * GB / max(raw, 1)),
         }
         if args.idle and flush == args.flush[0]:
             result["idle"] = measure(proxy, bed.db, args.idle).to_dict()
