@@ -98,8 +98,32 @@ def test_bash_completion_is_valid_and_follows_the_parser(tmp_path: Path) -> None
     assert complete("backupd check", "backupd") == ["check-config"]
 
 
-def test_zsh_completion_parses() -> None:
+# zsh's completion builtins replaced by stubs that print what would be offered.
+ZSH_STUBS = """
+compadd() { shift; for w in ${(P)1}; do print -r -- $w; done }
+_describe() { for w in ${(P)2}; do print -r -- ${w%%:*}; done }
+_files() { print FILES }
+"""
+
+
+def zsh_complete(zsh: str, line: str) -> list[str]:
+    words = line.split(" ")
+    script = (
+        f"{ZSH_STUBS}\nsource {COMPLETIONS / '_backupctl'} >/dev/null\n"
+        f"words=({' '.join(repr(word) for word in words)}); CURRENT={len(words)}; "
+        f"PREFIX={words[-1]!r}\n_backupctl\n"
+    )
+    result = subprocess.run(
+        [zsh, "-f", "-c", script], capture_output=True, text=True, check=True, timeout=30
+    )
+    return result.stdout.split()
+
+
+def test_zsh_completion_parses_and_follows_the_parser() -> None:
     zsh = require_tool("zsh", "zsh")
     for name in ("_backupd", "_backupctl"):
         check = subprocess.run([zsh, "-n", str(COMPLETIONS / name)], check=False)
         assert check.returncode == 0, name
+    assert zsh_complete(zsh, "backupctl binlog ") == ["status", "fetch"]
+    assert "--target-socket" in zsh_complete(zsh, "backupctl restore replay --")
+    assert zsh_complete(zsh, "backupctl --config ") == ["FILES"]
