@@ -8,6 +8,7 @@ the fields they relate.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 from urllib.parse import urlparse
@@ -104,6 +105,18 @@ class StorageSection(Section):
     sse: Literal["", "AES256", "aws:kms"] = ""
     kms_key_id: str = ""
     object_lock_days: NonNegativeInt = 0
+    # The archive belongs to a cluster, not to one server: a promoted replica or a restored
+    # server continues the same history (as a new timeline). Empty: this host's name.
+    cluster: str = ""
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+            raise ValueError(
+                f"cluster must be letters, digits, '.', '_' or '-' (1-63, no '/'), got {value!r}"
+            )
+        return value
 
     @field_validator("url")
     @classmethod

@@ -1,16 +1,17 @@
 """Archived binlogs go with the snapshot sets that needed them, never earlier.
 
 A binlog file is deletable only when it lies entirely before the coordinate of the oldest
-snapshot set still kept for its server: no restore can start before that set. Without any
-kept set that names a coordinate nothing is deleted. Pure planning, then a small apply.
+snapshot set still kept on its timeline's stream: no restore can start before that set.
+A stream without any kept set that names a coordinate loses nothing. Pure planning, then a
+small apply.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from backupd.binlog import layout
+from backupd.binlog import archive, layout
 from backupd.errors import StorageError
 from backupd.snapshot.catalog import SnapshotSet
 from backupd.storage import ObjectStore
@@ -18,7 +19,7 @@ from backupd.storage import ObjectStore
 
 @dataclass(frozen=True, order=True)
 class ArchivedFile:
-    server: str
+    stream: str  # the timeline's key home (a legacy server identity, or <cluster>/tl<id>)
     file: str
 
 
@@ -27,19 +28,25 @@ def _coordinate_file(record: SnapshotSet) -> str:
     return file if file and pos.isdigit() else ""
 
 
-def deletable(kept: Iterable[SnapshotSet], archived: Iterable[ArchivedFile]) -> list[ArchivedFile]:
-    """Archived files older than the file of every kept set of their server."""
+def deletable(
+    kept: Iterable[SnapshotSet],
+    archived: Iterable[ArchivedFile],
+    stream_of: Callable[[SnapshotSet], str] | None = None,
+) -> list[ArchivedFile]:
+    """Archived files older than the file of every kept set on their stream (`stream_of`
+    says which stream a set was taken on; by default its server identity)."""
     files = sorted(set(archived))
-    servers = {f.server for f in files}
+    streams = {f.stream for f in files}
     kept = list(kept)
+    where = stream_of or (lambda record: record.server_identity)
     out = []
-    for server in sorted(servers):
-        alone = len(servers) == 1
+    for stream in sorted(streams):
+        alone = len(streams) == 1
         starts = [
             name
             for record in kept
             if (name := _coordinate_file(record))
-            and (record.server_identity == server or (alone and not record.server_identity))
+            and (where(record) == stream or (alone and not record.server_identity))
         ]
         if not starts:
             continue
@@ -48,7 +55,7 @@ def deletable(kept: Iterable[SnapshotSet], archived: Iterable[ArchivedFile]) -> 
         out += [
             f
             for f in files
-            if f.server == server
+            if f.stream == stream
             and layout.file_order(f.file)[0] == base
             and layout.file_order(f.file)[1] < number
         ]
@@ -58,22 +65,38 @@ def deletable(kept: Iterable[SnapshotSet], archived: Iterable[ArchivedFile]) -> 
 def archived_files(store: ObjectStore) -> list[ArchivedFile]:
     found = set()
     for info in store.list(f"{layout.ROOT}/"):
-        parts = info.key.split("/")
-        if len(parts) == 4 and parts[2] != "gaps":
-            found.add(ArchivedFile(parts[1], parts[2]))
+        split = layout.split_stream(info.key)
+        if split is not None and len(split[1]) == 2 and split[1][0] != "gaps":
+            found.add(ArchivedFile(split[0], split[1][0]))
     return sorted(found)
+
+
+def stream_finder(store: ObjectStore) -> Callable[[SnapshotSet], str]:
+    """Which stream each set was taken on: the timeline its server was writing then, or its
+    server identity in an archive from before timelines."""
+    views = [archive.Archive(store, c).read() for c in archive.clusters(store)]
+
+    def stream_of(record: SnapshotSet) -> str:
+        at = record.locked_at or record.started_at
+        for view in views:
+            found = view.of_identity(record.server_identity, at)
+            if found is not None:
+                return found.stream
+        return record.server_identity
+
+    return stream_of
 
 
 def delete_files(store: ObjectStore, victims: list[ArchivedFile]) -> list[str]:
     """Delete every object of each file (segments first, the manifest last); return errors."""
     errors = []
     for victim in victims:
-        keys = [info.key for info in store.list(layout.file_prefix(victim.server, victim.file))]
+        keys = [info.key for info in store.list(layout.file_prefix(victim.stream, victim.file))]
         keys.sort(key=lambda k: k.endswith("manifest.json"))
         for key in keys:
             try:
                 store.delete(key)
             except StorageError as exc:  # report it and go on with the next file
-                errors.append(f"binlog {victim.server}/{victim.file}: {exc.message}")
+                errors.append(f"binlog {victim.stream}/{victim.file}: {exc.message}")
                 break
     return errors

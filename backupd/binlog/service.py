@@ -14,6 +14,7 @@ from typing import Any
 
 from backupd import database
 from backupd.binlog import layout
+from backupd.binlog.archive import Archive, cluster_name
 from backupd.binlog.archiver import Alarms, Archiver, describe_server, server_logs
 from backupd.binlog.compactor import Compactor
 from backupd.binlog.metrics import BinlogMetrics
@@ -52,6 +53,7 @@ class BinlogService:
         self._stop = threading.Event()
         self.state = StateFile(Path(self.config.daemon.state_dir) / "binlog.json")
         self.server = ""
+        self.cluster = ""
         self.spool: Spool | None = None
         self.uploader: Uploader | None = None
         self.archiver: Archiver | None = None
@@ -107,12 +109,16 @@ class BinlogService:
         finally:
             conn.close()
         binlog = self.config.binlog
-        spool_dir = Path(self.config.daemon.spool_dir) / "binlog" / self.server
+        self.cluster = cluster_name(self.config.storage)
+        spool_dir = Path(self.config.daemon.spool_dir) / "binlog" / self.cluster
+        _adopt_legacy_spool(spool_dir.parent / self.server, spool_dir)
         self.spool = Spool(spool_dir, binlog.spool_max_bytes, self._stop)
         recovered = self.spool.recover()
         self.metrics.watch(self.spool, self.progress)
-        closed_files = self._restore_progress()  # before any upload can move it
-        target = Target(self.store, self.server, binlog.compression, binlog.level)
+        stream, closed_files = self._restore_progress()  # before any upload can move it
+        # Spooled segments belong to the latest timeline: a new one begins only after the
+        # spool is empty (Archiver._branch).
+        target = Target(self.store, stream, binlog.compression, binlog.level)
         self.compactor = Compactor(target, self._stop)
         self.uploader = Uploader(
             target,
@@ -129,7 +135,8 @@ class BinlogService:
             self.config.mysql,
             binlog,
             self.store,
-            self.server,
+            self.cluster,
+            target,
             self.spool,
             self.uploader.submit,
             self.progress,
@@ -141,26 +148,22 @@ class BinlogService:
         self.archiver.start()
         _log.info("binlog archiving started", server=self.server, recovered=len(recovered))
 
-    def _restore_progress(self) -> list[str]:
-        """Start the archived coordinate at the repository's end (the spool adds to it).
+    def _restore_progress(self) -> tuple[str, list[tuple[str, str]]]:
+        """Start the archived coordinate at the latest timeline's end (the spool adds to it).
 
-        Returns the closed files still made of several segments (left for compaction)."""
-        segments = [
-            seg
-            for info in self.store().list(layout.server_prefix(self.server))
-            if (seg := layout.parse_segment(info.key)) is not None
-        ]
-        files = layout.group_by_file(segments)
-        if not files:
-            return []
-        last = max(files, key=layout.file_order)
-        chain = layout.chain(files[last])
-        if chain is not None:
-            last_time = max((s.last_time for s in chain.segments), default=0)
-            self.progress.restore(last, chain.end, last_time)
-        return [
-            file
-            for file, parts in files.items()
+        Returns that timeline's stream ("" before the first) and the closed files of every
+        timeline still made of several segments (left for compaction)."""
+        view = Archive(self.store(), self.cluster).read()
+        latest = view.latest()
+        if latest is None:
+            return "", []
+        file, position, _kind = latest.end()
+        if file:
+            self.progress.restore(file, position, latest.last_time())
+        return latest.stream, [
+            (found.stream, name)
+            for found in view.timelines.values()
+            for name, parts in layout.group_by_file(found.segments).items()
             if len(parts) > 1 and any(part.kind == "eof" for part in parts)
         ]
 
@@ -174,8 +177,9 @@ class BinlogService:
         self.metrics.uploaded_bytes.inc(object_size)
         if self.progress.uploaded(entry.file, entry.start, entry.end):
             for closed in self.progress.take_passed():
-                if self.compactor is not None:
-                    self.compactor.submit(closed)  # every byte of it is stored
+                if self.compactor is not None and self.archiver is not None:
+                    # every byte of it is stored (on the timeline being written)
+                    self.compactor.submit(self.archiver.target.stream, closed)
             try:
                 self.state.save(self.server, self.progress.file, self.progress.position)
             except OSError as exc:  # a hint for operators and benchmarks, not the truth
@@ -209,6 +213,9 @@ class BinlogService:
         doc: dict[str, Any] = {
             "enabled": enabled,
             "server": self.server or None,
+            "cluster": self.cluster or None,
+            "timeline": (self.archiver.timeline or None) if self.archiver else None,
+            "timeline_note": self.alarms.timeline or None,
             "streaming": bool(self.archiver and self.archiver.connected),
             "server_coordinate": server_coordinate,
             "archived_coordinate": self.progress.coordinate() or None,
@@ -260,3 +267,14 @@ class BinlogService:
 
     def _get_status(self, _request: Request) -> tuple[int, dict[str, Any]]:
         return 200, {"healthy": not self.warnings(), "warnings": self.warnings(), **self.status()}
+
+
+def _adopt_legacy_spool(old: Path, new: Path) -> None:
+    """Segments spooled by a version that kept the spool per server identity move to the
+    cluster's spool (same filesystem: renames), so they are uploaded, not forgotten."""
+    if old == new or not old.is_dir():
+        return
+    new.mkdir(parents=True, exist_ok=True)
+    for path in old.iterdir():
+        path.rename(new / path.name)
+    old.rmdir()

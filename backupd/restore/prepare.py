@@ -27,6 +27,13 @@ class Prepared:
     snapshot: SnapshotSet
     files: list[Path]  # rebuilt binlog files, from the snapshot's file to the end point's
     end: EndPoint
+    cluster: str = ""
+    timeline: int = 0  # the one timeline the plan reads (0: an archive from before timelines)
+
+    @property
+    def timeline_path(self) -> list[int]:
+        """Timelines the replay crosses, in order (one: plans never cross branch points yet)."""
+        return [self.timeline] if self.timeline else []
 
     @property
     def replay_files(self) -> list[Path]:
@@ -37,6 +44,9 @@ class Prepared:
         plan = self.plan
         return {
             "server": self.server,
+            "cluster": self.cluster or None,
+            "timeline": self.timeline or None,
+            "timeline_path": self.timeline_path,
             "target": str(plan.target),
             "snapshot": {
                 "set_id": plan.snapshot.set_id,
@@ -59,14 +69,16 @@ def prepare(
     server: str | None = None,
     allow_crash: bool = False,
     provider: str = "",
+    cluster: str = "",
+    timeline: int | None = None,
 ) -> Prepared:
     """Raise RestoreImpossible naming the gap, bound or bad object that prevents it."""
-    repo = repository.load(store, server, allow_crash, provider)
+    repo = repository.load(store, server, allow_crash, provider, cluster, timeline)
     plan = make_plan(target, repo.points, repo.segments, repo.gaps)
     record = repository.require_set(repo, plan.snapshot.set_id)
     files = fetch_files(store, repo, plan, workdir)
     end = resolve(files, plan.start, plan.snapshot.gtid, target, record.flavor)
-    return Prepared(repo.server, plan, record, files, end)
+    return Prepared(repo.server, plan, record, files, end, repo.cluster, repo.timeline)
 
 
 def fetch_files(
@@ -82,7 +94,7 @@ def fetch_files(
         if found is None:
             raise RestoreImpossible(f"binlog file {name} is not in the archive")
         try:
-            rebuilt = fetch.rebuild_file(store, repo.server, found, workdir)
+            rebuilt = fetch.rebuild_file(store, repo.stream, found, workdir)
         except (ArchiveCorrupt, ObjectMissing) as exc:
             raise RestoreImpossible(f"archived object unusable: {exc.message}") from exc
         paths.append(workdir / rebuilt.file)

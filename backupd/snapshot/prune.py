@@ -43,7 +43,9 @@ def prune(
             errors.append(f"{set_id}: {exc.message}")
     gone = set(deleted if not dry_run else plan.delete)
     old_binlogs = retention.deletable(
-        [s for s in sets if s.set_id not in gone], retention.archived_files(catalog.store)
+        [s for s in sets if s.set_id not in gone],
+        retention.archived_files(catalog.store),
+        retention.stream_finder(catalog.store),
     )
     if not dry_run:
         errors += retention.delete_files(catalog.store, old_binlogs)
@@ -54,7 +56,7 @@ def prune(
         "delete": plan.delete,
         "deleted": deleted,
         # archived binlog files older than every kept set's coordinate: go with the sets
-        "binlog_files": [f"{f.server}/{f.file}" for f in old_binlogs],
+        "binlog_files": [f"{f.stream}/{f.file}" for f in old_binlogs],
         "errors": errors,
         "unreadable": broken,
     }
