@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from backupd.binlog import layout
-from backupd.binlog.archive import Selected, select
+from backupd.binlog.archive import Selected, Timeline, select
 from backupd.errors import UsageError
-from backupd.restore.plan import Gap, Position, Segment, SnapshotPoint
+from backupd.restore.plan import Gap, Position, Segment, SnapshotPoint, TimelineInput
 from backupd.snapshot.catalog import COMPLETED, Catalog, SnapshotSet
 from backupd.storage import ObjectStore
 
@@ -35,6 +35,8 @@ class Repository:
     keys: dict[str, layout.SegmentKey]  # segment key -> what its name says (for fetching)
     gaps: list[Gap]
     broken_manifests: list[str]
+    lineage: list[TimelineInput]  # the timeline and its ancestors, oldest first
+    streams: dict[int, str]  # timeline -> stream, for every timeline of the lineage
 
 
 def parse_position(text: str) -> Position | None:
@@ -94,14 +96,51 @@ def to_segment(seg: layout.SegmentKey) -> Segment:
     )
 
 
-def on_timeline(record: SnapshotSet, chosen: Selected) -> bool:
-    """Whether a set was taken while its server wrote the chosen timeline."""
-    if chosen.timeline is None or chosen.view is None:  # an archive from before timelines
+def on_timeline(record: SnapshotSet, chosen: Selected, timeline: Timeline | None = None) -> bool:
+    """Whether a set was taken while its server wrote `timeline` (default: the chosen one)."""
+    timeline = timeline or chosen.timeline
+    if timeline is None or chosen.view is None:  # an archive from before timelines
         return not record.server_identity or record.server_identity == chosen.identity
-    if record.server_identity != chosen.identity:
+    if record.server_identity != timeline.history.identity:
         return False
     written = chosen.view.of_identity(record.server_identity, record.locked_at or record.started_at)
-    return written is not None and written.id == chosen.timeline.id
+    return written is not None and written.id == timeline.id
+
+
+def position_of(text: str) -> Position | None:
+    return parse_position(text) if text else None
+
+
+def lineage_inputs(
+    chosen: Selected, sets: list[SnapshotSet], allow_crash: bool
+) -> tuple[list[TimelineInput], dict[str, layout.SegmentKey], dict[int, str]]:
+    """The chosen timeline and its ancestors as the planner reads them (oldest first)."""
+    assert chosen.view is not None and chosen.timeline is not None
+    inputs: list[TimelineInput] = []
+    keys: dict[str, layout.SegmentKey] = {}
+    streams: dict[int, str] = {}
+    for timeline in chosen.view.lineage(chosen.timeline.id):
+        history = timeline.history
+        mine = [s for s in sets if on_timeline(s, chosen, timeline)]
+        kept = longest_first(timeline.segments)
+        keys.update({k.key: k for k in kept})
+        streams[timeline.id] = timeline.stream
+        crossable = history.crossable
+        inputs.append(
+            TimelineInput(
+                timeline.id,
+                [p for s in mine if (p := snapshot_point(s, allow_crash)) is not None],
+                [to_segment(k) for k in kept],
+                [
+                    Gap(Position(g.from_file, g.from_pos), Position(g.to_file, g.to_pos))
+                    for g in timeline.gaps
+                ],
+                position_of(history.parent_end) if crossable else None,
+                position_of(history.child_start) if crossable else None,
+                f"began by {history.reason}: {history.why}" if history.why else history.reason,
+            )
+        )
+    return inputs, keys, streams
 
 
 def load(
@@ -130,6 +169,15 @@ def load(
     gaps = [
         Gap(Position(g.from_file, g.from_pos), Position(g.to_file, g.to_pos)) for g in found_gaps
     ]
+    lineage: list[TimelineInput] = []
+    all_keys = {k.key: k for k in kept}
+    streams = {0: chosen.stream}
+    if chosen.timeline is not None and chosen.view is not None:
+        usable = [s for s in sets if not provider or s.provider == provider]
+        lineage, lineage_keys, streams = lineage_inputs(chosen, usable, allow_crash)
+        all_keys.update(lineage_keys)
+        ancestry = chosen.view.lineage(chosen.timeline.id)  # sets a plan may start from
+        mine = [s for s in usable if any(on_timeline(s, chosen, t) for t in ancestry)]
     return Repository(
         chosen.identity,
         chosen.stream,
@@ -138,9 +186,11 @@ def load(
         {s.set_id: s for s in mine},
         points,
         [to_segment(k) for k in kept],
-        {k.key: k for k in kept},
+        all_keys,
         gaps,
         broken,
+        lineage,
+        streams,
     )
 
 
