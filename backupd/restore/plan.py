@@ -96,6 +96,7 @@ class Segment:
     first_gtid: str = ""  # MariaDB GTIDs of the first/last transaction inside, if any
     last_gtid: str = ""
     closes_file: bool = False  # ends with the ROTATE that closes the file
+    ends_transaction: bool = False  # its last event is a commit (kind `tx`)
 
     @property
     def number(self) -> int:
@@ -248,7 +249,14 @@ def _trim_to_time(chain: Chain, target: TimeTarget) -> tuple[tuple[Segment, ...]
             f"target {target} is after the newest archived event ({newest}); "
             "use 'latest' to restore everything archived"
         )
-    return tuple(segment for segment in chain.segments if segment.first_ts <= moment), ""
+    # Never filter by timestamps (they can go backwards: SET TIMESTAMP, a stepped clock, a
+    # long statement ending after a rotation): keep the contiguous chain up to the first
+    # segment that ends with a commit later than the target. The end-point walk stops at
+    # the first such commit, which lies at or before that segment's end.
+    for i, segment in enumerate(chain.segments):
+        if segment.ends_transaction and segment.last_ts > moment:
+            return chain.segments[: i + 1], ""
+    return chain.segments, ""
 
 
 def _trim_to_gtid(chain: Chain, target: GtidTarget) -> tuple[tuple[Segment, ...], str]:

@@ -93,6 +93,7 @@ def to_segment(seg: layout.SegmentKey) -> Segment:
         seg.first_gtid,
         seg.last_gtid,
         closes_file=seg.kind == "eof",
+        ends_transaction=seg.kind == "tx",
     )
 
 
