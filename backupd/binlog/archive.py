@@ -239,6 +239,21 @@ class Archive:
         _assign(keys, by_stream)
         return ArchiveView(self.cluster, timelines, broken)
 
+    def timeline_of(self, identity: str, at: float) -> int:
+        """The timeline `identity` was writing at time `at` (0: none), from the history
+        objects alone (one small LIST)."""
+        histories = []
+        for info in self.store.list(f"{layout.cluster_prefix(self.cluster)}{layout.TIMELINES}/"):
+            if layout.parse_history(info.key) is None:
+                continue
+            try:
+                histories.append(History.from_json(self.store.get(info.key)))
+            except (ValueError, TypeError, StorageError):
+                continue
+        view = ArchiveView(self.cluster, {h.timeline: Timeline(h) for h in histories}, [])
+        found = view.of_identity(identity, at)
+        return found.id if found else 0
+
     def begin(self, history: History) -> None:
         """Write a new timeline's history object; an existing one is never replaced."""
         key = layout.history_key(self.cluster, history.timeline)

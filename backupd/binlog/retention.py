@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from backupd.binlog import archive, layout
-from backupd.errors import StorageError
+from backupd.errors import ArchiveCorrupt, StorageError
 from backupd.snapshot.catalog import SnapshotSet
 from backupd.storage import ObjectStore
 
@@ -75,8 +75,20 @@ def stream_finder(store: ObjectStore) -> Callable[[SnapshotSet], str]:
     """Which stream each set was taken on: the timeline its server was writing then, or its
     server identity in an archive from before timelines."""
     views = [archive.Archive(store, c).read() for c in archive.clusters(store)]
+    broken = [problem for view in views for problem in view.broken]
+    if broken:  # which stream a set needs is unknowable: delete nothing (fail closed)
+        raise ArchiveCorrupt(
+            f"binlog retention refused, nothing deleted: unreadable timeline history {broken[0]}"
+        )
 
     def stream_of(record: SnapshotSet) -> str:
+        for view in views:
+            if (
+                record.timeline
+                and record.cluster == view.cluster
+                and record.timeline in view.timelines
+            ):
+                return view.timelines[record.timeline].stream
         at = record.locked_at or record.started_at
         for view in views:
             found = view.of_identity(record.server_identity, at)

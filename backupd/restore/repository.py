@@ -102,6 +102,8 @@ def on_timeline(record: SnapshotSet, chosen: Selected, timeline: Timeline | None
     timeline = timeline or chosen.timeline
     if timeline is None or chosen.view is None:  # an archive from before timelines
         return not record.server_identity or record.server_identity == chosen.identity
+    if record.timeline and record.cluster == chosen.cluster:
+        return record.timeline == timeline.id  # recorded when the set was taken
     if record.server_identity != timeline.history.identity:
         return False
     written = chosen.view.of_identity(record.server_identity, record.locked_at or record.started_at)

@@ -57,6 +57,10 @@ class SnapshotSet:
     server_identity: str = ""  # the archive's <server>: server_id (MariaDB), server_uuid (MySQL)
     datadir: str = ""
     log_bin_basename: str = ""
+    # The binlog archive's cluster and the timeline the server was writing when the set was
+    # taken (0: not known; restore then derives it from the identity and the lock time).
+    cluster: str = ""
+    timeline: int = 0
     mounts: list[str] = field(default_factory=list)
     volumes: list[VolumeSnapshot] = field(default_factory=list)
     started_at: float = 0.0

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backupd import __version__
+from backupd.binlog.archive import Archive, cluster_name
 from backupd.config import Config
 from backupd.errors import (
     BackupdError,
@@ -141,6 +142,7 @@ class Coordinator:
             trigger=trigger,
             mounts=list(self.config.snapshot.mounts),
             started_at=time.time(),
+            cluster=cluster_name(self.config.storage),
         )
 
     def run(self, set_id: str, trigger: str) -> SnapshotSet:
@@ -208,6 +210,10 @@ class Coordinator:
 
     def _save(self, record: SnapshotSet) -> None:
         try:
+            if record.server_identity and not record.timeline:
+                archive = Archive(self.catalog.store, record.cluster)
+                at = record.locked_at or record.started_at
+                record = record.with_(timeline=archive.timeline_of(record.server_identity, at))
             self.catalog.put(record)
         except BackupdError as exc:
             _log.error("cannot write snapshot manifest", set_id=record.set_id, error=exc.message)
