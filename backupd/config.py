@@ -248,6 +248,7 @@ class BinlogSection(Section):
     level: Annotated[int, Field(ge=1, le=22)] = 3
     spool_max_bytes: Annotated[int, Field(ge=1024 * 1024)] = 1024 * 1024 * 1024
     heartbeat_seconds: Annotated[float, Field(gt=0, le=600)] = 5.0
+    check_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
 
     @model_validator(mode="after")
     def _spool_fits_segment(self) -> BinlogSection:

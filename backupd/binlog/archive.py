@@ -141,6 +141,45 @@ class Timeline:
     def last_time(self) -> int:
         return max((s.last_time for s in self.segments), default=0)
 
+    def holes(self) -> list[Hole]:
+        """Byte ranges missing inside the archived history (not after its end): a hole in a
+        file, a file that stops without its ROTATE although later files exist, or a whole
+        file missing between two archived ones. Recorded gaps (purged) are not holes."""
+        names = self.ordered_files()
+        found: list[Hole] = []
+        purged = {g.from_file for g in self.gaps} | {g.to_file for g in self.gaps}
+        for index, name in enumerate(names):
+            chain = layout.chain(s for s in self.segments if s.file == name)
+            if chain is None:
+                continue
+            found += [Hole(name, a, b, "bytes missing inside the file") for a, b in chain.holes]
+            later = names[index + 1 :]
+            if later and not chain.closed and not chain.holes and name not in purged:
+                found.append(Hole(name, chain.end, None, "the file stops without its ROTATE"))
+            if later:
+                following = later[0]
+                base, number = layout.file_order(name)
+                next_base, next_number = layout.file_order(following)
+                if base == next_base and next_number > number + 1 and name not in purged:
+                    for missing in range(number + 1, next_number):
+                        file = f"{base}.{missing:0{len(name) - len(base) - 1}d}"
+                        found.append(Hole(file, 0, None, "the whole file is missing"))
+        return found
+
+
+@dataclass(frozen=True)
+class Hole:
+    """A range the archive should hold but does not: [start, end) of `file` (end None: to
+    the end of the file)."""
+
+    file: str
+    start: int
+    end: int | None
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.file} bytes {self.start}..{self.end if self.end is not None else 'end'}"
+
 
 def parse_gtid(text: str) -> tuple[int, int] | None:
     """ "domain-server-sequence" -> (domain, sequence); None for anything else."""

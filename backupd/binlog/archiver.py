@@ -47,6 +47,7 @@ class Alarms:
     upload_error: str = ""
     spool_error: str = ""
     gaps: list[str] = field(default_factory=list)
+    holes: list[str] = field(default_factory=list)  # found by the last chain check
     timeline: str = ""  # the latest new timeline's reason, until a snapshot is taken on it
 
 

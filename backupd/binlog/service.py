@@ -18,6 +18,7 @@ from backupd.binlog.archive import Archive, cluster_name
 from backupd.binlog.archiver import Alarms, Archiver, describe_server, server_logs
 from backupd.binlog.compactor import Compactor
 from backupd.binlog.metrics import BinlogMetrics
+from backupd.binlog.refill import refill
 from backupd.binlog.spool import Spool, SpoolEntry
 from backupd.binlog.state import Progress, StateFile
 from backupd.binlog.uploader import Target, Uploader
@@ -99,8 +100,12 @@ class BinlogService:
                 _log.error("binlog archive cannot start", error=str(exc))
             self._stop.wait(delay)
             delay = min(delay * 2, self.config.mysql.reconnect_max_seconds)
+        next_check = 0.0
         while not self._stop.wait(POLL_SECONDS):
             self._poll()
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.config.binlog.check_seconds
+                self._check_chain()
 
     def _begin(self) -> None:
         conn = database.connect(self.config.mysql)
@@ -185,6 +190,42 @@ class BinlogService:
             except OSError as exc:  # a hint for operators and benchmarks, not the truth
                 _log.warning("cannot write the binlog state file", error=str(exc))
 
+    def _check_chain(self, refill_holes: bool = True) -> None:
+        """Find holes anywhere in the current timeline (not only its last file) and read
+        them again from the server while it still has their files (then check again)."""
+        archiver = self.archiver
+        if archiver is None or not archiver.timeline or self.spool is None:
+            return
+        try:
+            latest = Archive(self.store(), self.cluster).read().get(archiver.timeline)
+        except BackupdError as exc:
+            _log.warning("binlog chain check failed", error=exc.message)
+            return
+        done = (layout.file_order(self.progress.file), self.progress.position)
+        spooled = {(e.file, e.start) for e in self.spool.entries()}
+        holes = [
+            h
+            for h in latest.holes()
+            if (layout.file_order(h.file), h.start) < done and (h.file, h.start) not in spooled
+        ]
+        self.metrics.holes.set(len(holes))
+        self.alarms.holes = [f"{hole} ({hole.why})" for hole in holes]
+        sizes = dict(self._logs)
+        stored_any = False
+        for hole in holes if refill_holes else []:
+            if hole.file not in sizes:
+                continue  # the server purged it too: the planner refuses to cross the hole
+            try:
+                stored = refill(self.config.mysql, archiver.target, latest.stream, hole)
+            except BackupdError as exc:
+                _log.error("cannot re-archive a hole", hole=str(hole), error=exc.message)
+                continue
+            self.metrics.refilled_bytes.inc(stored)
+            stored_any = True
+            _log.warning("binlog hole re-archived from the server", hole=str(hole), bytes=stored)
+        if stored_any:
+            self._check_chain(refill_holes=False)
+
     def _upload_failed(self, message: str) -> None:
         self.alarms.upload_error = message
         self.metrics.upload_errors.inc()
@@ -227,6 +268,7 @@ class BinlogService:
             "spool_full": bool(self.spool and self.spool.full),
             "upload_backlog": self.uploader.backlog if self.uploader else 0,
             "gaps": list(self.alarms.gaps),
+            "holes": list(self.alarms.holes),
             "error": self.alarms.stream_error
             or self.alarms.spool_error
             or self.alarms.upload_error
@@ -252,6 +294,7 @@ class BinlogService:
         if not self.config.binlog.enabled:
             return []
         found = [f"binlog gap (purged before archived): {gap}" for gap in self.alarms.gaps]
+        found += [f"binlog archive hole: {hole}" for hole in self.alarms.holes]
         if self.alarms.stream_error:
             found.append(f"binlog stream: {self.alarms.stream_error}")
         if self.alarms.upload_error:

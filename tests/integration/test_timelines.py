@@ -24,14 +24,18 @@ from tests.conftest import ConfigFactory
 from tests.integration.test_binlog import (
     IN_USE_FLAG_OFFSET,
     StartDaemon,
+    arch,  # noqa: F401
     assert_identical,
     binlog_config,
     fetch,
     master,
+    metrics_text,
     sha,
     status,
+    wait_archived,
     wait_for,
 )
+from tests.integration.test_binlog import Archive as Arch
 from tests.testbed.mariadb import MariaDB
 
 pytestmark = pytest.mark.integration
@@ -128,3 +132,36 @@ def test_reset_master_starts_a_timeline_and_keeps_the_old_one(
     assert select(store, CLUSTER).timeline is not None
     doc = status(sock)
     assert doc["healthy"] is True and doc["cluster"] == CLUSTER, json.dumps(doc)
+
+
+def test_a_lost_file_in_the_middle_is_found_and_archived_again(arch: Arch) -> None:  # noqa: F811
+    """A whole earlier file vanishes from the repository (spool lost before upload, an object
+    deleted by hand): the periodic check finds it, reads it again from the server, and the
+    rebuilt files equal the server's."""
+    arch.config["binlog"]["check_seconds"] = 1.0
+    first, config = arch.begin()
+    db, sock, workdir = arch.db, arch.sock, arch.workdir
+    db.sql(f"CREATE TABLE {arch.db_name}.t (id INT AUTO_INCREMENT PRIMARY KEY, v TEXT)")
+    for n in range(30):
+        db.sql(f"INSERT INTO {arch.db_name}.t (v) VALUES (REPEAT('x', {100 + n}))")
+    db.sql("FLUSH BINARY LOGS")
+    db.sql(f"INSERT INTO {arch.db_name}.t (v) VALUES ('after the rotation')")
+    active, _ = wait_archived(sock, db)
+    store = FileStore(workdir / "repo")
+    stream = select(store).stream
+    wait_for(lambda: next(store.list(layout.manifest_key(stream, first)), None), "compaction")
+    for info in list(store.list(layout.file_prefix(stream, first))):
+        store.delete(info.key)  # the whole file is gone from the repository
+
+    wait_for(lambda: "backupd_binlog_refilled_bytes_total" in (m := metrics_text(sock))
+             and refilled(m) > 0, "the hole to be re-archived")  # fmt: skip
+    wait_for(lambda: status(sock)["healthy"] and not status(sock)["holes"], "a healthy status")
+    fetch(config, workdir / "rebuilt", first)
+    assert_identical(db, workdir / "rebuilt", first, active)
+
+
+def refilled(metrics: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith("backupd_binlog_refilled_bytes_total "):
+            return float(line.split()[1])
+    return 0.0
