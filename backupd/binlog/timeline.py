@@ -97,7 +97,8 @@ def decide(end: ArchiveEnd, server: ServerView) -> Decision:  # noqa: PLR0911 (o
                 "rewind",
                 "",
                 f"the server's {end.file} is {sizes[end.file]} bytes; the archive holds "
-                f"{end.position} (the server lost a tail it had written)",
+                f"{end.position} (a crash lost a tail it had written, or a restored copy "
+                "was put in service)",
             )
     else:
         newer = [n for n, _ in server.logs if layout.file_order(n) > layout.file_order(end.file)]

@@ -324,7 +324,7 @@ def plan_lineage(target: Target, lineage: Sequence[TimelineInput]) -> Plan:
         leg = Leg(last.timeline, plan.start, None, plan.segments)
         return Plan(plan.snapshot, plan.segments, plan.start, target, plan.reach, (leg,))
     except RestoreImpossible as exc:
-        refusals.append(f"timeline {last.timeline}: {exc.message}")
+        refusals.append(f"timeline {last.timeline}: {_reason(exc)}")
     tail: list[Leg] = []  # the legs after the ancestor being tried
     for index in range(len(lineage) - 1, 0, -1):
         child, parent = lineage[index], lineage[index - 1]
@@ -348,7 +348,7 @@ def plan_lineage(target: Target, lineage: Sequence[TimelineInput]) -> Plan:
             first = make_plan(CoordinateTarget(end.file, end.pos), parent.points, parent.segments,
                               parent.gaps)  # fmt: skip
         except RestoreImpossible as exc:
-            refusals.append(f"timeline {parent.timeline} up to {end}: {exc.message}")
+            refusals.append(f"timeline {parent.timeline} up to {end}: {_reason(exc)}")
             continue
         if not _snapshot_precedes(first.snapshot, target):
             refusals.append(f"target {target} is before set {first.snapshot.set_id}")
@@ -363,6 +363,10 @@ def plan_lineage(target: Target, lineage: Sequence[TimelineInput]) -> Plan:
         )
         return Plan(first.snapshot, segments, first.start, target, reach, legs)
     raise RestoreImpossible("; ".join(refusals))
+
+
+def _reason(exc: RestoreImpossible) -> str:
+    return exc.message.removeprefix("Restore impossible: ")
 
 
 def _leg(

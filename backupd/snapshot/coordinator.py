@@ -162,7 +162,7 @@ class Coordinator:
             self._discard_partial(record)
         finally:
             record = record.with_(completed_at=time.time())
-            self._save(record)
+            record = self._save(record)
             self.progress = None
         log = _log.info if record.state == COMPLETED else _log.warning
         log(
@@ -188,7 +188,7 @@ class Coordinator:
             record = record.with_(state=FAILED, error=exc.message, error_code=exc.code)
         finally:
             record = record.with_(completed_at=time.time())
-            self._save(record)
+            record = self._save(record)
         _log.info("resumed pending snapshot set", set_id=record.set_id, state=record.state)
         return record
 
@@ -208,7 +208,9 @@ class Coordinator:
         if self.progress is not None:
             self.progress.phase = phase
 
-    def _save(self, record: SnapshotSet) -> None:
+    def _save(self, record: SnapshotSet) -> SnapshotSet:
+        """Write the manifest (with the archive timeline its server was writing); the
+        record as written."""
         try:
             if record.server_identity and not record.timeline:
                 archive = Archive(self.catalog.store, record.cluster)
@@ -217,6 +219,7 @@ class Coordinator:
             self.catalog.put(record)
         except BackupdError as exc:
             _log.error("cannot write snapshot manifest", set_id=record.set_id, error=exc.message)
+        return record
 
     def _take(self, record: SnapshotSet) -> SnapshotSet:
         section = self.config.snapshot

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ from tests.integration.test_binlog import (
     wait_for,
 )
 from tests.integration.test_binlog import Archive as Arch
+from tests.integration.test_restore import mine, record_instant, run_json
+from tests.integration.test_snapshot_local import take
+from tests.testbed.loopfs import LoopFilesystem
 from tests.testbed.mariadb import MariaDB
 
 pytestmark = pytest.mark.integration
@@ -165,3 +169,109 @@ def refilled(metrics: str) -> float:
         if line.startswith("backupd_binlog_refilled_bytes_total "):
             return float(line.split()[1])
     return 0.0
+
+
+def test_restored_and_promoted_server_never_restores_the_abandoned_past(
+    base_config: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    workdir: Path,
+) -> None:
+    """Restore to before an accident, put the restored server in service under the same
+    server_id, write: the archive's timeline 2 is that history. A restore to an instant on it
+    never replays the abandoned one: refused until a set exists on timeline 2, then exact."""
+    from backupd.config_loader import load_config
+    from backupd.restore.drill import materialised, start_scratch
+    from backupd.snapshot.catalog import Catalog
+
+    data = LoopFilesystem(workdir / "s.img", workdir / "s-data", size_mb=256).create()
+    server = MariaDB(workdir / "s", data.mount_point / "mysql", server_id=7)
+    try:
+        server.install()
+        config = config_for(base_config, server)
+        config["snapshot"].update(mounts=[str(data.mount_point)], max_freeze_seconds=20.0)
+        daemon = start_daemon(write_config(config))
+        sock = str(base_config["daemon"]["socket"])
+        server.sql("CREATE DATABASE shop")
+        server.sql("CREATE TABLE shop.orders (id INT PRIMARY KEY, v VARCHAR(64))")
+        server.sql("INSERT INTO shop.orders VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+        first_set = take(sock)
+        server.sql("INSERT INTO shop.orders VALUES (4, 'good')")
+        good = record_instant(server, "shop")
+        server.sql("DELETE FROM shop.orders")  # the accident, then the abandoned history
+        server.sql("INSERT INTO shop.orders VALUES (66, 'abandoned')")
+        wait_for(lambda: archived_exactly(sock, server, 1), "the first history's archive")
+        daemon.stop()
+        server.stop()
+    finally:
+        data.thaw()
+    storage = write_config({"storage": config["storage"]}, "storage.toml")
+    fresh = write_config({"storage": config["storage"], "snapshot": config["snapshot"]}, "x.toml")
+    record = Catalog(FileStore(workdir / "repo")).get(first_set["set_id"])
+    directory = load_config(fresh).snapshot.local.directory
+    try:
+        with materialised(record, directory, workdir / "restored") as mounts:
+            promoted = start_scratch(record, mounts, workdir / "srv")
+            try:
+                at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(good.time))
+                code, doc = run_json(
+                    "--config", str(storage), "--json", "restore", "replay", "--to", at,
+                    "--target-socket", promoted.socket, "--target-user", "root",
+                )  # fmt: skip
+                assert code == 0, doc
+                with promoted.connect() as conn, conn.cursor() as cur:
+                    cur.execute("SET GLOBAL server_id = 7")  # promoted under the same id
+                    cur.execute("INSERT INTO shop.orders VALUES (5, 'promoted history')")
+                after = promoted_checksums(promoted)
+                config["mysql"]["socket"] = promoted.socket
+                config["snapshot"]["mounts"] = [str(next(iter(mounts.values())))]
+                start_daemon(write_config(config, "promoted.toml"))
+                wait_for(lambda: status(sock).get("timeline") == 2, "timeline 2")
+                time.sleep(max(0.0, int(time.time()) + 1.05 - time.time()))  # 1 s timestamps
+                moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+                wait_for(lambda: archived_scratch(sock, promoted), "the promoted archive")
+                view = Archive(FileStore(workdir / "repo"), CLUSTER).read()
+                history = view.get(2).history
+                # the restored copy's first file is shorter than archived: a rewind, like a
+                # crash that lost a tail; either way the branch point is not known exactly
+                assert history.reason in ("promotion", "rewind") and not history.crossable
+
+                code, refused = run_json(
+                    "--config", str(fresh), "--json", "restore", "plan", "--to", moment,
+                )  # fmt: skip
+                assert code != 0 and "timeline 2 cannot be crossed" in json.dumps(refused)
+
+                second_set = take(sock)
+                assert second_set["timeline"] == 2, second_set
+                with promoted.connect() as conn, conn.cursor() as cur:
+                    cur.execute("INSERT INTO shop.orders VALUES (6, 'after the new set')")
+                after = promoted_checksums(promoted)
+                time.sleep(max(0.0, int(time.time()) + 1.05 - time.time()))  # 1 s timestamps
+                moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+                wait_for(lambda: archived_scratch(sock, promoted), "the promoted archive")
+                code, drilled = run_json(
+                    "--config", str(fresh), "--json", "drill", "--to", moment,
+                    "--work-dir", str(workdir / "drill"),
+                )  # fmt: skip
+                assert code == 0, drilled
+                assert drilled["snapshot"]["set_id"] == second_set["set_id"]
+                assert mine(drilled["tables"], "shop") == after
+            finally:
+                promoted.stop()
+    finally:
+        data.destroy()
+
+
+def promoted_checksums(server: Any) -> dict[str, int]:
+    with server.connect() as conn, conn.cursor() as cur:
+        cur.execute("CHECKSUM TABLE shop.orders")
+        return {"`shop`.`orders`": int(cur.fetchone()[1])}
+
+
+def archived_scratch(sock: str, server: Any) -> bool:
+    """The archive holds everything the (scratch) server has written, on timeline 2."""
+    with server.connect() as conn, conn.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        file, pos = cur.fetchone()[:2]
+    doc = status(sock)
+    return bool(doc.get("timeline") == 2 and doc["archived_coordinate"] == f"{file}:{pos}")
