@@ -3,6 +3,9 @@
 A binlog file is deletable only when it lies entirely before the coordinate of the oldest
 snapshot set still kept for its server: no restore can start before that set. Without any
 kept set that names a coordinate nothing is deleted. Pure planning, then a small apply.
+
+Prune calls this only on a complete listing: a manifest key whose body cannot be read still
+names a set whose start is unknown, so its presence stops every deletion (snapshot/prune.py).
 """
 
 from __future__ import annotations
@@ -28,10 +31,15 @@ def _coordinate_file(record: SnapshotSet) -> str:
 
 
 def deletable(kept: Iterable[SnapshotSet], archived: Iterable[ArchivedFile]) -> list[ArchivedFile]:
-    """Archived files older than the file of every kept set of their server."""
+    """Archived files older than the file of every kept set of their server.
+
+    A kept set that names no server while several are archived could belong to any of them:
+    then nothing is deletable (fail closed)."""
     files = sorted(set(archived))
     servers = {f.server for f in files}
     kept = list(kept)
+    if len(servers) > 1 and any(_coordinate_file(r) and not r.server_identity for r in kept):
+        return []
     out = []
     for server in sorted(servers):
         alone = len(servers) == 1
@@ -55,13 +63,30 @@ def deletable(kept: Iterable[SnapshotSet], archived: Iterable[ArchivedFile]) -> 
     return out
 
 
-def archived_files(store: ObjectStore) -> list[ArchivedFile]:
+@dataclass(frozen=True)
+class ArchiveListing:
+    """What LIST found under `binlog/`: the archived files, and keys the layout cannot name
+    (a stranger may belong to a newer layout or a damaged upload: prune must not guess)."""
+
+    files: list[ArchivedFile]
+    strangers: list[str]
+
+
+def list_archive(store: ObjectStore) -> ArchiveListing:
+    """One LIST of the archive; a failing LIST raises StorageError (no partial answer)."""
     found = set()
+    strangers = []
     for info in store.list(f"{layout.ROOT}/"):
         parts = info.key.split("/")
-        if len(parts) == 4 and parts[2] != "gaps":
+        if layout.parse_gap(info.key) is not None:
+            continue
+        if len(parts) == 4 and (
+            parts[3] == "manifest.json" or layout.parse_segment(info.key) is not None
+        ):
             found.add(ArchivedFile(parts[1], parts[2]))
-    return sorted(found)
+        else:
+            strangers.append(info.key)
+    return ArchiveListing(sorted(found), strangers)
 
 
 def delete_files(store: ObjectStore, victims: list[ArchivedFile]) -> list[str]:
