@@ -7,9 +7,10 @@ bytes. Events the server makes up for the stream (the artificial ROTATE, heartbe
 format description replayed on a mid-file start with `log_pos` 0) are never written.
 
 A segment ends at a transaction boundary (after XID or a COMMIT query, after a standalone
-GTID's statement, before a GTID) once `flush_seconds` passed or `segment_max_bytes` is
-reached. A single transaction larger than `segment_max_bytes` is cut at an event boundary
-(kind `mid`) so memory and spool stay bounded. A real ROTATE or STOP ends the file (`eof`).
+GTID's statement, after a MySQL TRANSACTION_PAYLOAD, before a GTID) once `flush_seconds`
+passed or `segment_max_bytes` is reached. A single transaction larger than
+`segment_max_bytes` is cut at an event boundary (kind `mid`) so memory and spool stay
+bounded. A real ROTATE or STOP ends the file (`eof`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ KIND_MID = "mid"  # ends inside a transaction (that transaction exceeds segment_
 KIND_EOF = "eof"  # ends the file (ROTATE or STOP, or the server moved on to the next file)
 
 _GTIDS = frozenset({ev.MARIADB_GTID, ev.MYSQL_GTID, ev.MYSQL_ANONYMOUS_GTID})
-_MARKERS = _GTIDS | {ev.XID, ev.QUERY, ev.ROTATE, ev.STOP}  # events that may end a transaction
+# events that may end a transaction; a MySQL TRANSACTION_PAYLOAD holds a whole one
+_MARKERS = _GTIDS | {ev.XID, ev.QUERY, ev.ROTATE, ev.STOP, ev.MYSQL_TRANSACTION_PAYLOAD}
 _SLOW_PATH = _MARKERS | {ev.FORMAT_DESCRIPTION, ev.HEARTBEAT}
 _MIN_CHECKED = ev.HEADER_SIZE + ev.CHECKSUM_SIZE
 _PACKET_EVENT = struct.Struct("<IB" + ev.HEADER.format[1:])  # packet header, OK byte, event header
@@ -287,7 +289,7 @@ class Segmenter:
             return
         if not self._in_txn:
             ends = code != ev.MARIADB_ANNOTATE_ROWS  # FDE, GTID list, checkpoint, ROTATE...
-        elif code == ev.XID:
+        elif code in (ev.XID, ev.MYSQL_TRANSACTION_PAYLOAD):
             ends = True
         elif code == ev.QUERY:
             ends = self._standalone or text in (b"COMMIT", b"ROLLBACK")
