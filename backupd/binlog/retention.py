@@ -25,7 +25,7 @@ class ArchivedFile:
     file: str
 
 
-def _coordinate_file(record: SnapshotSet) -> str:
+def coordinate_file(record: SnapshotSet) -> str:
     file, _, pos = record.coordinate.rpartition(":")
     return file if file and pos.isdigit() else ""
 
@@ -38,7 +38,7 @@ def deletable(kept: Iterable[SnapshotSet], archived: Iterable[ArchivedFile]) -> 
     files = sorted(set(archived))
     servers = {f.server for f in files}
     kept = list(kept)
-    if len(servers) > 1 and any(_coordinate_file(r) and not r.server_identity for r in kept):
+    if len(servers) > 1 and any(coordinate_file(r) and not r.server_identity for r in kept):
         return []
     out = []
     for server in sorted(servers):
@@ -46,7 +46,7 @@ def deletable(kept: Iterable[SnapshotSet], archived: Iterable[ArchivedFile]) -> 
         starts = [
             name
             for record in kept
-            if (name := _coordinate_file(record))
+            if (name := coordinate_file(record))
             and (record.server_identity == server or (alone and not record.server_identity))
         ]
         if not starts:

@@ -59,6 +59,13 @@ def survey(catalog: Catalog) -> Survey:
         Refusal(UNPARSABLE_OBJECT, f"{key} is not a binlog segment, manifest or gap")
         for key in archive.strangers
     ]
+    refusals += [  # a set whose start cannot be read protects nothing: binlogs would go
+        Refusal(
+            UNPARSABLE_OBJECT, f"set {s.set_id} names no binlog file:position ({s.coordinate!r})"
+        )
+        for s in listing.sets
+        if s.coordinate and not retention.coordinate_file(s)
+    ]
     unreadable = [str(item) for item in listing.unreadable]
     return Survey(listing.sets, unreadable, archive.files, refusals)
 

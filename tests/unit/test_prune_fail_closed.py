@@ -77,6 +77,13 @@ def test_any_doubt_refuses_every_deletion(repo: FileStore, damage: str, kind: st
     assert sorted(info.key for info in repo.list("")) == before
 
 
+def test_a_set_whose_coordinate_does_not_parse_refuses(repo: FileStore) -> None:
+    Catalog(repo).put(a_set("20260103T000000Z-cccccc", 3.0, "mysql-bin.000006"))
+    doc = run(repo, dry_run=True)
+    assert doc["refused"]["kinds"] == ["unparsable_object"]
+    assert "20260103T000000Z-cccccc" in doc["refused"]["message"]
+
+
 def test_a_failing_list_refuses(repo: FileStore, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(prefix: str) -> Any:
         raise StorageError("list timed out")
