@@ -142,8 +142,9 @@ class Segmenter:
         out: list[Segment] = []
         pending = self._pending
         data = pending.data
-        if not data or self.checksum_alg != ev.CHECKSUM_CRC32:
+        if not data:
             return offset, seq, out
+        checked = self.checksum_alg == ev.CHECKSUM_CRC32  # binlog_checksum=NONE: sizes only
         unpack, crc32, limit = _PACKET_EVENT.unpack_from, zlib.crc32, self.segment_max_bytes
         view, total, first = memoryview(buffer), len(buffer), offset
         position = pending.start + len(data)
@@ -166,7 +167,7 @@ class Segmenter:
             ):
                 break
             event = view[offset + _FRAME : end]
-            if crc32(event) != _CRC32_RESIDUE:  # CRC32 of an event with its CRC32 appended
+            if checked and crc32(event) != _CRC32_RESIDUE:  # CRC32 of event + its CRC32
                 break  # `feed` names the problem
             if not in_txn:  # a MariaDB GTID: the previous transaction ended before it
                 pending.boundary, pending.boundary_time, tail_time = position, last_time, None
