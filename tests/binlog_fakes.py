@@ -51,14 +51,17 @@ def lenenc(value: int) -> bytes:
     return b"\xfe" + value.to_bytes(8, "little")
 
 
-def mysql_gtid_body(gno: int, anonymous: bool = False) -> bytes:
+def mysql_gtid_body(gno: int, anonymous: bool = False, five_seven: bool = False) -> bytes:
     """Gtid_event / Anonymous_gtid_event (8.0): commit flag (1 byte), SID (16), GNO (8, LE),
     logical-clock type code (1, = 2), last_committed (8), sequence_number (8), immediate
     commit timestamp (7; top bit clear: the original equals it), transaction length
     (length-encoded), immediate server version (4). Anonymous: SID and GNO are zero."""
     sid, number = (bytes(16), 0) if anonymous else (MYSQL_SID, gno)
+    clock = struct.pack("<B16sqBqq", 1, sid, number, 2, max(gno - 1, 0), gno)
+    if five_seven:  # MySQL 5.7 ends the event after the logical clock
+        return clock
     return (
-        struct.pack("<B16sqBqq", 1, sid, number, 2, max(gno - 1, 0), gno)
+        clock
         + (1_700_000_000_000_000 + gno).to_bytes(7, "little")
         + lenenc(0)
         + struct.pack("<I", 80036)
@@ -157,6 +160,14 @@ class FakeFile:
         else:
             for code, body in inner:
                 self.add(code, body)
+        self.boundaries.add(len(self.data))
+
+    def mysql_ddl(self, statement: bytes = b"CREATE TABLE t (id INT PRIMARY KEY)") -> None:
+        """A DDL: a GTID, then one QUERY that is not BEGIN, and no XID or COMMIT after it."""
+        self.seq += 1
+        self.timestamp += 1
+        self.add(ev.MYSQL_GTID, mysql_gtid_body(self.seq, five_seven=True))
+        self.add(ev.QUERY, query_body(statement))
         self.boundaries.add(len(self.data))
 
     def rotate(self, next_file: str) -> None:

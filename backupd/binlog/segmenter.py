@@ -31,7 +31,8 @@ KIND_EOF = "eof"  # ends the file (ROTATE or STOP, or the server moved on to the
 _GTIDS = frozenset({ev.MARIADB_GTID, ev.MYSQL_GTID, ev.MYSQL_ANONYMOUS_GTID})
 # events that may end a transaction; a MySQL TRANSACTION_PAYLOAD holds a whole one
 _MARKERS = _GTIDS | {ev.XID, ev.QUERY, ev.ROTATE, ev.STOP, ev.MYSQL_TRANSACTION_PAYLOAD}
-_SLOW_PATH = _MARKERS | {ev.FORMAT_DESCRIPTION, ev.HEARTBEAT}
+_HEARTBEATS = frozenset({ev.HEARTBEAT, ev.MYSQL_HEARTBEAT_V2})
+_SLOW_PATH = _MARKERS | _HEARTBEATS | {ev.FORMAT_DESCRIPTION}
 _MIN_CHECKED = ev.HEADER_SIZE + ev.CHECKSUM_SIZE
 _PACKET_EVENT = struct.Struct("<IB" + ev.HEADER.format[1:])  # packet header, OK byte, event header
 _FRAME = 5  # packet header and OK byte before each event
@@ -104,7 +105,7 @@ class Segmenter:
     def feed(self, raw: bytes, now: float) -> list[Segment]:
         """Accept one event as sent by the server; return the segments now complete."""
         timestamp, code, server_id, size, log_pos, flags = ev.check(raw, self.checksum_alg)
-        if code == ev.HEARTBEAT:
+        if code in _HEARTBEATS:
             return self.tick(now)
         if code == ev.FORMAT_DESCRIPTION:
             self.checksum_alg = ev.fde_checksum_alg(raw)

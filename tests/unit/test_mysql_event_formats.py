@@ -23,9 +23,13 @@ T0 = 1_700_000_000
 
 
 def mysql_file(kinds: list[str], name: str = "binlog.000001") -> FakeFile:
-    """One transaction per kind: `gtid`, `anonymous` or `compressed` (GTID + payload)."""
+    """One transaction per kind: `gtid`, `anonymous`, `compressed` (GTID + payload) or `ddl`
+    (a MySQL 5.7 GTID and one statement)."""
     fake = FakeFile(name, T0, mysql=True)
     for kind in kinds:
+        if kind == "ddl":
+            fake.mysql_ddl()
+            continue
         fake.mysql_transaction(
             [120, 40], compressed=kind == "compressed", anonymous=kind == "anonymous"
         )
@@ -55,6 +59,7 @@ KINDS = [
     ["anonymous", "anonymous"],
     ["compressed", "compressed", "compressed"],
     ["gtid", "compressed", "anonymous", "compressed"],
+    ["ddl", "compressed", "ddl", "gtid"],
 ]
 
 
@@ -66,6 +71,15 @@ def test_segmenter_cuts_at_every_mysql_transaction_end(kinds: list[str]) -> None
     assert segments and all(s.kind == KIND_TX for s in segments)
     assert segments[-1].end == len(fake.data)  # the last transaction is not held back
     assert {s.end for s in segments} <= fake.boundaries
+
+
+def test_mysql_heartbeats_are_not_placed_in_the_file() -> None:
+    fake = mysql_file(["compressed"])
+    seg = Segmenter(fake.name, 4, 1.0, 1 << 20)
+    for raw in fake.stream():
+        seg.feed(raw, 0.0)
+    beat = ev.build_event(ev.MYSQL_HEARTBEAT_V2, b"\x01\x0ebinlog.000001\x00", 0)
+    assert [(s.end, s.kind) for s in seg.feed(beat, 10.0)] == [(len(fake.data), KIND_TX)]
 
 
 def test_a_compressed_transaction_is_cut_without_waiting_for_the_next_gtid() -> None:
