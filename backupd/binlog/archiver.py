@@ -294,6 +294,7 @@ class Archiver:
             if self.segmenter is None:
                 self.segmenter = self._resolve(stream.binary_logs())
             seg = self.segmenter
+            seg.checksum_alg = stream.checksum_alg  # the artificial ROTATE precedes any FDE
             heartbeat = min(self.binlog.heartbeat_seconds, self.binlog.flush_seconds)
             stream.dump(self.mysql.server_id, seg.file, seg.position, heartbeat)
             self.connected = True
