@@ -70,7 +70,7 @@ def test_prune_with_one_unreadable_manifest_deletes_nothing(
         assert code == 0 and healthy_plan["refused"] is None, healthy_plan
         assert healthy_plan["binlog_files"], healthy_plan
         assert all(
-            layout.file_order(name.split("/")[1]) < layout.file_order(first_file)
+            layout.file_order(name.rsplit("/", 1)[1]) < layout.file_order(first_file)
             for name in healthy_plan["binlog_files"]
         )
 

@@ -227,8 +227,6 @@ def test_restored_and_promoted_server_never_restores_the_abandoned_past(
                 config["snapshot"]["mounts"] = [str(next(iter(mounts.values())))]
                 start_daemon(write_config(config, "promoted.toml"))
                 wait_for(lambda: status(sock).get("timeline") == 2, "timeline 2")
-                time.sleep(max(0.0, int(time.time()) + 1.05 - time.time()))  # 1 s timestamps
-                moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
                 wait_for(lambda: archived_scratch(sock, promoted), "the promoted archive")
                 view = Archive(FileStore(workdir / "repo"), CLUSTER).read()
                 history = view.get(2).history
@@ -237,7 +235,7 @@ def test_restored_and_promoted_server_never_restores_the_abandoned_past(
                 assert history.reason in ("promotion", "rewind") and not history.crossable
 
                 code, refused = run_json(
-                    "--config", str(fresh), "--json", "restore", "plan", "--to", moment,
+                    "--config", str(fresh), "--json", "restore", "plan", "--to", "latest",
                 )  # fmt: skip
                 assert code != 0 and "timeline 2 cannot be crossed" in json.dumps(refused)
 
@@ -246,14 +244,12 @@ def test_restored_and_promoted_server_never_restores_the_abandoned_past(
                 with promoted.connect() as conn, conn.cursor() as cur:
                     cur.execute("INSERT INTO shop.orders VALUES (6, 'after the new set')")
                 after = promoted_checksums(promoted)
-                time.sleep(max(0.0, int(time.time()) + 1.05 - time.time()))  # 1 s timestamps
-                moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
                 wait_for(lambda: archived_scratch(sock, promoted), "the promoted archive")
                 code, drilled = run_json(
-                    "--config", str(fresh), "--json", "drill", "--to", moment,
+                    "--config", str(fresh), "--json", "drill", "--to", "latest",
                     "--work-dir", str(workdir / "drill"),
                 )  # fmt: skip
-                assert code == 0, drilled
+                assert code == 0, json.dumps(drilled)
                 assert drilled["snapshot"]["set_id"] == second_set["set_id"]
                 assert mine(drilled["tables"], "shop") == after
             finally:
