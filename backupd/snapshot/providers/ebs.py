@@ -88,11 +88,12 @@ class EbsProvider:
             except OSError:
                 self.instance_id = ""  # fall back to one CreateSnapshot per volume
         if self.instance_id:
-            self.exclude = [v for v in self._attached() if v not in volumes]
+            self.exclude = [v for v in self.attached() if v not in volumes]
         mount_of = dict(zip(volumes, mounts, strict=False))
         return [Target(mount_of.get(v, ",".join(mounts)), v) for v in volumes]
 
-    def _attached(self) -> list[str]:
+    def attached(self) -> list[str]:
+        """The volumes attached to our instance."""
         try:
             answer = self.client.describe_volumes(
                 Filters=[{"Name": "attachment.instance-id", "Values": [self.instance_id]}]
@@ -119,16 +120,7 @@ class EbsProvider:
         self, set_id: str, wanted: dict[str, Target], tag_list: list[dict[str, str]]
     ) -> dict[str, VolumeSnapshot]:
         try:
-            answer = self.client.create_snapshots(
-                InstanceSpecification={
-                    "InstanceId": self.instance_id,
-                    "ExcludeBootVolume": True,
-                    "ExcludeDataVolumeIds": self.exclude,
-                },
-                Description=f"backupd {set_id}",
-                TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list}],
-                CopyTagsFromSource="volume",
-            )
+            answer = self.client.create_snapshots(**self.create_snapshots_request(set_id, tag_list))
         except (BotoCoreError, ClientError) as exc:
             raise _fail("CreateSnapshots", exc) from exc
         made = {}
@@ -141,6 +133,21 @@ class EbsProvider:
                 wanted[volume].mount, volume, snapshot_id, method="create-snapshots"
             )
         return made
+
+    def create_snapshots_request(
+        self, set_id: str, tag_list: list[dict[str, str]]
+    ) -> dict[str, Any]:
+        """The CreateSnapshots arguments (`backupctl check` sends the same with DryRun)."""
+        return {
+            "InstanceSpecification": {
+                "InstanceId": self.instance_id,
+                "ExcludeBootVolume": True,
+                "ExcludeDataVolumeIds": self.exclude,
+            },
+            "Description": f"backupd {set_id}",
+            "TagSpecifications": [{"ResourceType": "snapshot", "Tags": tag_list}],
+            "CopyTagsFromSource": "volume",
+        }
 
     def _create_one(
         self, set_id: str, target: Target, tag_list: list[dict[str, str]]
