@@ -27,8 +27,10 @@ from backupd.snapshot.catalog import (
 from backupd.snapshot.coordinator import Coordinator, Progress, volume_progress
 from backupd.snapshot.metrics import SnapshotMetrics
 from backupd.snapshot.providers import open_provider
+from backupd.snapshot.providers.base import progress_text
 
 _log = get_logger("snapshot")
+PENDING_WARN_HOURS = 24  # first snapshots take hours; a day means something is stuck
 
 
 @dataclass
@@ -328,10 +330,22 @@ class SnapshotService:
             if next_run
             else ""
         )
-        return head + tail
+        pending = "".join(
+            f"; {p.set_id} pending (EC2 {progress_text(p.volumes)})" for p in self.pending.values()
+        )
+        return head + tail + pending
 
     def warnings(self) -> list[str]:
+        found = []
         last = self.last
         if last is not None and last.state == FAILED:
-            return [f"last snapshot {last.set_id} failed: {last.error}"]
-        return []
+            found.append(f"last snapshot {last.set_id} failed: {last.error}")
+        now = time.time()
+        for record in self.pending.values():
+            hours = (now - record.started_at) / 3600
+            if hours >= PENDING_WARN_HOURS:
+                found.append(
+                    f"snapshot {record.set_id} still pending after {hours:.0f} h "
+                    f"(EC2 {progress_text(record.volumes)})"
+                )
+        return found

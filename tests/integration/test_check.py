@@ -136,6 +136,18 @@ def test_unfreezable_mount_fails(
     assert "not a mount point" in line["detail"] or "root filesystem" in line["detail"]
 
 
+def test_service_user_access_is_tested_as_that_user(
+    good: dict[str, Any], write_config: ConfigFactory
+) -> None:
+    path = write_config(good, "as-nobody.toml")
+    done = backupctl("--config", str(path), "check", "--user", "nobody", "--json", timeout=120)
+    doc = json.loads(done.stdout)
+    assert done.returncode == 1
+    line = failed(doc)["access.mysql.option_file"]  # 0600, owned by root
+    assert line["detail"].startswith("nobody cannot read") and "chown nobody" in line["fix"]
+    assert by_name(doc)["mysql.connect"]["status"] == "OK"  # check itself runs as root
+
+
 @pytest.fixture
 def denying_ec2(moto: MotoServer) -> Iterator[RewritingProxy]:
     proxy = RewritingProxy(moto.port).start()

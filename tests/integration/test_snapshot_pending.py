@@ -68,6 +68,10 @@ def test_snapshot_pending_past_the_timeout_completes_when_ec2_does(
     assert [v["progress"] for v in record["volumes"]] == ["42%"]
     _code, status = backupctl_json("--socket", sock, "status")
     assert [p["set_id"] for p in status["snapshot"]["pending"]] == [record["set_id"]]
+    assert (
+        f"{record['set_id']} pending (EC2 {ebs['volumes'][0]} 42%)"
+        in (status["snapshot"]["summary"])
+    )
     assert not any("failed" in w for w in status["warnings"]), status["warnings"]
     samples = scrape(status["daemon"]["metrics_address"])
     assert samples["backupd_snapshot_pending_sets"] == 1
