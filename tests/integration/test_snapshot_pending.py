@@ -4,6 +4,9 @@ by the daemon, ends completed and restorable, and no failure is counted."""
 
 from __future__ import annotations
 
+import os
+import pty
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +14,7 @@ from typing import Any
 import pytest
 
 from backupd.control.client import ControlClient
-from tests.clients import backupctl_json
+from tests.clients import BIN_DIR, backupctl_json
 from tests.conftest import ConfigFactory
 from tests.integration.test_snapshot_ebs import StartDaemon, ebs_config, instance  # noqa: F401
 from tests.integration.test_snapshot_schedule import scrape
@@ -92,3 +95,37 @@ def test_snapshot_pending_past_the_timeout_completes_when_ec2_does(
     code, plan = backupctl_json("--config", str(write_config(ebs_config)), "restore", "plan",
                                 "--to", "latest")  # fmt: skip
     assert code == 0 and plan["snapshot"]["set_id"] == record["set_id"], plan
+
+
+def test_snapshot_wait_on_a_terminal_shows_ec2_progress(
+    ebs_config: dict[str, Any],  # noqa: F811
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    slow_ec2: RewritingProxy,
+) -> None:
+    ebs = ebs_config["snapshot"]["ebs"]
+    ebs.update({"endpoint_url": slow_ec2.url, "wait_timeout_seconds": 1, "poll_seconds": 0.3})
+    start_daemon(write_config(ebs_config))
+    sock = ebs_config["daemon"]["socket"]
+    controller, terminal = pty.openpty()  # stderr is a TTY: the progress line is drawn there
+    try:
+        done = subprocess.run(
+            [str(BIN_DIR / "backupctl"), "--socket", sock, "snapshot", "--wait", "--timeout", "4"],
+            stdout=subprocess.PIPE, stderr=terminal, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        os.close(terminal)
+        shown = b""
+        while chunk := _read(controller):
+            shown += chunk
+    finally:
+        os.close(controller)
+    assert done.returncode == 4, done.stdout  # still pending when --timeout ran out
+    assert f"EC2 {ebs['volumes'][0]} 42%".encode() in shown, shown
+    assert "pending" in done.stdout and "42%" in done.stdout
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO: the terminal side is closed and drained
+        return b""
