@@ -20,6 +20,7 @@ FREEZABLE = {"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "jfs", "nilfs2", "g
 CLOCK_WARN_SECONDS = 0.5
 CLOCK_FAIL_SECONDS = 30.0
 TOOL_TIMEOUT = 5.0
+CLOCK_FIX = "run chrony (Amazon Time Sync: server 169.254.169.123) or systemd-timesyncd"
 
 
 def mount_fstype(path: str, mountinfo: str = "/proc/self/mountinfo") -> str:
@@ -115,6 +116,15 @@ def parse_chrony(text: str) -> float | None:
     return value if match[2] == "fast" else -value
 
 
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0}
+
+
+def parse_timesync_offset(text: str) -> float | None:
+    """Offset from `timedatectl timesync-status` ("Offset: -1.234ms")."""
+    match = re.search(r"Offset:\s*([+-]?[\d.]+)(us|ms|s|min)\b", text)
+    return float(match[1]) * _UNITS[match[2]] if match else None
+
+
 def parse_timesync(text: str) -> bool | None:
     """`timedatectl show -p NTPSynchronized`: NTPSynchronized=yes|no."""
     match = re.search(r"NTPSynchronized=(yes|no)", text)
@@ -137,25 +147,31 @@ def run_tool(argv: list[str]) -> str | None:
 
 
 def check_clock(run: Runner = run_tool) -> Result:
+    """chrony first, then systemd-timesyncd; a clock nobody vouches for is a warning."""
     chrony = run(["chronyc", "tracking"])
-    offset = parse_chrony(chrony) if chrony else None
-    fix = "run chrony (Amazon Time Sync: server 169.254.169.123) or systemd-timesyncd"
-    if offset is not None:
-        detail = f"chrony: {abs(offset):.3f} s {'fast' if offset > 0 else 'slow'}"
-        if abs(offset) >= CLOCK_FAIL_SECONDS:
-            return fail("local.clock", detail + ": restore-by-time targets would be off", fix)
-        if abs(offset) >= CLOCK_WARN_SECONDS:
-            return warn("local.clock", detail, fix)
-        return ok("local.clock", detail)
-    timesync = run(["timedatectl", "show", "-p", "NTPSynchronized"])
-    synced = parse_timesync(timesync) if timesync else None
+    if chrony and (offset := parse_chrony(chrony)) is not None:
+        return _offset("chrony", offset)
+    status = run(["timedatectl", "timesync-status"])
+    if status and (offset := parse_timesync_offset(status)) is not None:
+        return _offset("systemd-timesyncd", offset)
+    shown = run(["timedatectl", "show", "-p", "NTPSynchronized"])
+    synced = parse_timesync(shown) if shown else None
     if synced:
         return ok("local.clock", "systemd-timesyncd: synchronized")
     if synced is False:
-        return warn("local.clock", "systemd-timesyncd: not synchronized", fix)
+        return warn("local.clock", "systemd-timesyncd: not synchronized", CLOCK_FIX)
     return warn(
-        "local.clock", "clock offset unknown (neither chronyc nor timedatectl answered)", fix
+        "local.clock", "clock offset unknown (neither chronyc nor timedatectl answered)", CLOCK_FIX
     )
+
+
+def _offset(source: str, offset: float) -> Result:
+    detail = f"{source}: {abs(offset):.3f} s {'fast' if offset > 0 else 'slow'}"
+    if abs(offset) >= CLOCK_FAIL_SECONDS:
+        return fail("local.clock", detail + ": restore-by-time targets would be off", CLOCK_FIX)
+    if abs(offset) >= CLOCK_WARN_SECONDS:
+        return warn("local.clock", detail, CLOCK_FIX)
+    return ok("local.clock", detail)
 
 
 def check(config: Config) -> list[Result]:

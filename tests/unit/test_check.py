@@ -95,6 +95,10 @@ def test_clock_from_chrony_then_timesyncd_else_unknown() -> None:
     assert local.check_clock(lambda argv: answers.get(argv[0])).status == WARN
     answers = {"timedatectl": "NTPSynchronized=yes\n"}
     assert local.check_clock(lambda argv: answers.get(argv[0])).status == OK
+    status = "       Server: 169.254.169.123\n       Offset: -1.5ms\n        Delay: 0.3ms\n"
+    assert local.parse_timesync_offset(status) == pytest.approx(-0.0015)
+    timesync = local.check_clock(lambda argv: status if argv[1:] == ["timesync-status"] else None)
+    assert timesync.status == OK and timesync.detail == "systemd-timesyncd: 0.002 s slow"
     unknown = local.check_clock(lambda argv: None)
     assert unknown.status == WARN and "unknown" in unknown.detail
     far = "System time     : 45.0 seconds fast of NTP time\n"
