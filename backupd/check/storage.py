@@ -3,6 +3,7 @@ Object Lock, read back, listed and deleted — what the daemon does every second
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from collections.abc import Callable
@@ -17,7 +18,8 @@ PROBE_PREFIX = "check/"
 
 def _fix(section: StorageSection, step: str) -> str:
     if section.url.startswith("file://"):
-        return f"make {section.url.removeprefix('file://')} exist and writable by the daemon"
+        path = section.url.removeprefix("file://")
+        return f"mkdir -p {path} && chown backupd {path} (the daemon's user)"
     return (
         f"check that the bucket in {section.url} exists, storage.region/endpoint_url, and that "
         f"the instance role allows s3:{step} on it (packaging/aws/iam-policy.json)"
@@ -51,6 +53,11 @@ def check(section: StorageSection, store: ObjectStore) -> list[Result]:
         store.put(key, body)
         return f"wrote {key} to {store.url}"
 
+    root = section.url.removeprefix("file://") if section.url.startswith("file://") else ""
+    if root and not os.path.isdir(root):  # creating it here, as root, would lock the daemon out
+        return [
+            fail("storage.put", f"repository directory {root} does not exist", _fix(section, ""))
+        ]
     if not step("put", "PutObject", put):
         return results
     if step("get", "GetObject", get):

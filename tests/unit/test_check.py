@@ -129,3 +129,18 @@ def test_report_and_nagios_line() -> None:
         0,
         "BACKUPD CHECK OK - 0 failed, 0 warnings, 1 ok",
     )
+
+
+def test_file_repository_probe_and_a_missing_directory_is_not_created(tmp_path: Path) -> None:
+    from backupd.check import storage as storage_check
+    from backupd.config import StorageSection
+    from backupd.storage import open_store
+
+    section = StorageSection(url=f"file://{tmp_path / 'repo'}")
+    (missing,) = storage_check.check(section, open_store(section))
+    assert missing.status == FAIL and "does not exist" in missing.detail
+    assert not (tmp_path / "repo").exists()  # made by root here, the daemon could not write it
+    (tmp_path / "repo").mkdir()
+    results = storage_check.check(section, open_store(section))
+    assert statuses(results) == {f"storage.{s}": OK for s in ("put", "get", "list", "delete")}
+    assert list((tmp_path / "repo").rglob("probe-*")) == []
