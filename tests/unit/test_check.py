@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from backupd.check import local, mysql
+from backupd.check import storage as storage_check
 from backupd.check.result import FAIL, OK, WARN, Result, fail, nagios, ok, report, warn
-from backupd.config import Config
+from backupd.config import Config, StorageSection
+from backupd.storage import open_store
 
 GOOD = {
     "log_bin": "ON",
@@ -132,10 +134,6 @@ def test_report_and_nagios_line() -> None:
 
 
 def test_file_repository_probe_and_a_missing_directory_is_not_created(tmp_path: Path) -> None:
-    from backupd.check import storage as storage_check
-    from backupd.config import StorageSection
-    from backupd.storage import open_store
-
     section = StorageSection(url=f"file://{tmp_path / 'repo'}")
     (missing,) = storage_check.check(section, open_store(section))
     assert missing.status == FAIL and "does not exist" in missing.detail
