@@ -162,6 +162,18 @@ def _gtid(v: dict[str, Any], flavor: str) -> Result:
     )
 
 
+def check_client_id(client_id: int, server_id: Any) -> Result:
+    """The binlog client registers as a replica with `mysql.server_id`: never the server's own."""
+    name = "mysql.server_id"
+    if str(client_id) == str(server_id):
+        return fail(
+            name,
+            f"mysql.server_id {client_id} is the server's own server_id: it refuses the stream",
+            "set mysql.server_id to an id no server or replica in the topology uses",
+        )
+    return ok(name, f"binlog client id {client_id} (server {server_id})")
+
+
 def check_expiry(expiry_seconds: float, lag_seconds: float | None) -> Result:
     """Binlog expiry against how far the archive trails: the server must keep a binlog until
     it is archived, with room for an outage of backupd."""
@@ -251,6 +263,7 @@ def _checks_on(conn: Any, config: Config, store: ObjectStore | None) -> list[Res
     results += check_privileges(config, grants, account)
     variables = read_variables(conn)
     results += check_variables(variables, version.flavor)
+    results.append(check_client_id(config.mysql.server_id, variables.get("server_id")))
     lag = None
     if store is not None and config.binlog.enabled:
         server = str(variables.get(database.identity_variable(version)) or "")

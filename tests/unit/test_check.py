@@ -142,3 +142,8 @@ def test_file_repository_probe_and_a_missing_directory_is_not_created(tmp_path: 
     results = storage_check.check(section, open_store(section))
     assert statuses(results) == {f"storage.{s}": OK for s in ("put", "get", "list", "delete")}
     assert list((tmp_path / "repo").rglob("probe-*")) == []
+
+
+def test_binlog_client_id_must_differ_from_the_servers() -> None:
+    assert mysql.check_client_id(4000000001, "1").status == OK
+    assert mysql.check_client_id(7, "7").status == FAIL
