@@ -89,7 +89,9 @@ class SnapshotService:
         self._coordinator: Coordinator | None = None
         self._thread: threading.Thread | None = None
         self.last: SnapshotSet | None = None
-        self.pending: dict[str, SnapshotSet] = {}  # set_id -> a set EC2 has not completed yet
+        # set_id -> a set EC2 has not completed yet; the worker replaces the dict, never
+        # changes it in place, so status readers in other threads iterate a fixed one
+        self.pending: dict[str, SnapshotSet] = {}
         self.last_success_at = 0.0
         self.schedule: Any = None  # backupd.snapshot.schedule.Schedule once started
 
@@ -178,7 +180,7 @@ class SnapshotService:
         self.last = record
         self.metrics.observe(record)
         if record.state == PENDING:
-            self.pending[record.set_id] = record
+            self.pending = {**self.pending, record.set_id: record}
             self.metrics.pending.set(len(self.pending))
         if record.state == COMPLETED:
             self.last_success_at = record.completed_at
@@ -189,19 +191,22 @@ class SnapshotService:
         """One look at every pending set (in the worker thread, so never beside a run);
         returns what each one is now."""
         seen: dict[str, SnapshotSet] = {}
-        for set_id, record in list(self.pending.items()):
+        for set_id, record in self.pending.items():
             if self.context.stop.is_set():
                 break
             settled = seen[set_id] = self._new_coordinator().follow_up(record, 0.0)
-            self.pending[set_id] = settled
             if settled.state == PENDING:
                 continue
-            del self.pending[set_id]
             self.metrics.outcome(settled)
             if settled.state == COMPLETED:
                 self.last_success_at = max(self.last_success_at, settled.completed_at)
             if self.last is not None and self.last.set_id == set_id:
                 self.last = settled
+        self.pending = {
+            set_id: seen.get(set_id, record)
+            for set_id, record in self.pending.items()
+            if seen.get(set_id, record).state == PENDING
+        }
         self.metrics.pending.set(len(self.pending))
         return seen
 
@@ -213,10 +218,14 @@ class SnapshotService:
             _log.warning("cannot read the snapshot catalog", error=exc.message)
             return
         provider = self.context.config.snapshot.provider
-        for record in sets:
-            mine = record.owner == self.owner and record.provider == provider
-            if mine and record.state == PENDING and record.volumes:
-                self.pending[record.set_id] = record  # left pending by a timeout or a restart
+        self.pending = {  # left pending by a run's timeout, or by a daemon that died
+            record.set_id: record
+            for record in sets
+            if record.owner == self.owner
+            and record.provider == provider
+            and record.state == PENDING
+            and record.volumes
+        }
         seen = self._follow_up()
         sets = [seen.get(s.set_id, s) for s in sets]
         if sets and self.last is None:
