@@ -182,6 +182,7 @@ class EbsSection(Section):
     imds_url: str = "http://169.254.169.254"
     wait_timeout_seconds: PositiveInt = 3600
     device_links: str = "/dev/disk/by-id"
+    poll_seconds: Annotated[float, Field(gt=0, le=600)] = 15.0
 
     @field_validator("device_links")
     @classmethod

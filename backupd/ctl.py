@@ -113,10 +113,12 @@ REGISTRARS: list[Registrar] = [register_core, snapshot_ctl.register]
 def _register_features() -> None:
     """Feature registrars import this module, so they are appended after it is defined."""
     from backupd.binlog.ctl import register as register_binlog
+    from backupd.check.ctl import register as register_check
     from backupd.restore.ctl import register as register_restore
 
     REGISTRARS.append(register_binlog)
     REGISTRARS.append(register_restore)
+    REGISTRARS.append(register_check)
 
 
 _register_features()

@@ -203,6 +203,23 @@ class PruneRefused(BackupdError):
     http_status = 503
 
 
+class SnapshotStillPending(BackupdError):
+    """Snapshot set {set_id} still pending after {seconds:g} s ({progress})"""
+
+    code = "snapshot_pending"
+    http_status = 202
+
+    def __init__(self, volumes: list[Any], **fields: Any) -> None:
+        self.volumes = volumes  # the set's volumes with EC2's latest state and progress
+        super().__init__(**fields)
+
+
+class SnapshotErrored(ProviderError):
+    """EC2 reports snapshot(s) {ids} {how}: the set cannot complete"""
+
+    code = "snapshot_error"
+
+
 _BY_CODE: dict[str, type[BackupdError]] = {}
 
 

@@ -89,8 +89,10 @@ def list_archive(store: ObjectStore) -> ArchiveListing:
         if layout.parse_history(info.key) is not None or layout.parse_gap(info.key) is not None:
             continue
         split = layout.split_stream(info.key)
-        if split is not None and len(split[1]) == 2 and (
-            split[1][1] == "manifest.json" or layout.parse_segment(info.key) is not None
+        if (
+            split is not None
+            and len(split[1]) == 2
+            and (split[1][1] == "manifest.json" or layout.parse_segment(info.key) is not None)
         ):
             found.add(ArchivedFile(split[0], split[1][0]))
         else:

@@ -36,6 +36,7 @@ class VolumeSnapshot:
     method: str = ""  # local provider: "reflink" | "sparse-copy"; ebs: "create-snapshots" ...
     size_bytes: int = 0
     copies: dict[str, str] = field(default_factory=dict)  # region -> snapshot id
+    progress: str = ""  # EBS: DescribeSnapshots' Progress ("42%") when last asked
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from backupd.metrics import PREFIX
-from backupd.snapshot.catalog import COMPLETED, SnapshotSet
+from backupd.snapshot.catalog import COMPLETED, PENDING, SnapshotSet
 
 _SHORT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _LONG = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0)
@@ -72,14 +72,25 @@ class SnapshotMetrics:
             "1 while the latest prune (or dry run) was refused: retention is not running",
             registry=registry,
         )
+        self.pending = Gauge(
+            f"{PREFIX}_snapshot_pending_sets",
+            "Snapshot sets started but not yet completed by the provider (followed up)",
+            registry=registry,
+        )
 
     def observe(self, record: SnapshotSet) -> None:
-        self.total.labels(record.state).inc()
-        if record.completed_at and record.started_at:
-            self.duration.observe(record.completed_at - record.started_at)
+        """A run that ended: its lock and freeze, and its outcome unless still pending."""
         if record.freeze_seconds:
             self.freeze.observe(record.freeze_seconds)
         if record.lock_seconds:
             self.lock.observe(record.lock_seconds)
+        if record.state != PENDING:
+            self.outcome(record)
+
+    def outcome(self, record: SnapshotSet) -> None:
+        """A set reached its final state (at the end of its run, or when followed up)."""
+        self.total.labels(record.state).inc()
+        if record.completed_at and record.started_at:
+            self.duration.observe(record.completed_at - record.started_at)
         if record.state == COMPLETED:
             self.last_success.set(record.completed_at)

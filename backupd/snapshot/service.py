@@ -30,11 +30,13 @@ from backupd.snapshot.catalog import (
     SnapshotSet,
     new_set_id,
 )
-from backupd.snapshot.coordinator import Coordinator, Progress
+from backupd.snapshot.coordinator import Coordinator, Progress, volume_progress
 from backupd.snapshot.metrics import SnapshotMetrics
 from backupd.snapshot.providers import open_provider
+from backupd.snapshot.providers.base import progress_text
 
 _log = get_logger("snapshot")
+PENDING_WARN_HOURS = 24  # first snapshots take hours; a day means something is stuck
 
 
 @dataclass
@@ -65,6 +67,13 @@ def record_summary(record: SnapshotSet) -> dict[str, Any]:
     }
 
 
+def running(progress: Progress | None) -> dict[str, Any] | None:
+    """The run in progress: its phase and, while waiting for EC2, each volume's progress."""
+    if progress is None:
+        return None
+    return {"set_id": progress.set_id, "phase": progress.phase, "volumes": progress.volumes}
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -86,6 +95,9 @@ class SnapshotService:
         self._coordinator: Coordinator | None = None
         self._thread: threading.Thread | None = None
         self.last: SnapshotSet | None = None
+        # set_id -> a set EC2 has not completed yet; the worker replaces the dict, never
+        # changes it in place, so status readers in other threads iterate a fixed one
+        self.pending: dict[str, SnapshotSet] = {}
         self.last_success_at = 0.0
         self.prune_refusal = ""  # why the latest prune deleted nothing; "" once one was allowed
         self.schedule: Any = None  # backupd.snapshot.schedule.Schedule once started
@@ -141,7 +153,12 @@ class SnapshotService:
     def _work(self) -> None:
         self._load_last()
         while not self.context.stop.is_set():
-            run = self._queue.get()
+            poll = self.context.config.snapshot.ebs.poll_seconds
+            try:
+                run = self._queue.get(timeout=poll if self.pending else None)
+            except queue.Empty:
+                self._follow_up()
+                continue
             if run is None:
                 return
             try:
@@ -169,10 +186,36 @@ class SnapshotService:
         run.record = record
         self.last = record
         self.metrics.observe(record)
+        if record.state == PENDING:
+            self.pending = {**self.pending, record.set_id: record}
+            self.metrics.pending.set(len(self.pending))
         if record.state == COMPLETED:
             self.last_success_at = record.completed_at
         if self.schedule is not None:
             self.schedule.after_run(record)
+
+    def _follow_up(self) -> dict[str, SnapshotSet]:
+        """One look at every pending set (in the worker thread, so never beside a run);
+        returns what each one is now."""
+        seen: dict[str, SnapshotSet] = {}
+        for set_id, record in self.pending.items():
+            if self.context.stop.is_set():
+                break
+            settled = seen[set_id] = self._new_coordinator().follow_up(record, 0.0)
+            if settled.state == PENDING:
+                continue
+            self.metrics.outcome(settled)
+            if settled.state == COMPLETED:
+                self.last_success_at = max(self.last_success_at, settled.completed_at)
+            if self.last is not None and self.last.set_id == set_id:
+                self.last = settled
+        self.pending = {
+            set_id: seen.get(set_id, record)
+            for set_id, record in self.pending.items()
+            if seen.get(set_id, record).state == PENDING
+        }
+        self.metrics.pending.set(len(self.pending))
+        return seen
 
     def _load_last(self) -> None:
         """Pick up the newest recorded set, for status and metrics after a restart."""
@@ -182,10 +225,16 @@ class SnapshotService:
             _log.warning("cannot read the snapshot catalog", error=exc.message)
             return
         provider = self.context.config.snapshot.provider
-        for index, record in enumerate(sets):
-            mine = record.owner == self.owner and record.provider == provider
-            if mine and record.state == PENDING and record.volumes:
-                sets[index] = self._new_coordinator().resume(record)
+        self.pending = {  # left pending by a run's timeout, or by a daemon that died
+            record.set_id: record
+            for record in sets
+            if record.owner == self.owner
+            and record.provider == provider
+            and record.state == PENDING
+            and record.volumes
+        }
+        seen = self._follow_up()
+        sets = [seen.get(s.set_id, s) for s in sets]
         if sets and self.last is None:
             self.last = sets[-1]
         done = [s.completed_at for s in sets if s.state == COMPLETED and s.owner == self.owner]
@@ -229,7 +278,7 @@ class SnapshotService:
                 {"set_id": item.set_id, "key": item.key, "reason": item.reason}
                 for item in listing.unreadable
             ],
-            "running": {"set_id": progress.set_id, "phase": progress.phase} if progress else None,
+            "running": running(progress),
         }
 
     def _get_snapshot(self, request: Request) -> tuple[int, dict[str, Any]]:
@@ -241,8 +290,7 @@ class SnapshotService:
             wait = _seconds((request.query.get("wait") or ["0"])[0])
             if wait and current.done.wait(wait) and current.record is not None:
                 return 200, current.record.to_dict()
-            progress = self.progress()
-            return 200, {"set_id": set_id, "state": "running", "phase": progress and progress.phase}
+            return 200, {"state": "running", **(running(self.progress()) or {"set_id": set_id})}
         try:
             return 200, Catalog(self.context.store).get(set_id).to_dict()
         except StorageError as exc:
@@ -289,7 +337,11 @@ class SnapshotService:
             "schedule": section.schedule,
             "mounts": list(section.mounts),
             "next_run_at": next_run,
-            "running": {"set_id": progress.set_id, "phase": progress.phase} if progress else None,
+            "running": running(progress),
+            "pending": [
+                {"set_id": p.set_id, "volumes": volume_progress(p.volumes)}
+                for p in self.pending.values()
+            ],
             "last": record_summary(last) if last else None,
             "last_success_at": self.last_success_at or None,
             "prune_refused": self.prune_refusal or None,
@@ -310,13 +362,24 @@ class SnapshotService:
             if next_run
             else ""
         )
-        return head + tail
+        pending = "".join(
+            f"; {p.set_id} pending (EC2 {progress_text(p.volumes)})" for p in self.pending.values()
+        )
+        return head + tail + pending
 
     def warnings(self) -> list[str]:
+        found = []
         last = self.last
-        warnings = []
         if last is not None and last.state == FAILED:
-            warnings.append(f"last snapshot {last.set_id} failed: {last.error}")
+            found.append(f"last snapshot {last.set_id} failed: {last.error}")
+        now = time.time()
+        for record in self.pending.values():
+            hours = (now - record.started_at) / 3600
+            if hours >= PENDING_WARN_HOURS:
+                found.append(
+                    f"snapshot {record.set_id} still pending after {hours:.0f} h "
+                    f"(EC2 {progress_text(record.volumes)})"
+                )
         if self.prune_refusal:
-            warnings.append(self.prune_refusal)
-        return warnings
+            found.append(self.prune_refusal)
+        return found
