@@ -36,13 +36,17 @@ def _absolute_path(value: str, what: str) -> str:
 
 class DaemonSection(Section):
     socket: str = "/run/backupd/control.sock"
-    socket_group: str = "backupd"
+    socket_group: str = "backupd-readers"
     admin_group: str = ""
     state_dir: str = "/var/lib/backupd"
     spool_dir: str = "/var/cache/backupd/spool"
     log_format: Literal["logfmt", "json"] = "logfmt"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    socket_request_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+    socket_reader_slots: Annotated[int, Field(ge=1, le=1024)] = 16
+    socket_admin_slots: Annotated[int, Field(ge=1, le=1024)] = 8
+    socket_max_waits: Annotated[int, Field(ge=0, le=4096)] = 64
 
     @field_validator("socket", "state_dir", "spool_dir")
     @classmethod

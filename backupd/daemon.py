@@ -16,8 +16,9 @@ from types import FrameType
 from typing import Any
 
 from backupd import database
-from backupd.config import Config
+from backupd.config import Config, DaemonSection
 from backupd.config_loader import load_config
+from backupd.control.limits import Limits
 from backupd.control.server import ControlServer, Request, Route
 from backupd.database import DatabaseStatus
 from backupd.errors import EXIT_FAILED, ConfigError
@@ -31,7 +32,25 @@ from backupd.storage import ObjectStore, open_store
 
 _log = get_logger("daemon")
 
-RESTART_ONLY_KEYS = ("daemon.socket", "daemon.socket_group", "daemon.admin_group", "metrics.listen")
+RESTART_ONLY_KEYS = (
+    "daemon.socket",
+    "daemon.socket_group",
+    "daemon.admin_group",
+    "daemon.socket_request_seconds",
+    "daemon.socket_reader_slots",
+    "daemon.socket_admin_slots",
+    "daemon.socket_max_waits",
+    "metrics.listen",
+)
+
+
+def control_limits(section: DaemonSection) -> Limits:
+    return Limits(
+        request_seconds=section.socket_request_seconds,
+        reader_slots=section.socket_reader_slots,
+        admin_slots=section.socket_admin_slots,
+        max_waits=section.socket_max_waits,
+    )
 
 
 def probe_database(config: Config) -> Callable[[], DatabaseStatus]:
@@ -97,6 +116,7 @@ class Daemon:
             on_status=lambda status: self.metrics.control_requests.labels(
                 f"{status // 100}xx"
             ).inc(),
+            limits=control_limits(config.daemon),
         )
         self.metrics_server = (
             MetricsServer(config.metrics.listen, self.metrics.registry)
@@ -125,7 +145,8 @@ class Daemon:
             self.database_probe.state,
             self.storage_probe.state,
             self.store.url,
-            sections={service.name: service.status() for service in self.services},
+            sections={"control": self.control.usage()}
+            | {service.name: service.status() for service in self.services},
             extra_warnings=[w for service in self.services for w in service.warnings()],
         )
 

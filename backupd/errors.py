@@ -196,6 +196,14 @@ class ProviderError(BackupdError):
     http_status = 502
 
 
+class ControlBusy(BackupdError):
+    """Control socket busy: all {slots} {role} request slots are in use; try again"""
+
+    code = "control_busy"
+    exit_code = EXIT_UNREACHABLE
+    http_status = 503
+
+
 _BY_CODE: dict[str, type[BackupdError]] = {}
 
 

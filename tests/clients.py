@@ -76,3 +76,36 @@ def run_as(uid: int, gid: int, argv: list[str]) -> tuple[int, str, str]:
         stdout, stderr = out.read(), err.read()
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), stdout, stderr
+
+
+def connect_as(uid: int, gid: int, socket_path: str, count: int) -> list[socket.socket]:
+    """Open `count` connections whose SO_PEERCRED is uid/gid (a forked child connects them).
+
+    The daemon judges a peer by the credentials at connect time, so the child hands the
+    connected sockets back over SCM_RIGHTS and exits; this process then drives them.
+    """
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            parent.close()
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            conns = []
+            for _ in range(count):
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.connect(socket_path)
+                conns.append(conn)
+            socket.send_fds(child, [b"x"], [conn.fileno() for conn in conns])
+            code = 0
+        finally:
+            os._exit(code)
+    child.close()
+    with parent:
+        _msg, fds, _flags, _addr = socket.recv_fds(parent, 16, count)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0 or len(fds) != count:
+        raise RuntimeError(f"child could not connect {count} times to {socket_path}")
+    return [socket.socket(fileno=fd) for fd in fds]

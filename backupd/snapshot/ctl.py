@@ -10,6 +10,8 @@ from backupd.control.client import ControlClient
 from backupd.errors import EXIT_FAILED, EXIT_OK
 from backupd.snapshot.catalog import COMPLETED
 
+MAX_WAIT_SECONDS = 600.0  # one long-poll; the daemon caps a wait at an hour
+
 
 def register(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     snap = commands.add_parser(
@@ -48,9 +50,13 @@ def _when(timestamp: Any) -> str:
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     body = {"wait": bool(args.wait), "timeout": args.timeout}
-    document = _client(args).request(
+    client = _client(args)
+    give_up = time.monotonic() + args.timeout
+    document = client.request(
         "POST", "/v1/snapshots", body, timeout=args.timeout + 30 if args.wait else None
     )
+    if args.wait:
+        document = _wait_for(client, document, give_up)
     state = document.get("state")
     if state == "running":
         text = f"snapshot {document['set_id']} started"
@@ -65,6 +71,16 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             text += f"\nerror: {document['error']}"
     _emit(args, document, text)
     return EXIT_OK if state in ("running", COMPLETED) else EXIT_FAILED
+
+
+def _wait_for(client: ControlClient, document: dict[str, Any], give_up: float) -> dict[str, Any]:
+    """Keep waiting when the daemon answered early (every parked wait was taken)."""
+    while document.get("state") == "running" and (left := give_up - time.monotonic()) > 0:
+        wait = max(1.0, min(left, MAX_WAIT_SECONDS))
+        document = client.request(
+            "GET", f"/v1/snapshot?set_id={document['set_id']}&wait={wait:.0f}", timeout=wait + 30
+        )
+    return document
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:

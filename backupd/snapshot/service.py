@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from backupd.control.server import Request, Route
+from backupd.control.server import LongPoll, Request, Route
 from backupd.errors import SnapshotInProgress, SnapshotNotFound, StorageError, UsageError
 from backupd.log import get_logger
 from backupd.service import ServiceContext
@@ -202,15 +202,15 @@ class SnapshotService:
             Route("POST", "/v1/prune", self._post_prune, changes=True),
         ]
 
-    def _post_snapshot(self, request: Request) -> tuple[int, dict[str, Any]]:
+    def _post_snapshot(self, request: Request) -> tuple[int, dict[str, Any]] | LongPoll:
         wait = bool(request.body.get("wait", False))
         timeout = request.body.get("timeout", 3600)
         if not isinstance(timeout, int | float) or timeout <= 0:
             raise UsageError("timeout must be a positive number of seconds")
         run = self.request("manual")
-        if wait and run.done.wait(float(timeout)) and run.record is not None:
-            return 200, run.record.to_dict()
-        return 202, {"set_id": run.set_id, "state": "running"}
+        if wait:
+            return LongPoll(run.done, float(timeout), lambda: self._state_of(run, 202))
+        return self._state_of(run, 202)
 
     def _get_snapshots(self, _request: Request) -> tuple[int, dict[str, Any]]:
         sets, broken = Catalog(self.context.store).list()
@@ -221,17 +221,24 @@ class SnapshotService:
             "running": {"set_id": progress.set_id, "phase": progress.phase} if progress else None,
         }
 
-    def _get_snapshot(self, request: Request) -> tuple[int, dict[str, Any]]:
+    def _state_of(self, run: Run, running_status: int) -> tuple[int, dict[str, Any]]:
+        """The recorded set once `run` is done, else where it is (with `running_status`)."""
+        if run.done.is_set() and run.record is not None:
+            return 200, run.record.to_dict()
+        progress = self.progress()
+        phase = progress and progress.phase
+        return running_status, {"set_id": run.set_id, "state": "running", "phase": phase}
+
+    def _get_snapshot(self, request: Request) -> tuple[int, dict[str, Any]] | LongPoll:
         set_id = (request.query.get("set_id") or [""])[0]
         if not set_id:
             raise UsageError("set_id is required: /v1/snapshot?set_id=...")
         current = self._current
         if current is not None and current.set_id == set_id:
             wait = _seconds((request.query.get("wait") or ["0"])[0])
-            if wait and current.done.wait(wait) and current.record is not None:
-                return 200, current.record.to_dict()
-            progress = self.progress()
-            return 200, {"set_id": set_id, "state": "running", "phase": progress and progress.phase}
+            if wait:
+                return LongPoll(current.done, wait, lambda: self._state_of(current, 200))
+            return self._state_of(current, 200)
         try:
             return 200, Catalog(self.context.store).get(set_id).to_dict()
         except StorageError as exc:
