@@ -25,10 +25,12 @@ from backupd.errors import EXIT_FAILED, ConfigError
 from backupd.health import Probe
 from backupd.log import configure_logging, get_logger
 from backupd.metrics import Metrics, MetricsServer
+from backupd.private import make_data_private
 from backupd.sdnotify import Notifier
 from backupd.service import Service, ServiceContext, build_services
 from backupd.status import DaemonInfo, build_status
 from backupd.storage import ObjectStore, open_store
+from backupd.storage.filestore import FileStore
 
 _log = get_logger("daemon")
 
@@ -163,6 +165,7 @@ class Daemon:
 
     def start(self) -> None:
         """Start every component; on failure stop what already started, then re-raise."""
+        make_data_private(self.data_directories())
         try:
             self._start("control", self.control.start, self.control.stop)
             if self.metrics_server is not None:
@@ -177,6 +180,12 @@ class Daemon:
         except BaseException:
             self.shutdown()
             raise
+
+    def data_directories(self) -> list[str]:
+        """What holds backed-up data on this host: state, spool, a file:// repository."""
+        daemon = self.config.daemon
+        local = [str(self.store.root)] if isinstance(self.store, FileStore) else []
+        return [daemon.state_dir, daemon.spool_dir, *local]
 
     def _join(self, probe: Probe[Any]) -> Callable[[], None]:
         return lambda: probe.join(self.config.daemon.shutdown_timeout_seconds / 4)

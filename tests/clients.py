@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,35 @@ def raw_exchange(socket_path: str, payload: bytes, timeout: float = 10) -> bytes
         return b"".join(chunks)
 
 
+def become(uid: int, gid: int) -> None:
+    """Drop this (forked) process to uid/gid with no supplementary groups."""
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+
+
+def in_child_as(uid: int, gid: int, work: Callable[[], Any]) -> Any:
+    """Run `work` in a forked child dropped to uid/gid; return its JSON-able result."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            os.close(read)
+            become(uid, gid)
+            os.write(write, json.dumps(work()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as out:
+        result = json.loads(out.read() or "null")
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"child as uid {uid} failed")
+    return result
+
+
 def run_as(uid: int, gid: int, argv: list[str]) -> tuple[int, str, str]:
     """Run backupctl's main() in a forked child that dropped to uid/gid (no extra groups).
 
@@ -50,32 +82,14 @@ def run_as(uid: int, gid: int, argv: list[str]) -> tuple[int, str, str]:
     """
     from backupd import ctl
 
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 1
-        try:
-            os.close(out_r)
-            os.close(err_r)
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
-            sys.stdout = os.fdopen(1, "w", closefd=False)
-            sys.stderr = os.fdopen(2, "w", closefd=False)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
+    def main() -> list[Any]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = ctl.main(argv)
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-    os.close(out_w)
-    os.close(err_w)
-    with os.fdopen(out_r) as out, os.fdopen(err_r) as err:
-        stdout, stderr = out.read(), err.read()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), stdout, stderr
+        return [code, out.getvalue(), err.getvalue()]
+
+    code, stdout, stderr = in_child_as(uid, gid, main)
+    return int(code), str(stdout), str(stderr)
 
 
 def connect_as(uid: int, gid: int, socket_path: str, count: int) -> list[socket.socket]:
@@ -90,9 +104,7 @@ def connect_as(uid: int, gid: int, socket_path: str, count: int) -> list[socket.
         code = 1
         try:
             parent.close()
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
+            become(uid, gid)
             conns = []
             for _ in range(count):
                 conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

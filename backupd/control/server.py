@@ -212,6 +212,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.ticket = self.server.tickets[self.request]
         self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self.ticket.deadline))
 
+    def finish(self) -> None:
+        """Free the slot before the close a client waits for (so its next request finds it)."""
+        try:
+            super().finish()
+        finally:
+            self.ticket.release()
+
     def handle(self) -> None:
         """One request per connection: an idle keep-alive would hold a slot for nothing."""
         self.close_connection = True
@@ -264,10 +271,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _park(self, poll: LongPoll) -> Reply:
         """Wait for `poll` without holding a request slot (in a parked wait, if one is free)."""
         pool = self.ticket.pool
+        self.ticket.release()  # first, so a client that sees it parked finds the slot free
         if not pool.take_wait():
             _log.warning("long-poll answered at once: every parked wait is taken")
             return poll.answer()
-        self.ticket.release()
         try:
             deadline = time.monotonic() + poll.timeout
             while not poll.done.wait(min(PEER_CHECK_SECONDS, max(deadline - time.monotonic(), 0))):
@@ -350,7 +357,10 @@ class ControlServer:
 
     def start(self) -> None:
         socket_path = Path(self.path)
-        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        if not socket_path.parent.is_dir():
+            socket_path.parent.mkdir(parents=True)
+            # search only: readers reach the socket by name; the socket's own mode guards it
+            os.chmod(socket_path.parent, 0o711)  # noqa: S103 - search only, by design
         if socket_path.is_socket():
             socket_path.unlink()  # left by a killed daemon; we hold the only live one
         old_umask = os.umask(0o117)
