@@ -14,7 +14,9 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from backupd.cron import trigger_for
 from backupd.errors import BackupdError
+from backupd.restore_target import parse_target
 
 DEFAULT_CONFIG_PATH = "/etc/backupd/backupd.toml"
 
@@ -250,8 +252,6 @@ class BinlogSection(Section):
 
 
 def check_cron(value: str) -> str:
-    from backupd.snapshot.schedule import trigger_for
-
     try:
         trigger_for(value)
     except ValueError as exc:
@@ -272,8 +272,6 @@ class DrillSection(Section):
     @field_validator("target")
     @classmethod
     def _target(cls, value: str) -> str:
-        from backupd.restore.target import parse_target
-
         try:
             parse_target(value)
         except BackupdError as exc:  # UsageError: its message says what is expected

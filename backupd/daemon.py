@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any
 
 from backupd import database
+from backupd.binlog.service import BinlogService
 from backupd.config import Config, DaemonSection
 from backupd.config_loader import load_config
 from backupd.control.limits import Limits
@@ -26,8 +27,10 @@ from backupd.health import Probe
 from backupd.log import configure_logging, get_logger
 from backupd.metrics import Metrics, MetricsServer
 from backupd.private import make_data_private
+from backupd.restore.service import DrillService
 from backupd.sdnotify import Notifier
-from backupd.service import Service, ServiceContext, build_services
+from backupd.service import Service, ServiceContext
+from backupd.snapshot.service import SnapshotService
 from backupd.status import DaemonInfo, build_status
 from backupd.storage import ObjectStore, open_store
 from backupd.storage.filestore import FileStore
@@ -44,6 +47,11 @@ RESTART_ONLY_KEYS = (
     "daemon.socket_max_waits",
     "metrics.listen",
 )
+
+
+def build_services(context: ServiceContext) -> list[Service]:
+    """Every feature service, in start order (stopped in reverse)."""
+    return [SnapshotService(context), BinlogService(context), DrillService(context)]
 
 
 def control_limits(section: DaemonSection) -> Limits:

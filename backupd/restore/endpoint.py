@@ -16,7 +16,7 @@ from pathlib import Path
 
 from backupd.binlog import events
 from backupd.restore.plan import Gtid, Position, RestoreImpossible, gtid_state
-from backupd.restore.target import CoordinateTarget, GtidTarget, Target, TimeTarget
+from backupd.restore_target import CoordinateTarget, GtidTarget, Target, TimeTarget
 
 _ENDS = (b"COMMIT", b"ROLLBACK")
 # WRITE/UPDATE/DELETE_ROWS v1 and v2, and MariaDB's compressed forms

@@ -15,7 +15,7 @@ from backupd.errors import ArchiveCorrupt, ObjectMissing
 from backupd.restore import repository
 from backupd.restore.endpoint import EndPoint, resolve
 from backupd.restore.plan import Plan, RestoreImpossible, make_plan
-from backupd.restore.target import Target
+from backupd.restore_target import Target
 from backupd.snapshot.catalog import SnapshotSet
 from backupd.storage import ObjectStore
 

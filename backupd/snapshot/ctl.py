@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from backupd.control.client import ControlClient
+from backupd.ctl_support import emit, socket_path
 from backupd.errors import EXIT_FAILED, EXIT_OK
 from backupd.snapshot.catalog import COMPLETED
 
@@ -31,14 +32,10 @@ def register(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def _client(args: argparse.Namespace) -> ControlClient:
-    from backupd.ctl import socket_path
-
     return ControlClient(socket_path(args))
 
 
 def _emit(args: argparse.Namespace, document: dict[str, Any], text: str) -> None:
-    from backupd.ctl import emit
-
     emit(args, document, lambda _doc: text)
 
 

@@ -27,6 +27,7 @@ from backupd.snapshot.catalog import (
 from backupd.snapshot.coordinator import Coordinator, Progress
 from backupd.snapshot.metrics import SnapshotMetrics
 from backupd.snapshot.providers import open_provider
+from backupd.snapshot.schedule import Schedule
 
 _log = get_logger("snapshot")
 
@@ -81,14 +82,12 @@ class SnapshotService:
         self._thread: threading.Thread | None = None
         self.last: SnapshotSet | None = None
         self.last_success_at = 0.0
-        self.schedule: Any = None  # backupd.snapshot.schedule.Schedule once started
+        self.schedule: Schedule | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         if self.context.config.snapshot.enabled:
-            from backupd.snapshot.schedule import Schedule
-
             self.schedule = Schedule(self.context.config.snapshot, self._scheduled, self.metrics)
             self.schedule.start()
         self._thread = threading.Thread(target=self._work, name="snapshot", daemon=True)
@@ -108,8 +107,6 @@ class SnapshotService:
         if self.schedule is not None:
             self.schedule.reschedule(section)
         elif section.enabled:
-            from backupd.snapshot.schedule import Schedule
-
             self.schedule = Schedule(section, self._scheduled, self.metrics)
             self.schedule.start()
 
