@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -20,6 +21,7 @@ from backupd.binlog.service import BinlogService
 from backupd.config import Config, DaemonSection
 from backupd.config_loader import load_config
 from backupd.control.limits import Limits
+from backupd.control.peer import Role
 from backupd.control.server import ControlServer, Request, Route
 from backupd.database import DatabaseStatus
 from backupd.errors import EXIT_FAILED, ConfigError
@@ -128,12 +130,22 @@ class Daemon:
             ).inc(),
             limits=control_limits(config.daemon),
         )
+        self._export_control_usage()
         self.metrics_server = (
             MetricsServer(config.metrics.listen, self.metrics.registry)
             if config.metrics.listen
             else None
         )
         self._stoppers: list[tuple[str, Callable[[], None]]] = []
+
+    def _export_control_usage(self) -> None:
+        """Slot and parked-wait gauges read the control server's counters at scrape time."""
+        for name, role in (("admin", Role.ADMIN), ("reader", Role.READER)):
+            pool = self.control.pools.of(role)
+            self.metrics.control_busy.labels(name).set_function(partial(getattr, pool, "busy"))
+            self.metrics.control_waiting.labels(name).set_function(
+                partial(getattr, pool, "waiting")
+            )
 
     def context(self) -> ServiceContext:
         return ServiceContext(self.config, self.store, self.metrics.registry, self.flags.stop)

@@ -6,9 +6,12 @@ import contextlib
 import io
 import json
 import os
+import selectors
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -121,3 +124,40 @@ def connect_as(uid: int, gid: int, socket_path: str, count: int) -> list[socket.
     if os.waitstatus_to_exitcode(status) != 0 or len(fds) != count:
         raise RuntimeError(f"child could not connect {count} times to {socket_path}")
     return [socket.socket(fileno=fd) for fd in fds]
+
+
+def trickle(conns: list[socket.socket], stop: threading.Event) -> None:
+    """A slow loris: one more header byte on every connection, twice a second."""
+    while not stop.wait(0.5):
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.send(b"X")
+
+
+def read_until_closed(
+    conns: list[socket.socket], limit: float
+) -> dict[socket.socket, tuple[float, bytes]]:
+    """For each connection: when the daemon closed it (monotonic) and what it sent before."""
+    selector = selectors.DefaultSelector()
+    received: dict[socket.socket, bytearray] = {}
+    for conn in conns:
+        conn.setblocking(False)
+        selector.register(conn, selectors.EVENT_READ)
+        received[conn] = bytearray()
+    closed: dict[socket.socket, tuple[float, bytes]] = {}
+    deadline = time.monotonic() + limit
+    while len(closed) < len(conns) and time.monotonic() < deadline:
+        for key, _events in selector.select(deadline - time.monotonic()):
+            conn = key.fileobj
+            assert isinstance(conn, socket.socket)
+            try:
+                chunk = conn.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if chunk:
+                received[conn] += chunk
+                continue
+            closed[conn] = (time.monotonic(), bytes(received[conn]))
+            selector.unregister(conn)
+    selector.close()
+    return closed

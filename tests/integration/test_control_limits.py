@@ -6,17 +6,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import selectors
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.clients import backupctl_json, connect_as, raw_exchange, run_as
+from tests.clients import (
+    backupctl_json,
+    connect_as,
+    raw_exchange,
+    read_until_closed,
+    run_as,
+    trickle,
+)
 from tests.conftest import ConfigFactory
 from tests.testbed.daemon import DaemonProcess
 from tests.testbed.loopfs import LoopFilesystem
@@ -41,43 +48,6 @@ def control_config(base_config: dict[str, Any]) -> dict[str, Any]:
     return base_config
 
 
-def trickle(conns: list[socket.socket], stop: threading.Event) -> None:
-    """A slow loris: one more header byte on every connection, twice a second."""
-    while not stop.wait(0.5):
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.send(b"X")
-
-
-def read_until_closed(
-    conns: list[socket.socket], limit: float
-) -> dict[socket.socket, tuple[float, bytes]]:
-    """For each connection: when the daemon closed it (monotonic) and what it sent before."""
-    selector = selectors.DefaultSelector()
-    received: dict[socket.socket, bytearray] = {}
-    for conn in conns:
-        conn.setblocking(False)
-        selector.register(conn, selectors.EVENT_READ)
-        received[conn] = bytearray()
-    closed: dict[socket.socket, tuple[float, bytes]] = {}
-    deadline = time.monotonic() + limit
-    while len(closed) < len(conns) and time.monotonic() < deadline:
-        for key, _events in selector.select(deadline - time.monotonic()):
-            conn = key.fileobj
-            assert isinstance(conn, socket.socket)
-            try:
-                chunk = conn.recv(65536)
-            except ConnectionResetError:
-                chunk = b""
-            if chunk:
-                received[conn] += chunk
-                continue
-            closed[conn] = (time.monotonic(), bytes(received[conn]))
-            selector.unregister(conn)
-    selector.close()
-    return closed
-
-
 def test_admin_status_answers_while_32_slow_readers_are_connected(
     base_config: dict[str, Any], write_config: ConfigFactory, start_daemon: StartDaemon
 ) -> None:
@@ -95,6 +65,10 @@ def test_admin_status_answers_while_32_slow_readers_are_connected(
         answered_at = time.monotonic()
         assert code in (0, 4) and "daemon" in doc, doc
         assert doc["control"]["reader"]["busy"] == READER_SLOTS
+        address = doc["daemon"]["metrics_address"]
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+            scraped = response.read().decode()
+        assert f'backupd_control_slots_busy{{role="reader"}} {READER_SLOTS}.0' in scraped
         # a reader finds every reader slot taken: a clear 503, not a hang or a bare EOF
         code, out, _err = run_as(*NOBODY, ["--socket", sock, "--json", "status"])
         assert code == 3 and json.loads(out)["error"]["code"] == "control_busy"
