@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.clients import (
+    backupctl,
     backupctl_json,
     connect_as,
     raw_exchange,
@@ -69,6 +70,9 @@ def test_admin_status_answers_while_32_slow_readers_are_connected(
         with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
             scraped = response.read().decode()
         assert f'backupd_control_slots_busy{{role="reader"}} {READER_SLOTS}.0' in scraped
+        text = backupctl("--socket", sock, "status").stdout
+        # the asking request holds one admin slot itself
+        assert f"control: admin 1/4 busy, reader {READER_SLOTS}/{READER_SLOTS} busy" in text
         # a reader finds every reader slot taken: a clear 503, not a hang or a bare EOF
         code, out, _err = run_as(*NOBODY, ["--socket", sock, "--json", "status"])
         assert code == 3 and json.loads(out)["error"]["code"] == "control_busy"
