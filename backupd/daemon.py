@@ -20,7 +20,7 @@ from backupd import database
 from backupd.binlog.service import BinlogService
 from backupd.config import Config, DaemonSection
 from backupd.config_loader import load_config
-from backupd.control.limits import Limits
+from backupd.control.limits import ROLE_NAMES, Limits
 from backupd.control.peer import Role
 from backupd.control.server import ControlServer, Request, Route
 from backupd.database import DatabaseStatus
@@ -140,8 +140,8 @@ class Daemon:
 
     def _export_control_usage(self) -> None:
         """Slot and parked-wait gauges read the control server's counters at scrape time."""
-        for name, role in (("admin", Role.ADMIN), ("reader", Role.READER)):
-            pool = self.control.pools.of(role)
+        for role in (Role.ADMIN, Role.READER):
+            pool, name = self.control.pools.of(role), ROLE_NAMES[role]
             self.metrics.control_busy.labels(name).set_function(partial(getattr, pool, "busy"))
             self.metrics.control_waiting.labels(name).set_function(
                 partial(getattr, pool, "waiting")

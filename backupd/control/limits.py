@@ -16,6 +16,7 @@ from typing import Any
 from backupd.control.peer import Role
 
 OTHER_SLOTS = 1  # peers outside both groups: enough to be told 403, never more
+ROLE_NAMES = {Role.ADMIN: "admin", Role.READER: "reader", Role.NONE: "other"}
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,6 @@ class RolePools:
             f"admin {admin['busy']}/{admin['slots']} busy, reader {reader['busy']}/"
             f"{reader['slots']} busy, {admin['waiting'] + reader['waiting']} waiting"
         )
-        return {
-            "summary": summary,
-            "admin": admin,
-            "reader": reader,
-            "other": self.of(Role.NONE).usage(),
+        return {"summary": summary} | {
+            name: self.of(role).usage() for role, name in ROLE_NAMES.items()
         }

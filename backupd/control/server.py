@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from backupd.control.limits import Limits, RolePool, RolePools
+from backupd.control.limits import ROLE_NAMES, Limits, RolePool, RolePools
 from backupd.control.peer import Peer, Role, group_id, peer_of, role_of
 from backupd.errors import (
     BackupdError,
@@ -152,7 +152,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def _refuse(self, request: socket.socket, role: Role, pool: RolePool) -> None:
         """503 without reading: written now (it fits the socket buffer), closed a bit later."""
-        name = "admin" if role == Role.ADMIN else "reader" if role == Role.READER else "other"
+        name = ROLE_NAMES[role]
         error = ControlBusy(slots=pool.slots, role=name)
         _log.warning("control request refused", role=name, slots=pool.slots)
         self.control.count(error.http_status)
@@ -232,10 +232,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Malformed requests (stdlib parser) get our JSON error shape too."""
-        if getattr(self, "request_version", "") in ("", "HTTP/0.9"):
-            self.request_version = "HTTP/1.0"  # always answer with a status line and headers
         self._reply(code, {"error": {"code": "bad_request", "message": message or explain or ""}})
-        self.close_connection = True
 
     def do_GET(self) -> None:
         self._dispatch("GET")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from backupd.control.limits import Limits
 from backupd.control.server import ControlServer, LongPoll, Request, Route
+from tests.clients import trickle
 
 
 class Gate:
@@ -105,3 +107,25 @@ def test_a_client_that_leaves_gives_its_parked_wait_back(server: ControlServer) 
     assert until(lambda: waiting(server) == 1)
     conn.close()
     assert until(lambda: waiting(server) == 0)
+
+
+def test_a_trickling_client_is_cut_at_the_request_deadline(tmp_path: Path) -> None:
+    control = ControlServer(
+        str(tmp_path / "slow.sock"), [], socket_group="root", limits=Limits(request_seconds=1)
+    )
+    control.start()
+    stop = threading.Event()
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        connected = time.monotonic()
+        conn.connect(control.path)
+        sender = threading.Thread(target=trickle, args=([conn], stop), daemon=True)
+        sender.start()
+        conn.settimeout(30)
+        assert conn.recv(1024) == b""  # dropped unanswered, although bytes kept coming
+        assert time.monotonic() - connected >= 1
+        assert until(lambda: control.usage()["admin"]["busy"] == 0)
+    finally:
+        stop.set()
+        conn.close()
+        control.stop()
