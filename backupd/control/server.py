@@ -365,12 +365,21 @@ class ControlServer:
             server = _Server(self.path, _RequestHandler, bind_and_activate=True)
         finally:
             os.umask(old_umask)
-        os.chown(self.path, -1, self.reader_gid if self.reader_gid is not None else -1)
-        os.chmod(self.path, 0o660)
         server.control = self
         server.closing = threading.Event()
         server.lingering = deque()
         server.tickets = {}
+        try:
+            os.chown(self.path, -1, self.reader_gid if self.reader_gid is not None else -1)
+        except PermissionError as exc:
+            server.server_close()
+            raise ConfigError(
+                [
+                    f"daemon.socket_group: cannot give the socket to group {self._group_name!r}"
+                    " (the service user must be a member of it)"
+                ]
+            ) from exc
+        os.chmod(self.path, 0o660)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="control", daemon=True
