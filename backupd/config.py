@@ -15,7 +15,9 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from backupd.cron import trigger_for
 from backupd.errors import BackupdError
+from backupd.restore_target import parse_target
 
 DEFAULT_CONFIG_PATH = "/etc/backupd/backupd.toml"
 
@@ -37,13 +39,17 @@ def _absolute_path(value: str, what: str) -> str:
 
 class DaemonSection(Section):
     socket: str = "/run/backupd/control.sock"
-    socket_group: str = "backupd"
+    socket_group: str = "backupd-readers"
     admin_group: str = ""
     state_dir: str = "/var/lib/backupd"
     spool_dir: str = "/var/cache/backupd/spool"
     log_format: Literal["logfmt", "json"] = "logfmt"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    socket_request_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+    socket_reader_slots: Annotated[int, Field(ge=1, le=1024)] = 16
+    socket_admin_slots: Annotated[int, Field(ge=1, le=1024)] = 8
+    socket_max_waits: Annotated[int, Field(ge=0, le=4096)] = 64
 
     @field_validator("socket", "state_dir", "spool_dir")
     @classmethod
@@ -261,8 +267,6 @@ class BinlogSection(Section):
 
 
 def check_cron(value: str) -> str:
-    from backupd.snapshot.schedule import trigger_for
-
     try:
         trigger_for(value)
     except ValueError as exc:
@@ -283,8 +287,6 @@ class DrillSection(Section):
     @field_validator("target")
     @classmethod
     def _target(cls, value: str) -> str:
-        from backupd.restore.target import parse_target
-
         try:
             parse_target(value)
         except BackupdError as exc:  # UsageError: its message says what is expected

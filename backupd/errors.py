@@ -220,6 +220,14 @@ class SnapshotErrored(ProviderError):
     code = "snapshot_error"
 
 
+class ControlBusy(BackupdError):
+    """Control socket busy: all {slots} {role} request slots are in use; try again"""
+
+    code = "control_busy"
+    exit_code = EXIT_UNREACHABLE
+    http_status = 503
+
+
 _BY_CODE: dict[str, type[BackupdError]] = {}
 
 

@@ -67,6 +67,18 @@ class Metrics:
             ["setting"],
             registry=r,
         )
+        self.control_busy = Gauge(
+            f"{PREFIX}_control_slots_busy",
+            "Control requests being served now, by peer role (each role has its own slots)",
+            ["role"],
+            registry=r,
+        )
+        self.control_waiting = Gauge(
+            f"{PREFIX}_control_waits",
+            "Long-polls parked now (holding no request slot), by peer role",
+            ["role"],
+            registry=r,
+        )
 
 
 class MetricsServer:

@@ -37,7 +37,7 @@ def render_status(doc: dict[str, Any]) -> str:
         lines.append(f"  {db['flavor']} {db['version']} (server_id {db['server_id']}), {binlog}")
         lines.append(f"  gtid position: {db.get('gtid_position') or '(empty)'}")
     lines.append(f"storage: {_updown(storage)} {storage['url']}")
-    for name in ("snapshot", "binlog"):
+    for name in ("snapshot", "binlog", "control"):
         if name in doc:
             lines.append(f"{name}: {doc[name].get('summary', '')}")
     for warning in doc.get("warnings", []):

@@ -11,7 +11,7 @@ from backupd.binlog.archive import select
 from backupd.config import DEFAULT_CONFIG_PATH
 from backupd.config_loader import load_config
 from backupd.control.client import ControlClient
-from backupd.ctl import Subparsers, emit, socket_path
+from backupd.ctl_support import Subparsers, emit, socket_path
 from backupd.errors import EXIT_OK, EXIT_UNHEALTHY
 from backupd.render import ago
 from backupd.storage import open_store

@@ -11,7 +11,7 @@ from backupd.check.result import FAIL, NAGIOS_UNKNOWN, nagios, report
 from backupd.check.runner import run_checks
 from backupd.config import DEFAULT_CONFIG_PATH
 from backupd.config_loader import load_config
-from backupd.ctl import Subparsers
+from backupd.ctl_support import Subparsers
 from backupd.errors import EXIT_FAILED, EXIT_OK, ConfigError
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from backupd.config import DEFAULT_CONFIG_PATH, Config
 from backupd.config_loader import load_config
-from backupd.ctl import Subparsers, emit
+from backupd.ctl_support import Subparsers, emit
 from backupd.errors import EXIT_FAILED, EXIT_OK, EXIT_UNHEALTHY, UsageError
 from backupd.restore import apply as applying
 from backupd.restore import drill as drilling
@@ -27,7 +27,7 @@ from backupd.restore import verify as verifying
 from backupd.restore.plan import make_plan
 from backupd.restore.prepare import Prepared, prepare
 from backupd.restore.replay import Progress, ReplayServer
-from backupd.restore.target import parse_target
+from backupd.restore_target import parse_target
 from backupd.storage import open_store
 
 

@@ -25,8 +25,8 @@ from backupd.restore.prepare import Prepared, prepare
 from backupd.restore.proof import TableProof, prove
 from backupd.restore.replay import Progress, ReplayServer
 from backupd.restore.scratch import ScratchServer, remap_binlog_index
-from backupd.restore.target import Target
 from backupd.restore.volumes import relocate
+from backupd.restore_target import Target
 from backupd.snapshot.catalog import SnapshotSet
 from backupd.snapshot.providers.local import restore_image
 from backupd.storage import ObjectStore

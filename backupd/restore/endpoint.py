@@ -16,7 +16,7 @@ from pathlib import Path
 
 from backupd.binlog import events
 from backupd.restore.plan import Gtid, Position, RestoreImpossible, gtid_state
-from backupd.restore.target import (
+from backupd.restore_target import (
     CoordinateTarget,
     GtidTarget,
     LatestTarget,

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from backupd.errors import BackupdError
-from backupd.restore.target import (
+from backupd.restore_target import (
     CoordinateTarget,
     GtidTarget,
     LatestTarget,

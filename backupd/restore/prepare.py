@@ -16,7 +16,7 @@ from backupd.restore import repository
 from backupd.restore.endpoint import EndPoint, resolve
 from backupd.restore.plan import Leg, Plan, RestoreImpossible, make_plan, plan_lineage
 from backupd.restore.replay import ReplayRange
-from backupd.restore.target import CoordinateTarget, Target, TimeTarget
+from backupd.restore_target import CoordinateTarget, Target, TimeTarget
 from backupd.snapshot.catalog import SnapshotSet
 from backupd.storage import ObjectStore
 

@@ -19,13 +19,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from backupd.binlog.archive import cluster_name
 from backupd.control.server import Request, Route
+from backupd.cron import trigger_for
 from backupd.errors import BackupdError, Conflict
 from backupd.log import get_logger
 from backupd.metrics import PREFIX
 from backupd.restore.drill import drill
-from backupd.restore.target import parse_target
+from backupd.restore_target import parse_target
 from backupd.service import ServiceContext
-from backupd.snapshot.schedule import trigger_for
 
 _log = get_logger("drill")
 

@@ -8,12 +8,15 @@ import time
 from typing import Any
 
 from backupd.control.client import ControlClient
+from backupd.ctl_support import emit, socket_path
 from backupd.errors import EXIT_FAILED, EXIT_OK, EXIT_UNHEALTHY
 from backupd.snapshot.catalog import COMPLETED, PENDING
 
 RUNNING = "running"
 POLL_SECONDS = 2.0  # how long each GET waits for the run to finish (server side)
 PENDING_POLL_SECONDS = 5.0  # a pending set changes only when the daemon follows it up
+
+MAX_WAIT_SECONDS = 600.0  # one long-poll; the daemon caps a wait at an hour
 
 
 def register(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -34,14 +37,10 @@ def register(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def _client(args: argparse.Namespace) -> ControlClient:
-    from backupd.ctl import socket_path
-
     return ControlClient(socket_path(args))
 
 
 def _emit(args: argparse.Namespace, document: dict[str, Any], text: str) -> None:
-    from backupd.ctl import emit
-
     emit(args, document, lambda _doc: text)
 
 
@@ -86,9 +85,12 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         document = wait_showing_progress(client, args.timeout)
     else:
         body = {"wait": bool(args.wait), "timeout": args.timeout}
+        give_up = time.monotonic() + args.timeout
         document = client.request(
             "POST", "/v1/snapshots", body, timeout=args.timeout + 30 if args.wait else None
         )
+        if args.wait:  # every parked wait was taken: the daemon answered at once
+            document = _wait_for(client, document, give_up)
     state = document.get("state")
     if state == RUNNING:
         text = f"snapshot {document['set_id']} started"
@@ -112,6 +114,16 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     if state == PENDING:
         return EXIT_UNHEALTHY  # not restorable yet, not failed either
     return EXIT_OK if state in (RUNNING, COMPLETED) else EXIT_FAILED
+
+
+def _wait_for(client: ControlClient, document: dict[str, Any], give_up: float) -> dict[str, Any]:
+    """Keep waiting when the daemon answered early (every parked wait was taken)."""
+    while document.get("state") == "running" and (left := give_up - time.monotonic()) > 0:
+        wait = max(1.0, min(left, MAX_WAIT_SECONDS))
+        document = client.request(
+            "GET", f"/v1/snapshot?set_id={document['set_id']}&wait={wait:.0f}", timeout=wait + 30
+        )
+    return document
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from backupd.control.server import Request, Route
+from backupd.control.server import LongPoll, Request, Route
 from backupd.errors import (
     PruneRefused,
     SnapshotInProgress,
@@ -34,6 +34,7 @@ from backupd.snapshot.coordinator import Coordinator, Progress, volume_progress
 from backupd.snapshot.metrics import SnapshotMetrics
 from backupd.snapshot.providers import open_provider
 from backupd.snapshot.providers.base import progress_text
+from backupd.snapshot.schedule import Schedule
 
 _log = get_logger("snapshot")
 PENDING_WARN_HOURS = 24  # first snapshots take hours; a day means something is stuck
@@ -100,14 +101,12 @@ class SnapshotService:
         self.pending: dict[str, SnapshotSet] = {}
         self.last_success_at = 0.0
         self.prune_refusal = ""  # why the latest prune deleted nothing; "" once one was allowed
-        self.schedule: Any = None  # backupd.snapshot.schedule.Schedule once started
+        self.schedule: Schedule | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         if self.context.config.snapshot.enabled:
-            from backupd.snapshot.schedule import Schedule
-
             self.schedule = Schedule(self.context.config.snapshot, self._scheduled, self.metrics)
             self.schedule.start()
         self._thread = threading.Thread(target=self._work, name="snapshot", daemon=True)
@@ -127,8 +126,6 @@ class SnapshotService:
         if self.schedule is not None:
             self.schedule.reschedule(section)
         elif section.enabled:
-            from backupd.snapshot.schedule import Schedule
-
             self.schedule = Schedule(section, self._scheduled, self.metrics)
             self.schedule.start()
 
@@ -258,15 +255,15 @@ class SnapshotService:
             Route("POST", "/v1/prune", self._post_prune, changes=True),
         ]
 
-    def _post_snapshot(self, request: Request) -> tuple[int, dict[str, Any]]:
+    def _post_snapshot(self, request: Request) -> tuple[int, dict[str, Any]] | LongPoll:
         wait = bool(request.body.get("wait", False))
         timeout = request.body.get("timeout", 3600)
         if not isinstance(timeout, int | float) or timeout <= 0:
             raise UsageError("timeout must be a positive number of seconds")
         run = self.request("manual")
-        if wait and run.done.wait(float(timeout)) and run.record is not None:
-            return 200, run.record.to_dict()
-        return 202, {"set_id": run.set_id, "state": "running"}
+        if wait:
+            return LongPoll(run.done, float(timeout), lambda: self._state_of(run, 202))
+        return self._state_of(run, 202)
 
     def _get_snapshots(self, _request: Request) -> tuple[int, dict[str, Any]]:
         listing = Catalog(self.context.store).listing()
@@ -281,16 +278,25 @@ class SnapshotService:
             "running": running(progress),
         }
 
-    def _get_snapshot(self, request: Request) -> tuple[int, dict[str, Any]]:
+    def _state_of(self, run: Run, running_status: int) -> tuple[int, dict[str, Any]]:
+        """The recorded set once `run` is done, else where it is (with `running_status`)."""
+        if run.done.is_set() and run.record is not None:
+            return 200, run.record.to_dict()
+        progress = self.progress()
+        if progress is None or progress.set_id != run.set_id:
+            return running_status, {"set_id": run.set_id, "state": "running", "phase": None}
+        return running_status, {"state": "running", **(running(progress) or {})}
+
+    def _get_snapshot(self, request: Request) -> tuple[int, dict[str, Any]] | LongPoll:
         set_id = (request.query.get("set_id") or [""])[0]
         if not set_id:
             raise UsageError("set_id is required: /v1/snapshot?set_id=...")
         current = self._current
         if current is not None and current.set_id == set_id:
             wait = _seconds((request.query.get("wait") or ["0"])[0])
-            if wait and current.done.wait(wait) and current.record is not None:
-                return 200, current.record.to_dict()
-            return 200, {"state": "running", **(running(self.progress()) or {"set_id": set_id})}
+            if wait:
+                return LongPoll(current.done, wait, lambda: self._state_of(current, 200))
+            return self._state_of(current, 200)
         try:
             return 200, Catalog(self.context.store).get(set_id).to_dict()
         except StorageError as exc:

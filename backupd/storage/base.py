@@ -5,9 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import unquote, urlparse
-
-from backupd.config import StorageSection
 
 
 @dataclass(frozen=True)
@@ -35,14 +32,3 @@ class ObjectStore(Protocol):
 
     def check(self) -> None:
         """Raise StorageError when the repository cannot be reached or written."""
-
-
-def open_store(section: StorageSection) -> ObjectStore:
-    parsed = urlparse(section.url)
-    if parsed.scheme == "file":
-        from backupd.storage.filestore import FileStore
-
-        return FileStore(unquote(parsed.path), url=section.url)
-    from backupd.storage.s3store import S3Store
-
-    return S3Store(section)

@@ -215,7 +215,7 @@ def failed_drill_cleans_up(fresh: Path, workdir: Path, monkeypatch: pytest.Monke
     from backupd.restore import apply as applying
     from backupd.restore.drill import drill
     from backupd.restore.replay import ReplayFailed
-    from backupd.restore.target import parse_target
+    from backupd.restore_target import parse_target
     from backupd.storage import open_store
 
     def broken(*_args: Any, **_kwargs: Any) -> Any:

@@ -18,7 +18,7 @@ from backupd.restore.plan import (
     make_plan,
     plan_lineage,
 )
-from backupd.restore.target import parse_target
+from backupd.restore_target import parse_target
 
 F1, F2, F3 = "mysql-bin.000001", "mysql-bin.000002", "mysql-bin.000003"
 
