@@ -19,8 +19,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from backupd.config import Config
+from backupd.cron import trigger_for
 from backupd.metrics import PREFIX
-from backupd.snapshot.schedule import trigger_for
 
 # Fire times looked at: enough to see the longest gap of weekday, monthly or uneven schedules.
 FIRES_LOOKED_AT = 16

@@ -8,13 +8,16 @@ the fields they relate.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from backupd.cron import trigger_for
 from backupd.errors import BackupdError
+from backupd.restore_target import parse_target
 
 DEFAULT_CONFIG_PATH = "/etc/backupd/backupd.toml"
 
@@ -36,13 +39,17 @@ def _absolute_path(value: str, what: str) -> str:
 
 class DaemonSection(Section):
     socket: str = "/run/backupd/control.sock"
-    socket_group: str = "backupd"
+    socket_group: str = "backupd-readers"
     admin_group: str = ""
     state_dir: str = "/var/lib/backupd"
     spool_dir: str = "/var/cache/backupd/spool"
     log_format: Literal["logfmt", "json"] = "logfmt"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    socket_request_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+    socket_reader_slots: Annotated[int, Field(ge=1, le=1024)] = 16
+    socket_admin_slots: Annotated[int, Field(ge=1, le=1024)] = 8
+    socket_max_waits: Annotated[int, Field(ge=0, le=4096)] = 64
 
     @field_validator("socket", "state_dir", "spool_dir")
     @classmethod
@@ -104,6 +111,18 @@ class StorageSection(Section):
     sse: Literal["", "AES256", "aws:kms"] = ""
     kms_key_id: str = ""
     object_lock_days: NonNegativeInt = 0
+    # The archive belongs to a cluster, not to one server: a promoted replica or a restored
+    # server continues the same history (as a new timeline). Empty: this host's name.
+    cluster: str = ""
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+            raise ValueError(
+                f"cluster must be letters, digits, '.', '_' or '-' (1-63, no '/'), got {value!r}"
+            )
+        return value
 
     @field_validator("url")
     @classmethod
@@ -169,6 +188,7 @@ class EbsSection(Section):
     imds_url: str = "http://169.254.169.254"
     wait_timeout_seconds: PositiveInt = 3600
     device_links: str = "/dev/disk/by-id"
+    poll_seconds: Annotated[float, Field(gt=0, le=600)] = 15.0
 
     @field_validator("device_links")
     @classmethod
@@ -235,6 +255,7 @@ class BinlogSection(Section):
     level: Annotated[int, Field(ge=1, le=22)] = 3
     spool_max_bytes: Annotated[int, Field(ge=1024 * 1024)] = 1024 * 1024 * 1024
     heartbeat_seconds: Annotated[float, Field(gt=0, le=600)] = 5.0
+    check_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
 
     @model_validator(mode="after")
     def _spool_fits_segment(self) -> BinlogSection:
@@ -246,8 +267,6 @@ class BinlogSection(Section):
 
 
 def check_cron(value: str) -> str:
-    from backupd.snapshot.schedule import trigger_for
-
     try:
         trigger_for(value)
     except ValueError as exc:
@@ -268,8 +287,6 @@ class DrillSection(Section):
     @field_validator("target")
     @classmethod
     def _target(cls, value: str) -> str:
-        from backupd.restore.target import parse_target
-
         try:
             parse_target(value)
         except BackupdError as exc:  # UsageError: its message says what is expected

@@ -10,21 +10,19 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeAlias
+from typing import Any
 
 from backupd import __version__
+from backupd.binlog import ctl as binlog_ctl
+from backupd.check import ctl as check_ctl
 from backupd.cli_help import document
-from backupd.config import DEFAULT_CONFIG_PATH, DaemonSection
-from backupd.config_loader import load_config
+from backupd.config import DEFAULT_CONFIG_PATH
 from backupd.control.client import ControlClient
-from backupd.errors import EXIT_OK, EXIT_UNHEALTHY, BackupdError, ConfigError
+from backupd.ctl_support import DEFAULT_SOCKET, Registrar, Subparsers, emit, socket_path
+from backupd.errors import EXIT_OK, EXIT_UNHEALTHY, BackupdError
 from backupd.render import render_status
+from backupd.restore import ctl as restore_ctl
 from backupd.snapshot import ctl as snapshot_ctl
-
-DEFAULT_SOCKET = DaemonSection().socket
-
-Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-Registrar: TypeAlias = Callable[[Subparsers, list[argparse.ArgumentParser]], None]
 
 
 def common_options(top_level: bool) -> argparse.ArgumentParser:
@@ -74,26 +72,6 @@ def register_core(commands: Subparsers, parents: list[argparse.ArgumentParser]) 
     ).set_defaults(func=cmd_probe)
 
 
-def socket_path(args: argparse.Namespace) -> str:
-    if args.socket:
-        return str(args.socket)
-    if args.config:
-        return load_config(args.config).daemon.socket
-    try:
-        return load_config(DEFAULT_CONFIG_PATH).daemon.socket
-    except ConfigError:
-        return DEFAULT_SOCKET
-
-
-def emit(
-    args: argparse.Namespace, document: dict[str, Any], text: Callable[[dict[str, Any]], str]
-) -> None:
-    if args.json:
-        print(json.dumps(document, indent=2, sort_keys=True, default=str))
-    else:
-        print(text(document))
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     document = ControlClient(socket_path(args)).request("GET", "/v1/status")
     emit(args, document, render_status)
@@ -108,19 +86,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 # Each feature adds its commands here: register(commands, parents) -> add_parser(...)
 # with parents=parents and set_defaults(func=handler), handler(args) -> exit code.
-REGISTRARS: list[Registrar] = [register_core, snapshot_ctl.register]
-
-
-def _register_features() -> None:
-    """Feature registrars import this module, so they are appended after it is defined."""
-    from backupd.binlog.ctl import register as register_binlog
-    from backupd.restore.ctl import register as register_restore
-
-    REGISTRARS.append(register_binlog)
-    REGISTRARS.append(register_restore)
-
-
-_register_features()
+# Feature modules share helpers through backupd.ctl_support, never through this module.
+REGISTRARS: list[Registrar] = [
+    register_core,
+    snapshot_ctl.register,
+    binlog_ctl.register,
+    restore_ctl.register,
+    check_ctl.register,
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,13 +12,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from types import FrameType
 from typing import Any
 
 from backupd import database
 from backupd.alert_gauges import AlertGauges
-from backupd.config import Config
+from backupd.binlog.service import BinlogService
+from backupd.config import Config, DaemonSection
 from backupd.config_loader import load_config
+from backupd.control.limits import ROLE_NAMES, Limits
+from backupd.control.peer import Role
 from backupd.control.server import ControlServer, Request, Route
 from backupd.database import DatabaseStatus
 from backupd.errors import EXIT_FAILED, ConfigError
@@ -26,15 +30,45 @@ from backupd.health import Probe
 from backupd.log import configure_logging, get_logger
 from backupd.metrics import Metrics, MetricsServer
 from backupd.notifications import Notifications
+from backupd.private import make_data_private
+from backupd.restore.service import DrillService
 from backupd.sdnotify import Notifier
-from backupd.service import Service, ServiceContext, build_services
+from backupd.server_settings import SettingRisk, assess
+from backupd.service import Service, ServiceContext
+from backupd.snapshot.service import SnapshotService
 from backupd.status import DaemonInfo, build_status
 from backupd.storage import ObjectStore, open_store
+from backupd.storage.filestore import FileStore
 from backupd.storage.requests import RequestCounts
 
 _log = get_logger("daemon")
+# Warnings that repeat what a run's own notification said (snapshot and drill results).
+RUN_WARNINGS = ("last snapshot ", "last restore drill ")
 
-RESTART_ONLY_KEYS = ("daemon.socket", "daemon.socket_group", "daemon.admin_group", "metrics.listen")
+RESTART_ONLY_KEYS = (
+    "daemon.socket",
+    "daemon.socket_group",
+    "daemon.admin_group",
+    "daemon.socket_request_seconds",
+    "daemon.socket_reader_slots",
+    "daemon.socket_admin_slots",
+    "daemon.socket_max_waits",
+    "metrics.listen",
+)
+
+
+def build_services(context: ServiceContext) -> list[Service]:
+    """Every feature service, in start order (stopped in reverse)."""
+    return [SnapshotService(context), BinlogService(context), DrillService(context)]
+
+
+def control_limits(section: DaemonSection) -> Limits:
+    return Limits(
+        request_seconds=section.socket_request_seconds,
+        reader_slots=section.socket_reader_slots,
+        admin_slots=section.socket_admin_slots,
+        max_waits=section.socket_max_waits,
+    )
 
 
 def probe_database(config: Config) -> Callable[[], DatabaseStatus]:
@@ -103,13 +137,24 @@ class Daemon:
             on_status=lambda status: self.metrics.control_requests.labels(
                 f"{status // 100}xx"
             ).inc(),
+            limits=control_limits(config.daemon),
         )
+        self._export_control_usage()
         self.metrics_server = (
             MetricsServer(config.metrics.listen, self.metrics.registry)
             if config.metrics.listen
             else None
         )
         self._stoppers: list[tuple[str, Callable[[], None]]] = []
+
+    def _export_control_usage(self) -> None:
+        """Slot and parked-wait gauges read the control server's counters at scrape time."""
+        for role in (Role.ADMIN, Role.READER):
+            pool, name = self.control.pools.of(role), ROLE_NAMES[role]
+            self.metrics.control_busy.labels(name).set_function(partial(getattr, pool, "busy"))
+            self.metrics.control_waiting.labels(name).set_function(
+                partial(getattr, pool, "waiting")
+            )
 
     def context(self) -> ServiceContext:
         return ServiceContext(
@@ -121,9 +166,8 @@ class Daemon:
         )
 
     def alarms(self) -> list[str]:
-        """Status warnings to notify about; snapshot and drill runs notify on their own."""
-        runs = {w for s in self.services if s.name in ("snapshot", "drill") for w in s.warnings()}
-        return [w for w in self.status()["warnings"] if w not in runs]
+        """Status warnings to notify about; a failed snapshot or drill run notifies already."""
+        return [w for w in self.status()["warnings"] if not w.startswith(RUN_WARNINGS)]
 
     # -- control API -----------------------------------------------------------------------
 
@@ -142,11 +186,30 @@ class Daemon:
             self.database_probe.state,
             self.storage_probe.state,
             self.store.url,
-            sections={service.name: service.status() for service in self.services},
+            sections={"control": self.control.usage()}
+            | {service.name: service.status() for service in self.services},
             extra_warnings=[w for service in self.services for w in service.warnings()],
+            risks=self.assess_settings(),
         )
         document["storage"]["requests"] = self.requests.counts()
         return document
+
+    def assess_settings(self) -> list[SettingRisk]:
+        """The server's risky settings, weighed against the archive's lag; exported too."""
+        state = self.database_probe.state
+        if not state.up or state.value is None:
+            return []
+        risks = assess(state.value, self._archive_lag())
+        for risk in risks:
+            self.metrics.setting_risk.labels(risk.setting).set(1 if risk.at_risk else 0)
+        return risks
+
+    def _archive_lag(self) -> float | None:
+        for service in self.services:
+            if service.name == "binlog" and self.config.binlog.enabled:
+                lag = service.status().get("recovery_point_age_seconds")
+                return float(lag) if lag is not None else None
+        return None
 
     def _get_status(self, _request: Request) -> tuple[int, dict[str, Any]]:
         return 200, self.status()
@@ -161,6 +224,7 @@ class Daemon:
 
     def start(self) -> None:
         """Start every component; on failure stop what already started, then re-raise."""
+        make_data_private(self.data_directories())
         try:
             self._start("notifications", self.notifications.start, self.notifications.stop)
             self._start("control", self.control.start, self.control.stop)
@@ -176,6 +240,12 @@ class Daemon:
         except BaseException:
             self.shutdown()
             raise
+
+    def data_directories(self) -> list[str]:
+        """What holds backed-up data on this host: state, spool, a file:// repository."""
+        daemon = self.config.daemon
+        local = [str(self.store.root)] if isinstance(self.store, FileStore) else []
+        return [daemon.state_dir, daemon.spool_dir, *local]
 
     def _join(self, probe: Probe[Any]) -> Callable[[], None]:
         return lambda: probe.join(self.config.daemon.shutdown_timeout_seconds / 4)
@@ -245,6 +315,7 @@ class Daemon:
             self.notifier.watchdog()
             next_watchdog = now + interval
         timeout = min(interval, 5.0) if interval else 5.0
+        self.assess_settings()  # keeps backupd_server_setting_risk current between scrapes
         self.flags.wake.wait(timeout)
         self.flags.wake.clear()
         return next_watchdog

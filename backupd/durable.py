@@ -9,14 +9,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from backupd.private import FILE_MODE
+
 TMP_PREFIX = ".tmp-"
 
 
 def write_file(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` durably; on failure the old content (if any) stays."""
+    """Replace `path` with `data` durably; on failure the old content (if any) stays.
+
+    The file is 0600: what is written this way (spool segments, repository objects) is data
+    only the service user may read (see backupd/private.py).
+    """
     tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
     try:
-        with open(tmp, "wb") as handle:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+        with open(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

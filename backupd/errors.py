@@ -196,6 +196,38 @@ class ProviderError(BackupdError):
     http_status = 502
 
 
+class PruneRefused(BackupdError):
+    """Prune refused, nothing was deleted: {reason}"""
+
+    code = "prune_refused"
+    http_status = 503
+
+
+class SnapshotStillPending(BackupdError):
+    """Snapshot set {set_id} still pending after {seconds:g} s ({progress})"""
+
+    code = "snapshot_pending"
+    http_status = 202
+
+    def __init__(self, volumes: list[Any], **fields: Any) -> None:
+        self.volumes = volumes  # the set's volumes with EC2's latest state and progress
+        super().__init__(**fields)
+
+
+class SnapshotErrored(ProviderError):
+    """EC2 reports snapshot(s) {ids} {how}: the set cannot complete"""
+
+    code = "snapshot_error"
+
+
+class ControlBusy(BackupdError):
+    """Control socket busy: all {slots} {role} request slots are in use; try again"""
+
+    code = "control_busy"
+    exit_code = EXIT_UNREACHABLE
+    http_status = 503
+
+
 _BY_CODE: dict[str, type[BackupdError]] = {}
 
 

@@ -61,6 +61,24 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.setting_risk = Gauge(
+            f"{PREFIX}_server_setting_risk",
+            "1 while a server setting puts the archive at risk (docs/operations.md)",
+            ["setting"],
+            registry=r,
+        )
+        self.control_busy = Gauge(
+            f"{PREFIX}_control_slots_busy",
+            "Control requests being served now, by peer role (each role has its own slots)",
+            ["role"],
+            registry=r,
+        )
+        self.control_waiting = Gauge(
+            f"{PREFIX}_control_waits",
+            "Long-polls parked now (holding no request slot), by peer role",
+            ["role"],
+            registry=r,
+        )
 
 
 class MetricsServer:

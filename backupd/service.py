@@ -2,7 +2,8 @@
 
 The daemon composes services; each brings its own threads, control routes, status section,
 warnings and metrics (registered on the shared, injected registry). Adding a feature is one
-line in `build_services`, not an edit to the daemon's loop.
+line in `backupd.daemon.build_services`, not an edit to the daemon's loop. This module is a
+leaf: features import it, and only the daemon imports the features.
 """
 
 from __future__ import annotations
@@ -53,17 +54,3 @@ class Service(Protocol):
 
     def apply_config(self, context: ServiceContext) -> None:
         """Take a reloaded config (SIGHUP); keys that need a restart are logged, not applied."""
-
-
-def build_services(context: ServiceContext) -> list[Service]:
-    """Every feature service, in start order (stopped in reverse)."""
-    from backupd.binlog.service import BinlogService
-    from backupd.restore.service import DrillService
-    from backupd.snapshot.service import SnapshotService
-
-    services: list[Service] = [
-        SnapshotService(context),
-        BinlogService(context),
-        DrillService(context),
-    ]
-    return services

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import selectors
 import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +49,35 @@ def raw_exchange(socket_path: str, payload: bytes, timeout: float = 10) -> bytes
         return b"".join(chunks)
 
 
+def become(uid: int, gid: int) -> None:
+    """Drop this (forked) process to uid/gid with no supplementary groups."""
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+
+
+def in_child_as(uid: int, gid: int, work: Callable[[], Any]) -> Any:
+    """Run `work` in a forked child dropped to uid/gid; return its JSON-able result."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            os.close(read)
+            become(uid, gid)
+            os.write(write, json.dumps(work()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as out:
+        result = json.loads(out.read() or "null")
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"child as uid {uid} failed")
+    return result
+
+
 def run_as(uid: int, gid: int, argv: list[str]) -> tuple[int, str, str]:
     """Run backupctl's main() in a forked child that dropped to uid/gid (no extra groups).
 
@@ -50,29 +85,79 @@ def run_as(uid: int, gid: int, argv: list[str]) -> tuple[int, str, str]:
     """
     from backupd import ctl
 
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
+    def main() -> list[Any]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = ctl.main(argv)
+        return [code, out.getvalue(), err.getvalue()]
+
+    code, stdout, stderr = in_child_as(uid, gid, main)
+    return int(code), str(stdout), str(stderr)
+
+
+def connect_as(uid: int, gid: int, socket_path: str, count: int) -> list[socket.socket]:
+    """Open `count` connections whose SO_PEERCRED is uid/gid (a forked child connects them).
+
+    The daemon judges a peer by the credentials at connect time, so the child hands the
+    connected sockets back over SCM_RIGHTS and exits; this process then drives them.
+    """
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:  # child
         code = 1
         try:
-            os.close(out_r)
-            os.close(err_r)
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
-            sys.stdout = os.fdopen(1, "w", closefd=False)
-            sys.stderr = os.fdopen(2, "w", closefd=False)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            code = ctl.main(argv)
-            sys.stdout.flush()
-            sys.stderr.flush()
+            parent.close()
+            become(uid, gid)
+            conns = []
+            for _ in range(count):
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.connect(socket_path)
+                conns.append(conn)
+            socket.send_fds(child, [b"x"], [conn.fileno() for conn in conns])
+            code = 0
         finally:
             os._exit(code)
-    os.close(out_w)
-    os.close(err_w)
-    with os.fdopen(out_r) as out, os.fdopen(err_r) as err:
-        stdout, stderr = out.read(), err.read()
+    child.close()
+    with parent:
+        _msg, fds, _flags, _addr = socket.recv_fds(parent, 16, count)
     _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), stdout, stderr
+    if os.waitstatus_to_exitcode(status) != 0 or len(fds) != count:
+        raise RuntimeError(f"child could not connect {count} times to {socket_path}")
+    return [socket.socket(fileno=fd) for fd in fds]
+
+
+def trickle(conns: list[socket.socket], stop: threading.Event) -> None:
+    """A slow loris: one more header byte on every connection, twice a second."""
+    while not stop.wait(0.5):
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.send(b"X")
+
+
+def read_until_closed(
+    conns: list[socket.socket], limit: float
+) -> dict[socket.socket, tuple[float, bytes]]:
+    """For each connection: when the daemon closed it (monotonic) and what it sent before."""
+    selector = selectors.DefaultSelector()
+    received: dict[socket.socket, bytearray] = {}
+    for conn in conns:
+        conn.setblocking(False)
+        selector.register(conn, selectors.EVENT_READ)
+        received[conn] = bytearray()
+    closed: dict[socket.socket, tuple[float, bytes]] = {}
+    deadline = time.monotonic() + limit
+    while len(closed) < len(conns) and time.monotonic() < deadline:
+        for key, _events in selector.select(deadline - time.monotonic()):
+            conn = key.fileobj
+            assert isinstance(conn, socket.socket)
+            try:
+                chunk = conn.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if chunk:
+                received[conn] += chunk
+                continue
+            closed[conn] = (time.monotonic(), bytes(received[conn]))
+            selector.unregister(conn)
+    selector.close()
+    return closed

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from backupd.binlog.segmenter import Segment
 from backupd.durable import TMP_PREFIX, write_file
+from backupd.private import private_dir
 
 _NAME = re.compile(
     r"(?P<file>[^/]+?)__(?P<start>\d{12})-(?P<end>\d{12})_(?P<first_time>\d+)-(?P<last_time>\d+)"
@@ -85,7 +86,7 @@ class Spool:
 
     def recover(self) -> list[SpoolEntry]:
         """What a previous run left (in stream order); half-written files are removed."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         entries = []
         for path in self.directory.iterdir():
             entry = parse_entry(path)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from backupd.binlog import layout
 from backupd.binlog.events import MAGIC
+from backupd.private import FILE_MODE, private_dir
 
 Range = tuple[str, int, int, str]  # (file, start, end, kind)
 
@@ -172,7 +173,9 @@ class StateFile:
     def save(self, server: str, file: str, position: int) -> None:
         """Replace the file atomically; uploads finish on several threads, hence the lock."""
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"server": server, "file": file, "position": position}))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+            with open(fd, "w") as handle:
+                handle.write(json.dumps({"server": server, "file": file, "position": position}))
             os.replace(tmp, self.path)

@@ -17,15 +17,16 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from backupd.binlog.archive import cluster_name
 from backupd.control.server import Request, Route
+from backupd.cron import trigger_for
 from backupd.errors import BackupdError, Conflict
 from backupd.log import get_logger
 from backupd.metrics import PREFIX
 from backupd.notifications import Event
 from backupd.restore.drill import drill
-from backupd.restore.target import parse_target
+from backupd.restore_target import parse_target
 from backupd.service import ServiceContext
-from backupd.snapshot.schedule import trigger_for
 
 _log = get_logger("drill")
 
@@ -115,6 +116,7 @@ class DrillService:
                 parse_target(config.drill.target),
                 config.snapshot.local.directory,
                 Path(config.daemon.state_dir) / "drill",
+                cluster=cluster_name(config.storage),
             )
             doc = {"result": "success" if result.ok else "failed", **_brief(result.to_dict())}
             if not result.ok:

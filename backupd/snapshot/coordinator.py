@@ -10,10 +10,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from backupd import __version__
+from backupd.binlog.archive import Archive, cluster_name
 from backupd.config import Config
 from backupd.errors import (
     BackupdError,
@@ -21,6 +22,7 @@ from backupd.errors import (
     FreezeRefused,
     HookFailed,
     LongQueriesRunning,
+    SnapshotStillPending,
 )
 from backupd.log import get_logger
 from backupd.snapshot import freezer
@@ -110,6 +112,23 @@ class Progress:
 
     set_id: str
     phase: str = "starting"
+    volumes: list[dict[str, str]] = field(default_factory=list)  # while waiting: EC2 progress
+
+    def waiting(self, volumes: list[VolumeSnapshot]) -> None:
+        self.volumes = volume_progress(volumes)
+
+
+def volume_progress(volumes: list[VolumeSnapshot]) -> list[dict[str, str]]:
+    """Per volume: id, snapshot id, state and EC2's percentage (API and `snapshot --wait`)."""
+    return [
+        {
+            "volume": v.volume,
+            "snapshot_id": v.snapshot_id,
+            "state": v.state,
+            "progress": v.progress,
+        }
+        for v in volumes
+    ]
 
 
 class Coordinator:
@@ -141,6 +160,7 @@ class Coordinator:
             trigger=trigger,
             mounts=list(self.config.snapshot.mounts),
             started_at=time.time(),
+            cluster=cluster_name(self.config.storage),
         )
 
     def run(self, set_id: str, trigger: str) -> SnapshotSet:
@@ -159,10 +179,11 @@ class Coordinator:
             record = self._latest.with_(state=FAILED, error=str(exc), error_code="internal_error")
             self._discard_partial(record)
         finally:
-            record = record.with_(completed_at=time.time())
-            self._save(record)
+            if record.state != PENDING:  # a pending set completes later (follow_up)
+                record = record.with_(completed_at=time.time())
+            record = self._save(record)
             self.progress = None
-        log = _log.info if record.state == COMPLETED else _log.warning
+        log = _log.info if record.state in (COMPLETED, PENDING) else _log.warning
         log(
             "snapshot run finished",
             set_id=set_id,
@@ -176,18 +197,25 @@ class Coordinator:
         )
         return record
 
-    def resume(self, record: SnapshotSet) -> SnapshotSet:
-        """Finish a set a previous daemon left pending (it died while the set completed)."""
-        timeout = float(self.config.snapshot.ebs.wait_timeout_seconds)
+    def follow_up(self, record: SnapshotSet, timeout: float) -> SnapshotSet:
+        """Ask the provider about a pending set (its run timed out waiting, or the daemon
+        that took it died): record it once it completed or errored, and progress on the way."""
         try:
             volumes = self.provider.wait(record.set_id, record.volumes, timeout)
-            record = record.with_(volumes=volumes, state=COMPLETED)
+        except SnapshotStillPending as exc:
+            if exc.volumes != record.volumes:
+                record = record.with_(volumes=exc.volumes)
+                record = self._save(record)
+            return record
         except BackupdError as exc:
             record = record.with_(state=FAILED, error=exc.message, error_code=exc.code)
-        finally:
-            record = record.with_(completed_at=time.time())
-            self._save(record)
-        _log.info("resumed pending snapshot set", set_id=record.set_id, state=record.state)
+        else:
+            record = record.with_(volumes=volumes, state=COMPLETED, error="", error_code="")
+        record = record.with_(completed_at=time.time())
+        record = self._save(record)
+        log = _log.info if record.state == COMPLETED else _log.warning
+        log("pending snapshot set settled", set_id=record.set_id, state=record.state,
+            error=record.error or None)  # fmt: skip
         return record
 
     def _discard_partial(self, record: SnapshotSet) -> None:
@@ -206,11 +234,18 @@ class Coordinator:
         if self.progress is not None:
             self.progress.phase = phase
 
-    def _save(self, record: SnapshotSet) -> None:
+    def _save(self, record: SnapshotSet) -> SnapshotSet:
+        """Write the manifest (with the archive timeline its server was writing); the
+        record as written."""
         try:
+            if record.server_identity and not record.timeline:
+                archive = Archive(self.catalog.store, record.cluster)
+                at = record.locked_at or record.started_at
+                record = record.with_(timeline=archive.timeline_of(record.server_identity, at))
             self.catalog.put(record)
         except BackupdError as exc:
             _log.error("cannot write snapshot manifest", set_id=record.set_id, error=exc.message)
+        return record
 
     def _take(self, record: SnapshotSet) -> SnapshotSet:
         section = self.config.snapshot
@@ -229,9 +264,17 @@ class Coordinator:
             run_hooks(section.hooks.post_thaw, section.hooks.timeout_seconds)
         except HookFailed as exc:  # the set is good; the hook's failure is only reported
             _log.warning("post_thaw hook failed", set_id=record.set_id, error=exc.message)
-        volumes = self.provider.wait(
-            record.set_id, volumes, float(section.ebs.wait_timeout_seconds)
-        )
+        try:
+            volumes = self.provider.wait(
+                record.set_id,
+                volumes,
+                float(section.ebs.wait_timeout_seconds),
+                self.progress.waiting if self.progress is not None else None,
+            )
+        except SnapshotStillPending as exc:  # a first snapshot of a big volume takes hours
+            _log.warning("snapshot set still pending; following it up", set_id=record.set_id,
+                         detail=exc.message)  # fmt: skip
+            return record.with_(volumes=exc.volumes, state=PENDING)
         return record.with_(volumes=volumes, state=COMPLETED)
 
     def _locked_capture(

@@ -5,10 +5,20 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from backupd.metrics import PREFIX
-from backupd.snapshot.catalog import COMPLETED, SnapshotSet
+from backupd.snapshot.catalog import COMPLETED, PENDING, SnapshotSet
 
 _SHORT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _LONG = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0)
+
+
+def _counter(
+    registry: CollectorRegistry, name: str, doc: str, label: str, values: tuple[str, ...]
+) -> Counter:
+    """A counter with one label whose every value is exported from the start (as 0)."""
+    counter = Counter(f"{PREFIX}_{name}", doc, [label], registry=registry)
+    for value in values:
+        counter.labels(value)
+    return counter
 
 
 class SnapshotMetrics:
@@ -23,14 +33,13 @@ class SnapshotMetrics:
             "When the next scheduled snapshot run is due (0: none scheduled)",
             registry=registry,
         )
-        self.total = Counter(
-            f"{PREFIX}_snapshots",
+        self.total = _counter(
+            registry,
+            "snapshots",
             "Snapshot runs by result (completed, failed, skipped)",
-            ["result"],
-            registry=registry,
+            "result",
+            ("completed", "failed", "skipped"),
         )
-        for result in ("completed", "failed", "skipped"):
-            self.total.labels(result)
         self.duration = Histogram(
             f"{PREFIX}_snapshot_duration_seconds",
             "Whole snapshot run, start to recorded",
@@ -50,13 +59,38 @@ class SnapshotMetrics:
             registry=registry,
         )
 
+        self.prune_refused = _counter(
+            registry,
+            "prune_refused",
+            "Prune runs (dry runs too) that deleted nothing because the repository listing "
+            "was incomplete, by reason",
+            "reason",
+            ("unreadable_manifest", "listing_error", "unparsable_object"),
+        )
+        self.prune_blocked = Gauge(
+            f"{PREFIX}_prune_blocked",
+            "1 while the latest prune (or dry run) was refused: retention is not running",
+            registry=registry,
+        )
+        self.pending = Gauge(
+            f"{PREFIX}_snapshot_pending_sets",
+            "Snapshot sets started but not yet completed by the provider (followed up)",
+            registry=registry,
+        )
+
     def observe(self, record: SnapshotSet) -> None:
-        self.total.labels(record.state).inc()
-        if record.completed_at and record.started_at:
-            self.duration.observe(record.completed_at - record.started_at)
+        """A run that ended: its lock and freeze, and its outcome unless still pending."""
         if record.freeze_seconds:
             self.freeze.observe(record.freeze_seconds)
         if record.lock_seconds:
             self.lock.observe(record.lock_seconds)
+        if record.state != PENDING:
+            self.outcome(record)
+
+    def outcome(self, record: SnapshotSet) -> None:
+        """A set reached its final state (at the end of its run, or when followed up)."""
+        self.total.labels(record.state).inc()
+        if record.completed_at and record.started_at:
+            self.duration.observe(record.completed_at - record.started_at)
         if record.state == COMPLETED:
             self.last_success.set(record.completed_at)

@@ -12,8 +12,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from backupd.control.server import Request, Route
-from backupd.errors import SnapshotInProgress, SnapshotNotFound, StorageError, UsageError
+from backupd.control.server import LongPoll, Request, Route
+from backupd.errors import (
+    PruneRefused,
+    SnapshotInProgress,
+    SnapshotNotFound,
+    StorageError,
+    UsageError,
+)
 from backupd.log import get_logger
 from backupd.notifications import Event
 from backupd.service import ServiceContext
@@ -25,11 +31,14 @@ from backupd.snapshot.catalog import (
     SnapshotSet,
     new_set_id,
 )
-from backupd.snapshot.coordinator import Coordinator, Progress
+from backupd.snapshot.coordinator import Coordinator, Progress, volume_progress
 from backupd.snapshot.metrics import SnapshotMetrics
 from backupd.snapshot.providers import open_provider
+from backupd.snapshot.providers.base import progress_text
+from backupd.snapshot.schedule import Schedule
 
 _log = get_logger("snapshot")
+PENDING_WARN_HOURS = 24  # first snapshots take hours; a day means something is stuck
 
 
 @dataclass
@@ -61,7 +70,7 @@ def record_summary(record: SnapshotSet) -> dict[str, Any]:
 
 
 def snapshot_event(record: SnapshotSet) -> Event:
-    """The notification for a recorded run: completed -> on_success, else on_failure."""
+    """The notification for a settled run: completed -> on_success, else on_failure."""
     result = "success" if record.state == COMPLETED else record.state
     message = f"snapshot {record.set_id} {record.state}" + (
         f": {record.error}" if record.error else ""
@@ -75,6 +84,13 @@ def snapshot_event(record: SnapshotSet) -> Event:
         error_code=record.error_code,
         extra={"trigger": record.trigger, "coordinate": record.coordinate},
     )
+
+
+def running(progress: Progress | None) -> dict[str, Any] | None:
+    """The run in progress: its phase and, while waiting for EC2, each volume's progress."""
+    if progress is None:
+        return None
+    return {"set_id": progress.set_id, "phase": progress.phase, "volumes": progress.volumes}
 
 
 def _seconds(text: str) -> float:
@@ -98,15 +114,17 @@ class SnapshotService:
         self._coordinator: Coordinator | None = None
         self._thread: threading.Thread | None = None
         self.last: SnapshotSet | None = None
+        # set_id -> a set EC2 has not completed yet; the worker replaces the dict, never
+        # changes it in place, so status readers in other threads iterate a fixed one
+        self.pending: dict[str, SnapshotSet] = {}
         self.last_success_at = 0.0
-        self.schedule: Any = None  # backupd.snapshot.schedule.Schedule once started
+        self.prune_refusal = ""  # why the latest prune deleted nothing; "" once one was allowed
+        self.schedule: Schedule | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         if self.context.config.snapshot.enabled:
-            from backupd.snapshot.schedule import Schedule
-
             self.schedule = Schedule(self.context.config.snapshot, self._scheduled, self.metrics)
             self.schedule.start()
         self._thread = threading.Thread(target=self._work, name="snapshot", daemon=True)
@@ -126,8 +144,6 @@ class SnapshotService:
         if self.schedule is not None:
             self.schedule.reschedule(section)
         elif section.enabled:
-            from backupd.snapshot.schedule import Schedule
-
             self.schedule = Schedule(section, self._scheduled, self.metrics)
             self.schedule.start()
 
@@ -152,7 +168,12 @@ class SnapshotService:
     def _work(self) -> None:
         self._load_last()
         while not self.context.stop.is_set():
-            run = self._queue.get()
+            poll = self.context.config.snapshot.ebs.poll_seconds
+            try:
+                run = self._queue.get(timeout=poll if self.pending else None)
+            except queue.Empty:
+                self._follow_up()
+                continue
             if run is None:
                 return
             try:
@@ -180,11 +201,39 @@ class SnapshotService:
         run.record = record
         self.last = record
         self.metrics.observe(record)
-        self.context.notify(snapshot_event(record))
+        if record.state == PENDING:
+            self.pending = {**self.pending, record.set_id: record}
+            self.metrics.pending.set(len(self.pending))
+        else:
+            self.context.notify(snapshot_event(record))  # pending: once EC2 settles it
         if record.state == COMPLETED:
             self.last_success_at = record.completed_at
         if self.schedule is not None:
             self.schedule.after_run(record)
+
+    def _follow_up(self) -> dict[str, SnapshotSet]:
+        """One look at every pending set (in the worker thread, so never beside a run);
+        returns what each one is now."""
+        seen: dict[str, SnapshotSet] = {}
+        for set_id, record in self.pending.items():
+            if self.context.stop.is_set():
+                break
+            settled = seen[set_id] = self._new_coordinator().follow_up(record, 0.0)
+            if settled.state == PENDING:
+                continue
+            self.metrics.outcome(settled)
+            self.context.notify(snapshot_event(settled))
+            if settled.state == COMPLETED:
+                self.last_success_at = max(self.last_success_at, settled.completed_at)
+            if self.last is not None and self.last.set_id == set_id:
+                self.last = settled
+        self.pending = {
+            set_id: seen.get(set_id, record)
+            for set_id, record in self.pending.items()
+            if seen.get(set_id, record).state == PENDING
+        }
+        self.metrics.pending.set(len(self.pending))
+        return seen
 
     def _load_last(self) -> None:
         """Pick up the newest recorded set, for status and metrics after a restart."""
@@ -194,10 +243,16 @@ class SnapshotService:
             _log.warning("cannot read the snapshot catalog", error=exc.message)
             return
         provider = self.context.config.snapshot.provider
-        for index, record in enumerate(sets):
-            mine = record.owner == self.owner and record.provider == provider
-            if mine and record.state == PENDING and record.volumes:
-                sets[index] = self._new_coordinator().resume(record)
+        self.pending = {  # left pending by a run's timeout, or by a daemon that died
+            record.set_id: record
+            for record in sets
+            if record.owner == self.owner
+            and record.provider == provider
+            and record.state == PENDING
+            and record.volumes
+        }
+        seen = self._follow_up()
+        sets = [seen.get(s.set_id, s) for s in sets]
         if sets and self.last is None:
             self.last = sets[-1]
         done = [s.completed_at for s in sets if s.state == COMPLETED and s.owner == self.owner]
@@ -221,36 +276,48 @@ class SnapshotService:
             Route("POST", "/v1/prune", self._post_prune, changes=True),
         ]
 
-    def _post_snapshot(self, request: Request) -> tuple[int, dict[str, Any]]:
+    def _post_snapshot(self, request: Request) -> tuple[int, dict[str, Any]] | LongPoll:
         wait = bool(request.body.get("wait", False))
         timeout = request.body.get("timeout", 3600)
         if not isinstance(timeout, int | float) or timeout <= 0:
             raise UsageError("timeout must be a positive number of seconds")
         run = self.request("manual")
-        if wait and run.done.wait(float(timeout)) and run.record is not None:
-            return 200, run.record.to_dict()
-        return 202, {"set_id": run.set_id, "state": "running"}
+        if wait:
+            return LongPoll(run.done, float(timeout), lambda: self._state_of(run, 202))
+        return self._state_of(run, 202)
 
     def _get_snapshots(self, _request: Request) -> tuple[int, dict[str, Any]]:
-        sets, broken = Catalog(self.context.store).list()
+        listing = Catalog(self.context.store).listing()
         progress = self.progress()
         return 200, {
-            "snapshots": [record_summary(s) | {"provider": s.provider} for s in sets],
-            "unreadable": broken,
-            "running": {"set_id": progress.set_id, "phase": progress.phase} if progress else None,
+            "snapshots": [record_summary(s) | {"provider": s.provider} for s in listing.sets],
+            "unreadable": [str(item) for item in listing.unreadable],
+            "unreadable_sets": [
+                {"set_id": item.set_id, "key": item.key, "reason": item.reason}
+                for item in listing.unreadable
+            ],
+            "running": running(progress),
         }
 
-    def _get_snapshot(self, request: Request) -> tuple[int, dict[str, Any]]:
+    def _state_of(self, run: Run, running_status: int) -> tuple[int, dict[str, Any]]:
+        """The recorded set once `run` is done, else where it is (with `running_status`)."""
+        if run.done.is_set() and run.record is not None:
+            return 200, run.record.to_dict()
+        progress = self.progress()
+        if progress is None or progress.set_id != run.set_id:
+            return running_status, {"set_id": run.set_id, "state": "running", "phase": None}
+        return running_status, {"state": "running", **(running(progress) or {})}
+
+    def _get_snapshot(self, request: Request) -> tuple[int, dict[str, Any]] | LongPoll:
         set_id = (request.query.get("set_id") or [""])[0]
         if not set_id:
             raise UsageError("set_id is required: /v1/snapshot?set_id=...")
         current = self._current
         if current is not None and current.set_id == set_id:
             wait = _seconds((request.query.get("wait") or ["0"])[0])
-            if wait and current.done.wait(wait) and current.record is not None:
-                return 200, current.record.to_dict()
-            progress = self.progress()
-            return 200, {"set_id": set_id, "state": "running", "phase": progress and progress.phase}
+            if wait:
+                return LongPoll(current.done, wait, lambda: self._state_of(current, 200))
+            return self._state_of(current, 200)
         try:
             return 200, Catalog(self.context.store).get(set_id).to_dict()
         except StorageError as exc:
@@ -263,7 +330,7 @@ class SnapshotService:
 
         dry_run = bool(request.body.get("dry_run", False))
         config = self.context.config
-        return 200, prune(
+        document = prune(
             Catalog(self.context.store),
             open_provider(config, self.owner),
             config.snapshot.retention,
@@ -271,6 +338,17 @@ class SnapshotService:
             dry_run=dry_run,
             now=time.time(),
         )
+        self._record_prune(document.get("refused"))
+        if document["refused"] and not dry_run:
+            raise PruneRefused(reason="; ".join(document["refused"]["reasons"]))
+        return 200, document
+
+    def _record_prune(self, refused: dict[str, Any] | None) -> None:
+        """A refusal counts by reason and keeps status unhealthy until a prune may act again."""
+        self.metrics.prune_blocked.set(1 if refused else 0)
+        self.prune_refusal = refused["message"] if refused else ""
+        for kind in refused["kinds"] if refused else []:
+            self.metrics.prune_refused.labels(kind).inc()
 
     # -- status ------------------------------------------------------------------------------
 
@@ -286,9 +364,14 @@ class SnapshotService:
             "schedule": section.schedule,
             "mounts": list(section.mounts),
             "next_run_at": next_run,
-            "running": {"set_id": progress.set_id, "phase": progress.phase} if progress else None,
+            "running": running(progress),
+            "pending": [
+                {"set_id": p.set_id, "volumes": volume_progress(p.volumes)}
+                for p in self.pending.values()
+            ],
             "last": record_summary(last) if last else None,
             "last_success_at": self.last_success_at or None,
+            "prune_refused": self.prune_refusal or None,
         }
 
     def _summary(self, progress: Progress | None, next_run: float | None) -> str:
@@ -306,10 +389,24 @@ class SnapshotService:
             if next_run
             else ""
         )
-        return head + tail
+        pending = "".join(
+            f"; {p.set_id} pending (EC2 {progress_text(p.volumes)})" for p in self.pending.values()
+        )
+        return head + tail + pending
 
     def warnings(self) -> list[str]:
+        found = []
         last = self.last
         if last is not None and last.state == FAILED:
-            return [f"last snapshot {last.set_id} failed: {last.error}"]
-        return []
+            found.append(f"last snapshot {last.set_id} failed: {last.error}")
+        now = time.time()
+        for record in self.pending.values():
+            hours = (now - record.started_at) / 3600
+            if hours >= PENDING_WARN_HOURS:
+                found.append(
+                    f"snapshot {record.set_id} still pending after {hours:.0f} h "
+                    f"(EC2 {progress_text(record.volumes)})"
+                )
+        if self.prune_refusal:
+            found.append(self.prune_refusal)
+        return found

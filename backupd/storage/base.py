@@ -5,10 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import unquote, urlparse
-
-from backupd.config import StorageSection
-from backupd.storage.requests import OnRequest, ignore_request
 
 
 @dataclass(frozen=True)
@@ -36,15 +32,3 @@ class ObjectStore(Protocol):
 
     def check(self) -> None:
         """Raise StorageError when the repository cannot be reached or written."""
-
-
-def open_store(section: StorageSection, on_request: OnRequest = ignore_request) -> ObjectStore:
-    """The repository `section.url` names; `on_request(operation)` sees every request."""
-    parsed = urlparse(section.url)
-    if parsed.scheme == "file":
-        from backupd.storage.filestore import FileStore
-
-        return FileStore(unquote(parsed.path), url=section.url, on_request=on_request)
-    from backupd.storage.s3store import S3Store
-
-    return S3Store(section, on_request=on_request)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from backupd.durable import write_file
 from backupd.errors import ObjectMissing, StorageError
+from backupd.private import private_dir
 from backupd.storage.base import ObjectInfo
 from backupd.storage.requests import OnRequest, ignore_request
 
@@ -30,7 +31,7 @@ class FileStore:
         self._on_request("PutObject")
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
             write_file(path, data)
         except OSError as exc:
             raise StorageError(f"cannot write {key} under {self.root}: {exc}") from exc
@@ -69,7 +70,7 @@ class FileStore:
     def check(self) -> None:
         self._on_request("HeadBucket")
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            private_dir(self.root)
         except OSError as exc:
             raise StorageError(f"repository {self.root} is not usable: {exc}") from exc
         if not os.access(self.root, os.W_OK | os.X_OK):

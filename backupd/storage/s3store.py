@@ -106,3 +106,15 @@ class S3Store:
             self._client.head_bucket(Bucket=self.bucket)
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"bucket {self.bucket} is not reachable: {exc}") from exc
+
+    def protection(self, key: str) -> dict[str, str]:
+        """How S3 stored `key`: encryption, KMS key and Object Lock (what `check` compares)."""
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"HEAD of {key} in {self.url} failed: {exc}") from exc
+        return {
+            "sse": str(head.get("ServerSideEncryption", "")),
+            "kms_key_id": str(head.get("SSEKMSKeyId", "")),
+            "lock_mode": str(head.get("ObjectLockMode", "")),
+        }

@@ -7,6 +7,7 @@ unit, that a changed config survives a reinstall, and that `dpkg -r` keeps the c
 
 from __future__ import annotations
 
+import grp
 import os
 import shutil
 import signal
@@ -184,7 +185,15 @@ def daemon_starts_as_backupd() -> None:
         process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         notify.wait_for("READY", "1", timeout=60)
-        assert (base / "control.sock").stat().st_uid == int(run("id", "-u", "backupd").stdout)
+        uid = int(run("id", "-u", "backupd").stdout)
+        socket_file = (base / "control.sock").stat()
+        assert socket_file.st_uid == uid
+        # readers have their own group (made by sysusers), apart from the data's owner
+        assert socket_file.st_gid == grp.getgrnam("backupd-readers").gr_gid
+        grp.getgrnam("backupd-admin")
+        for data in ("state", "spool", "repository"):
+            info = (base / data).stat()
+            assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (uid, 0o700), data
     except TimeoutError as exc:
         raise AssertionError(f"{exc}\n{log.read_text()}") from exc
     finally:

@@ -8,7 +8,7 @@ import pytest
 
 from backupd.restore.endpoint import resolve
 from backupd.restore.plan import Position, RestoreImpossible
-from backupd.restore.target import parse_target
+from backupd.restore_target import parse_target
 from tests.binlog_fakes import FakeFile, Txn
 
 T0 = 1_700_000_000

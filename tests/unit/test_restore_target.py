@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from backupd.errors import UsageError
-from backupd.restore.target import (
+from backupd.restore_target import (
     CoordinateTarget,
     GtidTarget,
     LatestTarget,

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from backupd.config import RetentionSection
+from backupd.cron import missed_run
 from backupd.database import ServerVersion
 from backupd.snapshot.catalog import SnapshotSet, VolumeSnapshot, manifest_key, new_set_id
 from backupd.snapshot.coordinator import long_query_action, snapshot_tags
 from backupd.snapshot.dblock import LongQuery, lock_statements
 from backupd.snapshot.retention import plan_retention
-from backupd.snapshot.schedule import missed_run, retry_delay
+from backupd.snapshot.schedule import retry_delay
 
 OWNER = "db1"
 
@@ -244,7 +245,7 @@ def test_watchdog_process_fires_on_its_clock(tmp_path: Path) -> None:
     ],
 )
 def test_cron_weekdays_count_from_sunday(field: str, names: str) -> None:
-    from backupd.snapshot.schedule import cron_weekdays
+    from backupd.cron import cron_weekdays
 
     assert cron_weekdays(field) == names
 
@@ -252,7 +253,7 @@ def test_cron_weekdays_count_from_sunday(field: str, names: str) -> None:
 def test_weekday_schedule_fires_on_cron_weekdays() -> None:
     import datetime as dt
 
-    from backupd.snapshot.schedule import trigger_for
+    from backupd.cron import trigger_for
 
     friday = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.UTC)  # after Friday's 02:30
     nxt = trigger_for("30 2 * * 1-5").get_next_fire_time(None, friday)

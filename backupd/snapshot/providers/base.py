@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,6 +17,15 @@ TAG_CONSISTENCY = "backupd:consistency"
 TAG_COORDINATE = "backupd:binlog-coordinate"
 TAG_GTID = "backupd:gtid"
 TAG_MOUNT = "backupd:mount"
+
+
+# Called with the volumes' latest state while a provider waits (`snapshot --wait` shows it).
+ProgressCallback = Callable[[list[VolumeSnapshot]], None]
+
+
+def progress_text(volumes: list[VolumeSnapshot]) -> str:
+    """`vol-1 42%, vol-2 100%`: EC2's progress per volume, for people."""
+    return ", ".join(f"{v.volume} {v.progress or v.state}" for v in volumes)
 
 
 @dataclass(frozen=True)
@@ -38,9 +48,16 @@ class SnapshotProvider(Protocol):
         """Start the point-in-time capture of every target; called while frozen, so be quick."""
 
     def wait(
-        self, set_id: str, volumes: list[VolumeSnapshot], timeout: float
+        self,
+        set_id: str,
+        volumes: list[VolumeSnapshot],
+        timeout: float,
+        on_progress: ProgressCallback | None = None,
     ) -> list[VolumeSnapshot]:
-        """Block until the captures are complete (after the thaw); return their final state."""
+        """Block until the captures are complete (after the thaw); return their final state.
+
+        Raise SnapshotStillPending when `timeout` passes first (the set is then followed up).
+        """
 
     def delete(self, record: SnapshotSet) -> list[str]:
         """Delete the set's snapshots that this daemon owns; return what was deleted."""

@@ -1,5 +1,6 @@
 """The EBS provider: one CreateSnapshots call for the instance's data volumes while frozen,
-tagged with the set, the coordinate and the owner; boto3's waiter after the thaw.
+tagged with the set, the coordinate and the owner; after the thaw, DescribeSnapshots until
+every snapshot completed (a set still pending at the timeout is followed up later).
 
 Per-volume CreateSnapshot is the fallback, used only when the instance id is unknown or a
 configured volume is not attached to it. Deletes touch only snapshots carrying our owner tag.
@@ -8,23 +9,30 @@ configured volume is not attached to it. Deletes touch only snapshots carrying o
 from __future__ import annotations
 
 import os
+import time
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError, WaiterError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from backupd.config import EbsSection
-from backupd.errors import ProviderError
-from backupd.snapshot.catalog import COMPLETED, SnapshotSet, VolumeSnapshot
-from backupd.snapshot.providers.base import TAG_MOUNT, TAG_OWNER, TAG_SET_ID, Target
+from backupd.errors import ProviderError, SnapshotErrored, SnapshotStillPending
+from backupd.snapshot.catalog import COMPLETED, PENDING, SnapshotSet, VolumeSnapshot
+from backupd.snapshot.providers.base import (
+    TAG_MOUNT,
+    TAG_OWNER,
+    TAG_SET_ID,
+    ProgressCallback,
+    Target,
+    progress_text,
+)
 
 BY_ID = "/dev/disk/by-id"
 NVME_PREFIX = "nvme-Amazon_Elastic_Block_Store_vol"
 IMDS_TIMEOUT = 2.0
-WAIT_DELAY_SECONDS = 15
 
 
 def imds_instance_id(base_url: str) -> str:
@@ -88,11 +96,12 @@ class EbsProvider:
             except OSError:
                 self.instance_id = ""  # fall back to one CreateSnapshot per volume
         if self.instance_id:
-            self.exclude = [v for v in self._attached() if v not in volumes]
+            self.exclude = [v for v in self.attached() if v not in volumes]
         mount_of = dict(zip(volumes, mounts, strict=False))
         return [Target(mount_of.get(v, ",".join(mounts)), v) for v in volumes]
 
-    def _attached(self) -> list[str]:
+    def attached(self) -> list[str]:
+        """The volumes attached to our instance."""
         try:
             answer = self.client.describe_volumes(
                 Filters=[{"Name": "attachment.instance-id", "Values": [self.instance_id]}]
@@ -119,16 +128,7 @@ class EbsProvider:
         self, set_id: str, wanted: dict[str, Target], tag_list: list[dict[str, str]]
     ) -> dict[str, VolumeSnapshot]:
         try:
-            answer = self.client.create_snapshots(
-                InstanceSpecification={
-                    "InstanceId": self.instance_id,
-                    "ExcludeBootVolume": True,
-                    "ExcludeDataVolumeIds": self.exclude,
-                },
-                Description=f"backupd {set_id}",
-                TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list}],
-                CopyTagsFromSource="volume",
-            )
+            answer = self.client.create_snapshots(**self.create_snapshots_request(set_id, tag_list))
         except (BotoCoreError, ClientError) as exc:
             raise _fail("CreateSnapshots", exc) from exc
         made = {}
@@ -141,6 +141,21 @@ class EbsProvider:
                 wanted[volume].mount, volume, snapshot_id, method="create-snapshots"
             )
         return made
+
+    def create_snapshots_request(
+        self, set_id: str, tag_list: list[dict[str, str]]
+    ) -> dict[str, Any]:
+        """The CreateSnapshots arguments (`backupctl check` sends the same with DryRun)."""
+        return {
+            "InstanceSpecification": {
+                "InstanceId": self.instance_id,
+                "ExcludeBootVolume": True,
+                "ExcludeDataVolumeIds": self.exclude,
+            },
+            "Description": f"backupd {set_id}",
+            "TagSpecifications": [{"ResourceType": "snapshot", "Tags": tag_list}],
+            "CopyTagsFromSource": "volume",
+        }
 
     def _create_one(
         self, set_id: str, target: Target, tag_list: list[dict[str, str]]
@@ -157,25 +172,72 @@ class EbsProvider:
         return VolumeSnapshot(target.mount, target.volume, snap["SnapshotId"], method="create")
 
     def wait(
-        self, set_id: str, volumes: list[VolumeSnapshot], timeout: float
+        self,
+        set_id: str,
+        volumes: list[VolumeSnapshot],
+        timeout: float,
+        on_progress: ProgressCallback | None = None,
     ) -> list[VolumeSnapshot]:
-        """Completion by the boto3 waiter, then the copies to other regions (if configured)."""
-        ids = [v.snapshot_id for v in volumes]
-        if not ids:
+        """Ask EC2 every `poll_seconds` until every snapshot is completed, then copy to other
+        regions. Still pending at `timeout`: SnapshotStillPending (the set stays followed up);
+        a snapshot in state error, or gone: SnapshotErrored."""
+        if not volumes:
             return volumes
-        waiter = self.client.get_waiter("snapshot_completed")
-        attempts = max(1, int(timeout // WAIT_DELAY_SECONDS))
-        try:
-            waiter.wait(
-                SnapshotIds=ids,
-                WaiterConfig={"Delay": WAIT_DELAY_SECONDS, "MaxAttempts": attempts},
-            )
-        except (WaiterError, BotoCoreError, ClientError) as exc:
-            raise _fail("waiting for snapshots", exc) from exc
-        done = [replace(v, state=COMPLETED) for v in volumes]
+        deadline = time.monotonic() + timeout
+        current, last_error = volumes, ""
+        while True:
+            try:
+                current = self.describe(current)
+                last_error = ""
+            except SnapshotErrored:
+                raise
+            except ProviderError as exc:  # no news this time; EC2 keeps the snapshots going
+                last_error = exc.message
+            if on_progress is not None:
+                on_progress(current)
+            if all(v.state == COMPLETED for v in current):
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SnapshotStillPending(
+                    current,
+                    set_id=set_id,
+                    seconds=timeout,
+                    progress=last_error or progress_text(current),
+                )
+            time.sleep(min(self.section.poll_seconds, remaining))
         if not self.section.copy_to_regions:
-            return done
-        return [self._copy(v, set_id) for v in done]
+            return current
+        return [self._copy(v, set_id) for v in current]
+
+    def describe(self, volumes: list[VolumeSnapshot]) -> list[VolumeSnapshot]:
+        """One DescribeSnapshots: each volume's EC2 state and progress."""
+        ids = [v.snapshot_id for v in volumes]
+        try:
+            answer = self.client.describe_snapshots(SnapshotIds=ids)
+        except ClientError as exc:
+            if "NotFound" in str(exc.response.get("Error", {}).get("Code", "")):
+                raise SnapshotErrored(ids=", ".join(ids), how="missing") from exc
+            raise _fail("DescribeSnapshots", exc) from exc
+        except BotoCoreError as exc:
+            raise _fail("DescribeSnapshots", exc) from exc
+        seen = {s["SnapshotId"]: s for s in answer.get("Snapshots", [])}
+        errored = [i for i in ids if seen.get(i, {}).get("State") == "error"]
+        if errored:
+            reasons = {seen[i].get("StateMessage", "") for i in errored} - {""}
+            how = "in state error" + (f" ({'; '.join(sorted(reasons))})" if reasons else "")
+            raise SnapshotErrored(ids=", ".join(errored), how=how)
+        missing = [i for i in ids if i not in seen]
+        if missing:
+            raise SnapshotErrored(ids=", ".join(missing), how="missing")
+        return [
+            replace(
+                v,
+                state=COMPLETED if seen[v.snapshot_id]["State"] == COMPLETED else PENDING,
+                progress=str(seen[v.snapshot_id].get("Progress", "")),
+            )
+            for v in volumes
+        ]
 
     def _regional(self, region: str) -> Any:
         return boto3.client(

@@ -19,7 +19,7 @@ from pathlib import Path
 from backupd.durable import fsync_path
 from backupd.errors import ProviderError
 from backupd.snapshot.catalog import COMPLETED, SnapshotSet, VolumeSnapshot
-from backupd.snapshot.providers.base import Target
+from backupd.snapshot.providers.base import ProgressCallback, Target
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int)
 CHUNK = 8 * 1024 * 1024
@@ -167,7 +167,11 @@ class LocalProvider:
         return volumes
 
     def wait(
-        self, set_id: str, volumes: list[VolumeSnapshot], timeout: float
+        self,
+        set_id: str,
+        volumes: list[VolumeSnapshot],
+        timeout: float,
+        on_progress: ProgressCallback | None = None,
     ) -> list[VolumeSnapshot]:
         """The copies are done; make them durable now that writers run again."""
         for volume in volumes:

@@ -1,7 +1,8 @@
 """TARGET, the point a restore reaches: a time, a GTID, a binlog coordinate, or `latest`.
 
 Parsing is pure and strict: an operator at 3 a.m. gets a refusal that says what was
-expected, never a guess.
+expected, never a guess. A leaf (it needs only the error catalogue): the config validates
+`drill.target` with it, and the restore package builds on it.
 """
 
 from __future__ import annotations
