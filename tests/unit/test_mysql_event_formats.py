@@ -16,7 +16,7 @@ from backupd.binlog.segmenter import KIND_EOF, KIND_TX, Segment, Segmenter
 from backupd.restore.endpoint import resolve
 from backupd.restore.plan import Position, RestoreImpossible, SnapshotPoint, make_plan
 from backupd.restore.plan import Segment as PlanSegment
-from backupd.restore.target import parse_target
+from backupd.restore_target import parse_target
 from tests.binlog_fakes import FakeFile, Txn, lenenc, payload_body
 
 T0 = 1_700_000_000
