@@ -14,6 +14,7 @@ watchdog test waits seconds instead of a minute, and fake AWS credentials for mo
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -152,7 +153,7 @@ def bed(deb_package: Path) -> Iterator[SystemdBed]:
     with open(image, "wb") as handle:
         handle.truncate(256 * 1024 * 1024)
     run(*MKFS["ext4"], str(image))
-    run("cp", str(deb_package), str(shared))
+    shutil.copy(deb_package, shared)
     container = Container(rootfs, work, {shared: BED})
     bed = SystemdBed(container, image)
     try:
@@ -161,7 +162,7 @@ def bed(deb_package: Path) -> Iterator[SystemdBed]:
     finally:
         bed.teardown()
         LoopFilesystem(image, work / "not-mounted").destroy()  # detaches what is left
-        run("rm", "-rf", str(work))
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_start_returns_after_ready_and_the_daemon_runs_sandboxed(bed: SystemdBed) -> None:

@@ -110,6 +110,7 @@ class Container:
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
+            # The leader takes its whole PID namespace with it; before boot there is none.
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.leader, signal.SIGKILL)  # takes its whole PID namespace with it
+                os.kill(self.leader or process.pid, signal.SIGKILL)
             process.wait(30)
