@@ -130,15 +130,16 @@ class SystemdBed:
     def teardown(self) -> None:
         """Thaw first, then stop, unmount, detach; each step even if one before failed."""
         c = self.container
-        if c.process is not None and c.process.poll() is None and c.leader:
-            c.run("fsfreeze", "--unfreeze", MOUNT, check=False)
-            c.systemctl("stop", "backupd", "mariadb", check=False)
-            c.run("umount", MOUNT, check=False)
-            for line in c.run(
-                "losetup", "-j", f"{BED}/{self.image.name}", check=False
-            ).stdout.splitlines():
-                c.run("losetup", "-d", line.split(":", 1)[0], check=False)
-        c.poweroff()
+        try:
+            if c.process is not None and c.process.poll() is None and c.leader:
+                c.run("fsfreeze", "--unfreeze", MOUNT, check=False)
+                c.systemctl("stop", "backupd", "mariadb", check=False)
+                c.run("umount", MOUNT, check=False)
+                image = f"{BED}/{self.image.name}"
+                for line in c.run("losetup", "-j", image, check=False).stdout.splitlines():
+                    c.run("losetup", "-d", line.split(":", 1)[0], check=False)
+        finally:
+            c.poweroff()  # a hung step above must not leave the container running
 
 
 @pytest.fixture(scope="module")
@@ -160,9 +161,11 @@ def bed(deb_package: Path) -> Iterator[SystemdBed]:
         container.boot()
         yield bed.setup(deb_package)
     finally:
-        bed.teardown()
-        LoopFilesystem(image, work / "not-mounted").destroy()  # detaches what is left
-        shutil.rmtree(work, ignore_errors=True)
+        try:
+            bed.teardown()
+        finally:
+            LoopFilesystem(image, work / "not-mounted").destroy()  # detaches what is left
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def test_start_returns_after_ready_and_the_daemon_runs_sandboxed(bed: SystemdBed) -> None:
