@@ -1,5 +1,6 @@
-"""When snapshots run: APScheduler cron (UTC) with jitter, never two at once, one catch-up
-run after downtime, and a backed-off retry after a skipped run. The timing rules are pure.
+"""When snapshots run: crontab(5) rules (backupd.cron) in the schedule's time zone with
+jitter, never two at once, one catch-up run after downtime, and a backed-off retry after a
+skipped run. The timing rules are pure.
 """
 
 from __future__ import annotations
@@ -8,9 +9,9 @@ import datetime as dt
 from collections.abc import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 
 from backupd.config import SnapshotSection
+from backupd.cron import trigger_for
 from backupd.snapshot.catalog import SKIPPED, SnapshotSet
 from backupd.snapshot.metrics import SnapshotMetrics
 
@@ -19,48 +20,10 @@ RETRY_JOB_ID = "snapshot-retry"
 RETRY_BASE_SECONDS = 60.0
 
 
-_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+__all__ = ["Schedule", "missed_run", "retry_delay", "trigger_for"]
 
 
-def cron_weekdays(field: str) -> str:
-    """Cron's day-of-week numbers (0 and 7 = Sunday) as names: APScheduler 3 counts from
-    Monday, so "1-5" would otherwise mean Tuesday..Saturday. Names and `*` pass through."""
-    out = []
-    for part in field.split(","):
-        span, _, step = part.partition("/")
-        if span == "*" and step.isdigit():
-            span = "0-6"
-        first, _, last = span.partition("-")
-        if not first.isdigit() or (last and not last.isdigit()):
-            out.append(part)
-            continue
-        if not last and not step:
-            out.append(_CRON_DAYS[int(first) % 8])
-            continue
-        end = int(last) if last else 7
-        days = range(int(first), end + 1, int(step or 1))
-        out.extend(_CRON_DAYS[day % 8] for day in days)
-    return ",".join(dict.fromkeys(out))
-
-
-def trigger_for(cron: str, jitter: int = 0) -> CronTrigger:
-    """The cron trigger (UTC); jitter delays each run by up to `jitter` random seconds."""
-    fields = cron.split()
-    if len(fields) != 5:
-        raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
-    minute, hour, day, month, day_of_week = fields
-    return CronTrigger(
-        minute=minute,
-        hour=hour,
-        day=day,
-        month=month,
-        day_of_week=cron_weekdays(day_of_week),
-        timezone=dt.UTC,
-        jitter=jitter or None,
-    )
-
-
-def missed_run(cron: str, last_run_at: float, now: float) -> bool:
+def missed_run(cron: str, last_run_at: float, now: float, timezone: str = "UTC") -> bool:
     """True when a scheduled time passed since the last run (the daemon was down then).
 
     No run recorded at all is not a miss: a fresh install waits for its schedule.
@@ -68,7 +31,9 @@ def missed_run(cron: str, last_run_at: float, now: float) -> bool:
     if last_run_at <= 0:
         return False
     after = dt.datetime.fromtimestamp(last_run_at, dt.UTC)
-    due = trigger_for(cron).get_next_fire_time(None, after + dt.timedelta(seconds=1))
+    due = trigger_for(cron, timezone=timezone).get_next_fire_time(
+        None, after + dt.timedelta(seconds=1)
+    )
     return due is not None and due.timestamp() <= now
 
 
@@ -97,7 +62,7 @@ class Schedule:
     def _add(self) -> None:
         self.scheduler.add_job(
             self.fire,
-            trigger_for(self.section.schedule, self.section.jitter_seconds),
+            trigger_for(self.section.schedule, self.section.jitter_seconds, self.section.timezone),
             id=JOB_ID,
             replace_existing=True,
         )
@@ -121,7 +86,9 @@ class Schedule:
 
     def catch_up(self, last_run_at: float) -> None:
         now = dt.datetime.now(dt.UTC).timestamp()
-        if self.section.enabled and missed_run(self.section.schedule, last_run_at, now):
+        if self.section.enabled and missed_run(
+            self.section.schedule, last_run_at, now, self.section.timezone
+        ):
             self._once(0)
 
     def after_run(self, record: SnapshotSet) -> None:

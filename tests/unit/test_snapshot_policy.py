@@ -229,26 +229,6 @@ def test_watchdog_process_fires_on_its_clock(tmp_path: Path) -> None:
         os.close(fd)
 
 
-@pytest.mark.parametrize(
-    ("field", "names"),
-    [
-        ("*", "*"),
-        ("1-5", "mon,tue,wed,thu,fri"),
-        ("0", "sun"),
-        ("7", "sun"),
-        ("0,6", "sun,sat"),
-        ("5-7", "fri,sat,sun"),
-        ("1-5/2", "mon,wed,fri"),
-        ("mon-fri", "mon-fri"),
-        ("*/2", "sun,tue,thu,sat"),
-    ],
-)
-def test_cron_weekdays_count_from_sunday(field: str, names: str) -> None:
-    from backupd.snapshot.schedule import cron_weekdays
-
-    assert cron_weekdays(field) == names
-
-
 def test_weekday_schedule_fires_on_cron_weekdays() -> None:
     import datetime as dt
 
