@@ -149,6 +149,7 @@ class DrillService:
             "summary": summary,
             "enabled": section.enabled,
             "schedule": section.schedule,
+            "timezone": section.timezone,
             "target": section.target,
             "running": self.running(),
             "next_run_at": next_run,

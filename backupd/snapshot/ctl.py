@@ -81,8 +81,16 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     if document.get("running"):
         rows.append(f"running: {document['running']['set_id']} ({document['running']['phase']})")
     rows += [f"unreadable: {item}" for item in document.get("unreadable", [])]
+    rows.append(_next_run(document))
     _emit(args, document, "\n".join(rows))
     return EXIT_OK
+
+
+def _next_run(document: dict[str, Any]) -> str:
+    if not document.get("next_run_at"):
+        return "next scheduled run: none"
+    schedule = f"{document.get('schedule')!r} {document.get('timezone') or 'UTC'}"
+    return f"next scheduled run: {_when(document['next_run_at'])} ({schedule})"
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

@@ -219,6 +219,9 @@ class SnapshotService:
             "snapshots": [record_summary(s) | {"provider": s.provider} for s in sets],
             "unreadable": broken,
             "running": {"set_id": progress.set_id, "phase": progress.phase} if progress else None,
+            "next_run_at": self.schedule.next_run_at() if self.schedule is not None else None,
+            "schedule": self.context.config.snapshot.schedule,
+            "timezone": self.context.config.snapshot.timezone,
         }
 
     def _get_snapshot(self, request: Request) -> tuple[int, dict[str, Any]]:
@@ -265,6 +268,7 @@ class SnapshotService:
             "enabled": section.enabled,
             "provider": section.provider,
             "schedule": section.schedule,
+            "timezone": section.timezone,
             "mounts": list(section.mounts),
             "next_run_at": next_run,
             "running": {"set_id": progress.set_id, "phase": progress.phase} if progress else None,
@@ -287,6 +291,8 @@ class SnapshotService:
             if next_run
             else ""
         )
+        if not self.context.config.snapshot.enabled:
+            tail = ", not scheduled (snapshot.enabled = false)"
         return head + tail
 
     def warnings(self) -> list[str]:

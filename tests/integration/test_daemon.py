@@ -16,7 +16,7 @@ import pytest
 
 from tests.clients import backupctl, backupctl_json, raw_exchange, run_as
 from tests.conftest import ConfigFactory
-from tests.testbed.daemon import DaemonProcess
+from tests.testbed.daemon import DaemonProcess, render_toml
 from tests.testbed.mariadb import MariaDB
 
 pytestmark = pytest.mark.integration
@@ -150,6 +150,26 @@ def test_sighup_with_bad_config_keeps_old(
     assert wait_for_status(sock, lambda doc: True)["daemon"]["config_loaded_at"] > loaded_at
 
 
+def test_impossible_combination_refused_at_reload_and_start(
+    base_config: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+) -> None:
+    """Snapshots on with no mounts would fail every run: the daemon refuses, as check-config."""
+    path = write_config(base_config)
+    daemon = start_daemon(path)
+    base_config["snapshot"]["enabled"] = True  # mounts stay empty
+    path.write_text(render_toml(base_config))
+    daemon.signal(signal.SIGHUP)
+    daemon.notify.wait_for("STATUS", "config reload refused; running config kept")
+    assert "snapshot.mounts = []: snapshot.enabled = true" in daemon.log()
+    assert daemon.stop(timeout=15) == 0
+    again = start_daemon(write_config(base_config, "again.toml"), wait_ready=False)
+    assert again.process is not None
+    assert again.process.wait(30) == 78
+    assert "snapshot.mounts = []: snapshot.enabled = true" in again.log()
+
+
 def test_sigterm_stops_cleanly(
     base_config: dict[str, Any],
     write_config: ConfigFactory,
@@ -172,7 +192,10 @@ def test_bad_config_exits_78_naming_the_key(
     assert daemon.process is not None
     assert daemon.process.wait(30) == 78
     assert "snapshot.retention.daily" in daemon.log()
-    assert "storage.endpoint: unknown key" in daemon.log()
+    assert (
+        'storage.endpoint = "http://127.0.0.1:1": unknown key; did you mean storage.endpoint_url?'
+        in daemon.log()
+    )
 
 
 def test_unauthorised_peers_are_refused(
