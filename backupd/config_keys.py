@@ -52,14 +52,14 @@ def section_at(parts: Sequence[str | int]) -> type[BaseModel] | None:
 
 
 def annotation_at(parts: Sequence[str]) -> Any | None:
-    """The type of the value a path sets (a path one below a table key sets one entry);
-    None when the path names no key."""
+    """The type of the value a path sets: a key's, a whole section's (a model), or one entry's
+    of a table key (a path one below it); None when the path names nothing."""
     if not parts:
         return None
     section = section_at(parts[:-1])
     field = section.model_fields.get(parts[-1]) if section is not None else None
     if field is not None:
-        return None if _is_section(field.annotation) else field.annotation
+        return field.annotation
     table = section_at(parts[:-2]) if len(parts) > 1 else None
     field = table.model_fields.get(parts[-2]) if table is not None else None
     if field is not None and get_origin(field.annotation) is dict:

@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from backupd.config_keys import closest, section_at
@@ -97,6 +97,7 @@ _TYPE_REASONS = {
     "string_type": "expected a string (in quotes)",
     "list_type": "expected a list",
     "dict_type": "expected a table",
+    "model_type": "expected a table (a section)",
 }
 
 
@@ -144,7 +145,8 @@ def _default(loc: tuple[int | str, ...]) -> Any | None:
     if field is None:
         return None
     default = field.get_default(call_default_factory=True)
-    return default if default not in ("", [], {}) else None
+    useless = isinstance(default, BaseModel) or default in ("", [], {})
+    return None if useless else default
 
 
 def _fix(path: str, expected: Any, source: EnvValue | None) -> str:

@@ -108,12 +108,14 @@ def test_string_keys_take_the_text_as_given(tmp_path: Path) -> None:
         "BACKUPD_DAEMON__LOG_FORMAT": "json",
         "BACKUPD_SNAPSHOT__EBS__INSTANCE_ID": '"i-0abc"',
         "BACKUPD_SNAPSHOT__EBS__TAGS__TEAM": "42",
+        "BACKUPD_SNAPSHOT__RETENTION": "{ daily = 9 }",  # a whole section, as before
     }
     config = load_config(path, env)
     assert config.daemon.socket_group == "1000"
     assert config.daemon.log_format == "json"
     assert config.snapshot.ebs.instance_id == "i-0abc"
     assert config.snapshot.ebs.tags == {"team": "42"}
+    assert config.snapshot.retention.daily == 9
 
 
 def test_secrets_are_masked(tmp_path: Path) -> None:
