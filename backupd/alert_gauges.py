@@ -27,14 +27,15 @@ FIRES_LOOKED_AT = 16
 
 
 @functools.lru_cache(maxsize=16)
-def expected_interval(cron: str, now: float | None = None) -> float:
-    """Longest gap in seconds between consecutive fire times of `cron`, from `now` onwards.
+def expected_interval(cron: str, timezone: str = "UTC", now: float | None = None) -> float:
+    """Longest gap in seconds between consecutive fire times of `cron` (in `timezone`), from
+    `now` onwards.
 
     For a regular schedule this is its period ("0 */6 * * *" -> 21600); for an uneven one
     (weekdays only, "1,15 of the month") the longest gap, so an alert waiting for a multiple
     of it never fires over a weekend. Cached: the gaps of a schedule do not change.
     """
-    trigger = trigger_for(cron)
+    trigger = trigger_for(cron, timezone=timezone)
     start = dt.datetime.fromtimestamp(now, dt.UTC) if now is not None else dt.datetime.now(dt.UTC)
     fires: list[dt.datetime] = []
     previous = None
@@ -44,7 +45,8 @@ def expected_interval(cron: str, now: float | None = None) -> float:
             break
         fires.append(fire)
         previous = fire + dt.timedelta(seconds=1)
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(fires)]
+    # timestamps, not b - a: aware datetimes sharing a tzinfo subtract as wall-clock times
+    gaps = [b.timestamp() - a.timestamp() for a, b in itertools.pairwise(fires)]
     return max(gaps, default=0.0)
 
 
@@ -60,7 +62,8 @@ class AlertGauges(Collector):
         yield _gauge(
             "snapshot_expected_interval_seconds",
             "Longest gap between scheduled snapshot runs (snapshot.schedule) plus jitter",
-            expected_interval(config.snapshot.schedule) + config.snapshot.jitter_seconds,
+            expected_interval(config.snapshot.schedule, config.snapshot.timezone)
+            + config.snapshot.jitter_seconds,
         )
         yield _gauge(
             "binlog_spool_max_bytes",
@@ -70,7 +73,7 @@ class AlertGauges(Collector):
         yield _gauge(
             "drill_expected_interval_seconds",
             "Longest gap between scheduled restore drills (drill.schedule)",
-            expected_interval(config.drill.schedule),
+            expected_interval(config.drill.schedule, config.drill.timezone),
         )
 
 

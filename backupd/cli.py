@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
 from backupd import __version__
 from backupd.cli_help import document
 from backupd.config import DEFAULT_CONFIG_PATH, Config
+from backupd.config_checks import host_problems, impossible_combinations
 from backupd.config_loader import load_config
 from backupd.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, BackupdError, ConfigError
 from backupd.freeze import thaw_all
@@ -35,35 +35,30 @@ def load_or_report(path: str) -> Config | None:
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(f"{path}: invalid configuration", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        report(path, exc.problems)
         return None
+
+
+def report(path: str, problems: list[str]) -> None:
+    print(f"{path}: invalid configuration", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
 
 
 def check_config(path: str) -> int:
     config = load_or_report(path)
     if config is None:
         return EXIT_CONFIG
-    problems = mount_refusals(config)
+    problems = impossible_combinations(config) + host_problems(config)
     if problems:
-        print(f"{path}: invalid configuration", file=sys.stderr)
-        for problem in problems:
-            print(f"  snapshot.mounts: {problem}", file=sys.stderr)
+        report(path, problems)
         return EXIT_CONFIG
+    snapshots = "" if config.snapshot.enabled else ", snapshots off"
     print(
-        f"{path}: ok (storage {config.storage.url}, snapshot provider {config.snapshot.provider})"
+        f"{path}: ok (storage {config.storage.url}, snapshot provider "
+        f"{config.snapshot.provider}{snapshots})"
     )
     return EXIT_OK
-
-
-def mount_refusals(config: Config) -> list[str]:
-    """Mounts that must never be frozen, judged by device; mounts not there yet are skipped."""
-    from backupd.snapshot.coordinator import own_paths
-    from backupd.snapshot.freezer import refusals
-
-    present = [mount for mount in config.snapshot.mounts if os.path.exists(mount)]
-    return refusals(present, own_paths(config), include_stdout=False)
 
 
 def run_thaw_all(config: Config) -> int:
@@ -101,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "thaw-all":
         return run_thaw_all(config)
+    if problems := impossible_combinations(config):
+        report(args.config, problems)
+        return EXIT_CONFIG
     return run_daemon(config, args.config)
 
 

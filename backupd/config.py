@@ -26,9 +26,10 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
 class Section(BaseModel):
-    """Base for every section: unknown keys are errors and values are immutable."""
+    """Base for every section: unknown keys are errors, values are immutable, and types are
+    strict (TOML booleans only, no string that merely looks like a number or a boolean)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def _absolute_path(value: str, what: str) -> str:
@@ -73,7 +74,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     """Split `host:port` (IPv6 as `[::1]:port`) and check both halves."""
     host, sep, port_text = value.rpartition(":")
     if not sep or not port_text.isdigit():
-        raise ValueError(f"expected host:port, got {value!r}")
+        raise ValueError("expected host:port")
     port = int(port_text)
     if not 0 <= port < 65536:
         raise ValueError(f"port {port} out of range 0..65535 (0 picks a free port)")
@@ -130,19 +131,19 @@ class StorageSection(Section):
         parsed = urlparse(value)
         if parsed.scheme == "s3":
             if not parsed.netloc:
-                raise ValueError(f"s3 url needs a bucket: {value!r}")
+                raise ValueError("an s3 url needs a bucket: s3://bucket/prefix")
         elif parsed.scheme == "file":
             if parsed.netloc or not parsed.path.startswith("/"):
-                raise ValueError(f"file url must be file:///absolute/path, got {value!r}")
+                raise ValueError("a file url must be file:///absolute/path")
         else:
-            raise ValueError(f"url must start with s3:// or file://, got {value!r}")
+            raise ValueError("url must start with s3:// or file://")
         return value
 
     @field_validator("endpoint_url")
     @classmethod
     def _endpoint(cls, value: str) -> str:
         if value and urlparse(value).scheme not in ("http", "https"):
-            raise ValueError(f"endpoint_url must be an http(s) URL, got {value!r}")
+            raise ValueError("endpoint_url must be an http(s) URL")
         return value
 
     @model_validator(mode="after")
@@ -217,6 +218,7 @@ class SnapshotSection(Section):
     enabled: bool = True
     provider: Literal["ebs", "local"] = "ebs"
     schedule: str = "0 */6 * * *"
+    timezone: str = "UTC"
     jitter_seconds: NonNegativeInt = 0
     mounts: list[str] = Field(default_factory=list)
     max_freeze_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
@@ -234,6 +236,11 @@ class SnapshotSection(Section):
     @classmethod
     def _cron(cls, value: str) -> str:
         return check_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return check_timezone(value)
 
     @field_validator("mounts")
     @classmethod
@@ -270,19 +277,32 @@ def check_cron(value: str) -> str:
     try:
         trigger_for(value)
     except ValueError as exc:
-        raise ValueError(f"not a cron expression ({exc}): {value!r}") from exc
+        raise ValueError(f"not a cron expression: {exc}") from exc
+    return value
+
+
+def check_timezone(value: str) -> str:
+    from backupd.cron import zone
+
+    zone(value)
     return value
 
 
 class DrillSection(Section):
     enabled: bool = False
     schedule: str = "0 3 * * 0"
+    timezone: str = "UTC"
     target: str = "latest"
 
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
         return check_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return check_timezone(value)
 
     @field_validator("target")
     @classmethod

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from backupd.config import Config
+from backupd.config_keys import env_name
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "backupd.example.toml"
@@ -109,6 +110,14 @@ def render() -> str:
         "`BACKUPD_<SECTION>__<KEY>` (nested sections joined by `__`). Check a file with",
         "`backupd check-config --config PATH` (exit 78 names every bad key).",
         "",
+        'Types are strict: a boolean is `true` or `false` (never `"yes"`, `"off"` or `1`), a',
+        "number is unquoted, a string is quoted. Environment values are read as TOML too",
+        "(`BACKUPD_SNAPSHOT__MOUNTS='[\"/data\"]'`), except that a key holding a string takes",
+        "the text as it is. A `BACKUPD_` variable that contains `__`, starts with a section name",
+        "(`BACKUPD_STORAGE_URL`) or is one typo away from a key's variable must name a key: an",
+        "error names the closest one. Each problem is one line with the key, the value given",
+        "(secrets masked) and the fix.",
+        "",
         "*default* is what applies when a key is absent; the packaged example",
         "(`/etc/backupd/backupd.toml`) sets some keys differently, e.g. `mysql.socket`.",
     ]
@@ -129,7 +138,7 @@ def render() -> str:
             if bound := limits(field):
                 kind += f" ({bound})"
             default = field.get_default(call_default_factory=True)
-            env = "BACKUPD_" + path.upper().replace(".", "__")
+            env = env_name(path)
             meaning = comments.get(path, "").replace("|", "\\|")
             cell = f"{meaning} (env `{env}`)" if meaning else f"env `{env}`"
             out.append(f"| `{name}` | {kind} | `{toml_value(default)}` | {cell} |")

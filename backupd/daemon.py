@@ -20,6 +20,7 @@ from backupd import database
 from backupd.alert_gauges import AlertGauges
 from backupd.binlog.service import BinlogService
 from backupd.config import Config, DaemonSection
+from backupd.config_checks import impossible_combinations
 from backupd.config_loader import load_config
 from backupd.control.limits import ROLE_NAMES, Limits
 from backupd.control.peer import Role
@@ -325,6 +326,8 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
+            if problems := impossible_combinations(new):
+                raise ConfigError(problems)
         except ConfigError as exc:
             self.metrics.config_reloads.labels("rejected").inc()
             _log.error("config reload refused; keeping the running config", problems=exc.problems)

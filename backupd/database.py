@@ -73,7 +73,12 @@ def connect(section: MysqlSection, **overrides: Any) -> pymysql.connections.Conn
         "autocommit": True,
         "charset": "utf8mb4",
     }
-    if section.option_file and os.path.exists(section.option_file):
+    if section.option_file:
+        if not os.access(section.option_file, os.R_OK):  # pymysql would skip it silently
+            raise DatabaseUnavailable(
+                message=f"cannot read mysql.option_file {section.option_file}: without it "
+                "the login would have no password (see backupd check-config)"
+            )
         kwargs["read_default_file"] = section.option_file
         kwargs["read_default_group"] = "client"
     if section.socket:

@@ -19,6 +19,7 @@ from tests.testbed.daemon import DaemonProcess, NotifyListener, render_toml
 from tests.testbed.loopfs import LoopFilesystem, ReflinkVolume
 from tests.testbed.mariadb import MariaDB
 from tests.testbed.moto import FAKE_CREDENTIALS, MotoServer
+from tests.testbed.packages import build_package
 from tests.tools import REQUIRE_INTEGRATION, require_tool
 
 
@@ -196,3 +197,10 @@ def start_daemon(workdir: Path) -> Iterator[Callable[..., DaemonProcess]]:
         daemon.stop()
     for listener in listeners:
         listener.close()
+
+
+@pytest.fixture(scope="session")
+def deb_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The .deb built from this tree once per session (the package test and the container)."""
+    require_tool("dpkg-deb", "dpkg")
+    return build_package("deb/build.sh", tmp_path_factory.mktemp("deb"))

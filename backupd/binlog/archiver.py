@@ -163,7 +163,7 @@ class Archiver:
             pending = []
         self.target.stream, self.timeline = latest.stream, latest.id
         self.metrics.timeline.set(latest.id)
-        archived = [(s.file, s.start, s.end, s.kind) for s in latest.segments + pending]
+        archived = latest.segments + pending
         later = [log for log in logs if layout.file_order(log[0]) >= layout.file_order(start_file)]
         resume = resume_point(latest.stream, archived, later if start_file else logs)
         if resume.gap is not None:
@@ -391,20 +391,7 @@ class Archiver:
 
 def _as_key(stream: str, entry: SpoolEntry) -> layout.SegmentKey:
     """A spooled segment as the key it will have (checksums unknown until it is encoded)."""
-    return layout.SegmentKey(
-        stream,
-        entry.file,
-        entry.start,
-        entry.end,
-        entry.first_time,
-        entry.last_time,
-        entry.first_gtid,
-        entry.last_gtid,
-        entry.kind,
-        "",
-        "",
-        "bin",
-    )
+    return layout.SegmentKey(stream, entry.extent, "", "", "bin")
 
 
 def describe_server(conn: Any) -> str:

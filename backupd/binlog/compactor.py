@@ -14,11 +14,10 @@ import hashlib
 import json
 import queue
 import threading
-from pathlib import Path
 
 from backupd.binlog import layout
+from backupd.binlog.extent import Extent
 from backupd.binlog.fetch import load_segment
-from backupd.binlog.spool import SpoolEntry
 from backupd.binlog.uploader import Target, encode
 from backupd.errors import BackupdError
 from backupd.log import get_logger
@@ -44,7 +43,7 @@ def compact_file(target: Target, stream: str, file: str) -> layout.SegmentKey | 
     if len(parts) == 1 and parts[0].start == 0 and len(segments) == len(found.segments):
         return None  # already one object
     raw = b"".join(load_segment(store, seg) for seg in parts)
-    whole = _whole_entry(found, parts)
+    whole = _whole_extent(found, parts)
     encoded = encode(stream, whole, raw, target.compression, target.level)
     store.put(encoded.key.key, encoded.body)
     manifest = {
@@ -61,11 +60,10 @@ def compact_file(target: Target, stream: str, file: str) -> layout.SegmentKey | 
     return encoded.key
 
 
-def _whole_entry(found: layout.FileChain, parts: list[layout.SegmentKey]) -> SpoolEntry:
-    """Describe [0, size) like a spooled segment so `encode` names it."""
+def _whole_extent(found: layout.FileChain, parts: list[layout.SegmentKey]) -> Extent:
+    """[0, size) of the file, as the compacted object's key spells it."""
     gtids = [seg for seg in parts if seg.first_gtid]
-    return SpoolEntry(
-        path=Path("/dev/null"),
+    return Extent(
         file=found.file,
         start=0,
         end=found.end,

@@ -30,6 +30,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from backupd.binlog.extent import Extent, HasExtent
+
 ROOT = "binlog"
 MAX_NAME = 255
 _HEX64 = "[0-9a-f]{64}"
@@ -48,18 +50,12 @@ _GAP = re.compile(
 
 
 @dataclass(frozen=True, order=True)
-class SegmentKey:
-    """Everything a segment's key says about it."""
+class SegmentKey(HasExtent):
+    """Everything a segment's key says about it: its timeline's stream, its extent, and the
+    checksums of the bytes and of the stored object."""
 
     stream: str
-    file: str
-    start: int
-    end: int
-    first_time: int
-    last_time: int
-    first_gtid: str
-    last_gtid: str
-    kind: str
+    extent: Extent
     raw_sha256: str
     object_sha256: str
     ext: str
@@ -67,10 +63,6 @@ class SegmentKey:
     @property
     def key(self) -> str:
         return segment_key(self)
-
-    @property
-    def size(self) -> int:
-        return self.end - self.start
 
 
 @dataclass(frozen=True, order=True)
@@ -164,8 +156,7 @@ def parse_segment(key: str) -> SegmentKey | None:
     if match is None:
         return None
     g = match.groupdict()
-    return SegmentKey(
-        stream=stream,
+    extent = Extent(
         file=file,
         start=int(g["start"]),
         end=int(g["end"]),
@@ -174,10 +165,8 @@ def parse_segment(key: str) -> SegmentKey | None:
         first_gtid=g["first_gtid"],
         last_gtid=g["last_gtid"],
         kind=g["kind"],
-        raw_sha256=g["raw_sha256"],
-        object_sha256=g["object_sha256"],
-        ext=g["ext"],
     )
+    return SegmentKey(stream, extent, g["raw_sha256"], g["object_sha256"], g["ext"])
 
 
 def parse_gap(key: str) -> GapKey | None:

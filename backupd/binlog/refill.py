@@ -9,12 +9,10 @@ timeline. Keys come from the content, so a range stored twice is the same object
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from backupd.binlog import events
 from backupd.binlog.archive import Hole
 from backupd.binlog.client import BinlogStream, ServerError, StreamEnded
-from backupd.binlog.spool import SpoolEntry
+from backupd.binlog.extent import Extent
 from backupd.binlog.uploader import Target, encode
 from backupd.config import MysqlSection
 from backupd.errors import ArchiveCorrupt
@@ -69,8 +67,7 @@ def refill(section: MysqlSection, target: Target, stream: str, hole: Hole) -> in
     """Read the hole from the server and store it in `stream`; the bytes stored."""
     raw, first_time, last_time = read_range(section, hole.file, hole.start, hole.end)
     end = hole.start + len(raw)
-    whole = SpoolEntry(
-        path=Path("/dev/null"),
+    whole = Extent(
         file=hole.file,
         start=hole.start,
         end=end,

@@ -20,6 +20,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from backupd.binlog import events as ev
+from backupd.binlog.extent import Extent, HasExtent
 
 IDLE_FRACTION = 0.25  # a stream silent this part of flush_seconds is cut at once
 IDLE_LARGE_BYTES = 1 << 20  # after this many bytes without a cut by time, cut sooner:
@@ -45,17 +46,10 @@ class ChainError(ev.EventError):
 
 
 @dataclass(frozen=True)
-class Segment:
+class Segment(HasExtent):
     """Bytes [start, end) of `file`, with what a restore planner needs to know about them."""
 
-    file: str
-    start: int
-    end: int
-    first_time: int
-    last_time: int
-    first_gtid: str
-    last_gtid: str
-    kind: str
+    extent: Extent
     data: bytes = field(repr=False)
 
 
@@ -348,7 +342,7 @@ class Segmenter:
         size = end - pending.start
         at_end = end == pending.end
         gtids = [gtid for start, gtid in pending.gtids if start < end and gtid]
-        segment = Segment(
+        extent = Extent(
             file=self.file,
             start=pending.start,
             end=end,
@@ -357,8 +351,8 @@ class Segmenter:
             first_gtid=gtids[0] if gtids else "",
             last_gtid=gtids[-1] if gtids else "",
             kind=kind,
-            data=bytes(memoryview(pending.data)[:size]),  # one copy of a large buffer
         )
+        segment = Segment(extent, bytes(memoryview(pending.data)[:size]))  # one copy
         rest = _Pending(start=end, boundary=max(pending.boundary, end))
         rest.data = pending.data[size:]
         rest.gtids = [(start, gtid) for start, gtid in pending.gtids if start >= end]

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from backupd.binlog.extent import Extent, HasExtent
 from backupd.binlog.segmenter import Segment
 from backupd.durable import TMP_PREFIX, write_file
 from backupd.private import private_dir
@@ -24,23 +25,12 @@ _NAME = re.compile(
 
 
 @dataclass(frozen=True)
-class SpoolEntry:
-    """A spooled segment: its metadata (from the file name) and where its bytes are."""
+class SpoolEntry(HasExtent):
+    """A spooled segment: its extent (from the file name) and where its bytes are."""
 
     path: Path
-    file: str
-    start: int
-    end: int
-    first_time: int
-    last_time: int
-    first_gtid: str
-    last_gtid: str
-    kind: str
+    extent: Extent
     spooled_at: float = 0.0  # monotonic time of the write (0 for entries from a previous run)
-
-    @property
-    def size(self) -> int:
-        return self.end - self.start
 
     def read(self) -> bytes:
         return self.path.read_bytes()
@@ -58,8 +48,7 @@ def parse_entry(path: Path) -> SpoolEntry | None:
     if match is None:
         return None
     g = match.groupdict()
-    return SpoolEntry(
-        path=path,
+    extent = Extent(
         file=g["file"],
         start=int(g["start"]),
         end=int(g["end"]),
@@ -69,6 +58,7 @@ def parse_entry(path: Path) -> SpoolEntry | None:
         last_gtid=g["last_gtid"],
         kind=g["kind"],
     )
+    return SpoolEntry(path, extent)
 
 
 class Spool:

@@ -20,8 +20,6 @@ from backupd.binlog import layout
 from backupd.binlog.events import MAGIC
 from backupd.private import FILE_MODE, private_dir
 
-Range = tuple[str, int, int, str]  # (file, start, end, kind)
-
 
 @dataclass(frozen=True)
 class Resume:
@@ -37,40 +35,22 @@ def next_name(file: str) -> str:
     return f"{base}.{int(number) + 1:0{len(number)}d}"
 
 
-def archived_end(ranges: Iterable[tuple[int, int, str]]) -> tuple[int, str]:
-    """End of the contiguous archived prefix of one file from 0, and the kind of the segment
-    ending there ("" when nothing is archived; "eof" when the file is closed)."""
-    by_start: dict[int, tuple[int, str]] = {}
-    for start, end, kind in ranges:
-        best = by_start.get(start)
-        if best is None or (end, kind == "eof") > (best[0], best[1] == "eof"):
-            by_start[start] = (end, kind)
-    position, last_kind = 0, ""
-    while position in by_start:
-        end, kind = by_start[position]
-        if kind == "eof":
-            return end, kind
-        if end == position:
-            break
-        position, last_kind = end, kind
-    return position, last_kind
-
-
 def resume_point(
-    server: str, archived: Iterable[Range], server_logs: list[tuple[str, int]]
+    stream: str, archived: Iterable[layout.SegmentKey], server_logs: list[tuple[str, int]]
 ) -> Resume:
-    """Where to stream from, given archived ranges and the server's (file, size) list."""
+    """Where to stream from, given what the timeline's `stream` holds (repository and spool)
+    and the server's (file, size) list."""
     if not server_logs:
         raise ValueError("the server lists no binary logs (is log_bin on?)")
     names = [name for name, _ in server_logs]
     sizes = dict(server_logs)
-    files: dict[str, list[tuple[int, int, str]]] = {}
-    for file, start, end, kind in archived:
-        files.setdefault(file, []).append((start, end, kind))
+    files = layout.group_by_file(archived)
     if not files:
         return Resume(names[0], len(MAGIC))
     last = max(files, key=layout.file_order)
-    end, kind = archived_end(files[last])
+    found = layout.chain(files[last])
+    end = found.end if found is not None else 0
+    kind = found.segments[-1].kind if found is not None and found.segments else ""
     closed = kind == "eof"
     later = [n for n in names if layout.file_order(n) > layout.file_order(last)]
     if closed:
@@ -79,11 +59,11 @@ def resume_point(
         expected = next_name(last)
         if later[0] == expected:
             return Resume(expected, len(MAGIC))
-        return Resume(later[0], len(MAGIC), layout.GapKey(server, expected, 0, later[0], 0))
+        return Resume(later[0], len(MAGIC), layout.GapKey(stream, expected, 0, later[0], 0))
     if last in sizes and end <= sizes[last]:
         return Resume(last, max(end, len(MAGIC)), inside_transaction=kind == "mid")
     target = later[0] if later else names[0]
-    return Resume(target, len(MAGIC), layout.GapKey(server, last, end, target, 0))
+    return Resume(target, len(MAGIC), layout.GapKey(stream, last, end, target, 0))
 
 
 @dataclass

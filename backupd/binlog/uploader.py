@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import zstandard
 
 from backupd.binlog import layout
+from backupd.binlog.extent import Extent
 from backupd.binlog.spool import SpoolEntry
 from backupd.errors import BackupdError
 from backupd.log import get_logger
@@ -34,28 +35,17 @@ class Encoded:
     body: bytes
 
 
-def encode(stream: str, entry: SpoolEntry, raw: bytes, compression: str, level: int) -> Encoded:
+def encode(stream: str, extent: Extent, raw: bytes, compression: str, level: int) -> Encoded:
     """The object for a segment and its key (pure but for the compressor)."""
-    if len(raw) != entry.size:
-        raise ValueError(f"spooled {entry.path.name} holds {len(raw)} bytes, not {entry.size}")
+    if len(raw) != extent.size:
+        raise ValueError(f"{extent.file} {extent.start}..{extent.end}: got {len(raw)} bytes")
     if compression == "zstd":
         body = zstandard.ZstdCompressor(level=level, write_checksum=True).compress(raw)
         ext = "zst"
     else:
         body, ext = raw, "bin"
     key = layout.SegmentKey(
-        stream=stream,
-        file=entry.file,
-        start=entry.start,
-        end=entry.end,
-        first_time=entry.first_time,
-        last_time=entry.last_time,
-        first_gtid=entry.first_gtid,
-        last_gtid=entry.last_gtid,
-        kind=entry.kind,
-        raw_sha256=hashlib.sha256(raw).hexdigest(),
-        object_sha256=hashlib.sha256(body).hexdigest(),
-        ext=ext,
+        stream, extent, hashlib.sha256(raw).hexdigest(), hashlib.sha256(body).hexdigest(), ext
     )
     return Encoded(key, body)
 
@@ -72,7 +62,7 @@ class Target:
     level: int
 
     def encode(self, entry: SpoolEntry, raw: bytes) -> Encoded:
-        return encode(self.stream, entry, raw, self.compression, self.level)
+        return encode(self.stream, entry.extent, raw, self.compression, self.level)
 
 
 class Uploader:

@@ -132,6 +132,15 @@ def render_plan(doc: dict[str, Any]) -> str:
         f"{end['transactions']} transaction(s) to replay",
         f"  GTID position afterwards: {end['gtid_state'] or '-'}",
     ]
+    path = doc.get("timeline_path") or []
+    if doc.get("cluster"):
+        lines.insert(1, f"  cluster {doc['cluster']}, timeline {doc.get('timeline')}")
+    if len(path) > 1:  # the replay crosses branch points
+        lines += [
+            f"  timeline {leg['timeline']}: {leg['from']} .. {leg['to']} "
+            f"({leg['transactions']} transaction(s))"
+            for leg in path
+        ]
     return "\n".join(lines)
 
 

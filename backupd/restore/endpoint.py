@@ -208,7 +208,34 @@ def resolve(
         _check_exact(chosen, target, start, files)
     if isinstance(target, GtidTarget):
         _check_gtid(chosen, target)
+    if isinstance(target, TimeTarget):
+        _check_monotonic(chosen, target)
     return _end_point(chosen, start, start_gtid, flavor)
+
+
+def _check_monotonic(chosen: list[Boundary], target: TimeTarget) -> None:
+    """Refuse a time target that commit timestamps going backwards make ambiguous.
+
+    Binlog order is commit order, so a transaction stamped earlier than one before it (SET
+    TIMESTAMP, a clock stepped back, events applied from another server) really committed
+    after that one. It belongs before the target only if a later transaction, still before
+    the target, is stamped at least as late as the stamp it fell below; otherwise it may have
+    committed after the target, and no exact stop exists by time."""
+    highest = 0
+    doubtful: list[tuple[Boundary, int]] = []
+    for boundary in chosen:
+        doubtful = [(b, mark) for b, mark in doubtful if boundary.timestamp < mark]
+        if boundary.timestamp < highest:
+            doubtful.append((boundary, highest))
+        highest = max(highest, boundary.timestamp)
+    if doubtful:
+        boundary, mark = doubtful[0]
+        raise RestoreImpossible(
+            f"commit timestamps go backwards before {target}: the transaction ending at "
+            f"{boundary.position} is stamped {_when(boundary.timestamp)} after one stamped "
+            f"{_when(mark)}, so it may have committed after the target; give a GTID or a "
+            "coordinate instead"
+        )
 
 
 def _verdict(boundary: Boundary, target: Target) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from backupd.binlog.extent import EOF, TX, Extent, HasExtent
 from backupd.errors import BackupdError
 from backupd.restore_target import (
     CoordinateTarget,
@@ -84,19 +85,21 @@ class SnapshotPoint:
 
 
 @dataclass(frozen=True)
-class Segment:
-    """One archived byte range [start, end) of one binlog file."""
+class Segment(HasExtent):
+    """One archived byte range [start, end) of one binlog file, and its object's key."""
 
     key: str
-    file: str
-    start: int
-    end: int
-    first_ts: int
-    last_ts: int
-    first_gtid: str = ""  # MariaDB GTIDs of the first/last transaction inside, if any
-    last_gtid: str = ""
-    closes_file: bool = False  # ends with the ROTATE that closes the file
-    ends_transaction: bool = False  # its last event is a commit (kind `tx`)
+    extent: Extent
+
+    @property
+    def closes_file(self) -> bool:
+        """It ends with the ROTATE that closes the file."""
+        return self.kind == EOF
+
+    @property
+    def ends_transaction(self) -> bool:
+        """Its last event is a commit."""
+        return self.kind == TX
 
     @property
     def number(self) -> int:
@@ -241,10 +244,10 @@ def _trim_to_coordinate(chain: Chain, goal: Position) -> tuple[tuple[Segment, ..
 
 def _trim_to_time(chain: Chain, target: TimeTarget) -> tuple[tuple[Segment, ...], str]:
     moment = target.at.timestamp()
-    if not any(segment.last_ts >= moment for segment in chain.segments):
+    if not any(segment.last_time >= moment for segment in chain.segments):
         if chain.broken:
             return (), chain.broken
-        newest = max((segment.last_ts for segment in chain.segments), default=0)
+        newest = max((segment.last_time for segment in chain.segments), default=0)
         return (), (
             f"target {target} is after the newest archived event ({newest}); "
             "use 'latest' to restore everything archived"
@@ -254,7 +257,7 @@ def _trim_to_time(chain: Chain, target: TimeTarget) -> tuple[tuple[Segment, ...]
     # segment that ends with a commit later than the target. The end-point walk stops at
     # the first such commit, which lies at or before that segment's end.
     for i, segment in enumerate(chain.segments):
-        if segment.ends_transaction and segment.last_ts > moment:
+        if segment.ends_transaction and segment.last_time > moment:
             return chain.segments[: i + 1], ""
     return chain.segments, ""
 

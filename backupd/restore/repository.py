@@ -83,18 +83,7 @@ def longest_first(keys: list[layout.SegmentKey]) -> list[layout.SegmentKey]:
 
 
 def to_segment(seg: layout.SegmentKey) -> Segment:
-    return Segment(
-        seg.key,
-        seg.file,
-        seg.start,
-        seg.end,
-        seg.first_time,
-        seg.last_time,
-        seg.first_gtid,
-        seg.last_gtid,
-        closes_file=seg.kind == "eof",
-        ends_transaction=seg.kind == "tx",
-    )
+    return Segment(seg.key, seg.extent)
 
 
 def on_timeline(record: SnapshotSet, chosen: Selected, timeline: Timeline | None = None) -> bool:

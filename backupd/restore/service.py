@@ -85,8 +85,8 @@ class DrillService:
             return
         self.scheduler = BackgroundScheduler(timezone=dt.UTC)
         self.scheduler.add_job(
-            self.trigger, trigger_for(section.schedule), id="drill", coalesce=True,
-            max_instances=1, misfire_grace_time=3600,
+            self.trigger, trigger_for(section.schedule, timezone=section.timezone), id="drill",
+            coalesce=True, max_instances=1, misfire_grace_time=3600,
         )  # fmt: skip
         self.scheduler.start()
 
@@ -170,6 +170,7 @@ class DrillService:
             "summary": summary,
             "enabled": section.enabled,
             "schedule": section.schedule,
+            "timezone": section.timezone,
             "target": section.target,
             "running": self.running(),
             "next_run_at": next_run,

@@ -138,7 +138,7 @@ def window(repo: repository.Repository) -> dict[str, Any]:
         return {"earliest": None, "latest": None, "why": "no usable snapshot set"}
     oldest = usable[0]
     chain = follow_chain(index_segments(repo.segments), oldest.coordinate)
-    last_time = max((s.last_ts for s in chain.segments), default=int(oldest.taken_at))
+    last_time = max((s.last_time for s in chain.segments), default=int(oldest.taken_at))
     return {
         "earliest": {
             "set_id": oldest.set_id,

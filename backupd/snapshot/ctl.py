@@ -143,8 +143,16 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
         f"{item['set_id']:<24} {'?':<20} {'?':<8} UNREADABLE {item['reason']}"
         for item in document.get("unreadable_sets", [])
     ]
+    rows.append(_next_run(document))
     _emit(args, document, "\n".join(rows))
     return EXIT_OK
+
+
+def _next_run(document: dict[str, Any]) -> str:
+    if not document.get("next_run_at"):
+        return "next scheduled run: none"
+    schedule = f"{document.get('schedule')!r} {document.get('timezone') or 'UTC'}"
+    return f"next scheduled run: {_when(document['next_run_at'])} ({schedule})"
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

@@ -64,8 +64,10 @@ def refusals(
             continue
         if os.path.realpath(mount) == "/" or dev == root_dev:
             problems.append(f"{mount}: is on the root filesystem; freezing / hangs the host")
-        elif not os.path.ismount(mount):
+            continue  # one cause, one line: what else lives on / follows from it
+        if not os.path.ismount(mount):
             problems.append(f"{mount}: not a mount point")
+            continue
         for what, own_dev in own.items():
             if own_dev == dev:
                 problems.append(f"{mount}: holds {what}; the daemon would block on itself")

@@ -1,5 +1,6 @@
-"""When snapshots run: APScheduler cron (UTC) with jitter, never two at once, one catch-up
-run after downtime, and a backed-off retry after a skipped run. The timing rules are pure.
+"""When snapshots run: crontab(5) rules (backupd.cron) in the schedule's time zone with
+jitter, never two at once, one catch-up run after downtime, and a backed-off retry after a
+skipped run. The timing rules are pure.
 """
 
 from __future__ import annotations
@@ -10,13 +11,30 @@ from collections.abc import Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from backupd.config import SnapshotSection
-from backupd.cron import missed_run, trigger_for
+from backupd.cron import trigger_for
 from backupd.snapshot.catalog import SKIPPED, SnapshotSet
 from backupd.snapshot.metrics import SnapshotMetrics
 
 JOB_ID = "snapshot"
 RETRY_JOB_ID = "snapshot-retry"
 RETRY_BASE_SECONDS = 60.0
+
+
+__all__ = ["Schedule", "missed_run", "retry_delay", "trigger_for"]
+
+
+def missed_run(cron: str, last_run_at: float, now: float, timezone: str = "UTC") -> bool:
+    """True when a scheduled time passed since the last run (the daemon was down then).
+
+    No run recorded at all is not a miss: a fresh install waits for its schedule.
+    """
+    if last_run_at <= 0:
+        return False
+    after = dt.datetime.fromtimestamp(last_run_at, dt.UTC)
+    due = trigger_for(cron, timezone=timezone).get_next_fire_time(
+        None, after + dt.timedelta(seconds=1)
+    )
+    return due is not None and due.timestamp() <= now
 
 
 def retry_delay(skips: int, cap: float) -> float:
@@ -44,7 +62,7 @@ class Schedule:
     def _add(self) -> None:
         self.scheduler.add_job(
             self.fire,
-            trigger_for(self.section.schedule, self.section.jitter_seconds),
+            trigger_for(self.section.schedule, self.section.jitter_seconds, self.section.timezone),
             id=JOB_ID,
             replace_existing=True,
         )
@@ -68,7 +86,9 @@ class Schedule:
 
     def catch_up(self, last_run_at: float) -> None:
         now = dt.datetime.now(dt.UTC).timestamp()
-        if self.section.enabled and missed_run(self.section.schedule, last_run_at, now):
+        if self.section.enabled and missed_run(
+            self.section.schedule, last_run_at, now, self.section.timezone
+        ):
             self._once(0)
 
     def after_run(self, record: SnapshotSet) -> None:

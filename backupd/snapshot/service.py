@@ -297,6 +297,9 @@ class SnapshotService:
                 for item in listing.unreadable
             ],
             "running": running(progress),
+            "next_run_at": self.schedule.next_run_at() if self.schedule is not None else None,
+            "schedule": self.context.config.snapshot.schedule,
+            "timezone": self.context.config.snapshot.timezone,
         }
 
     def _state_of(self, run: Run, running_status: int) -> tuple[int, dict[str, Any]]:
@@ -362,6 +365,7 @@ class SnapshotService:
             "enabled": section.enabled,
             "provider": section.provider,
             "schedule": section.schedule,
+            "timezone": section.timezone,
             "mounts": list(section.mounts),
             "next_run_at": next_run,
             "running": running(progress),
@@ -389,6 +393,8 @@ class SnapshotService:
             if next_run
             else ""
         )
+        if not self.context.config.snapshot.enabled:
+            tail = ", not scheduled (snapshot.enabled = false)"
         pending = "".join(
             f"; {p.set_id} pending (EC2 {progress_text(p.volumes)})" for p in self.pending.values()
         )

@@ -22,11 +22,11 @@ import pytest
 
 from backupd import __version__
 from tests.testbed.daemon import NotifyListener
+from tests.testbed.packages import build_package
 from tests.tools import require_tool
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 CONFIG = Path("/etc/backupd/backupd.toml")
 OPTION_FILE = Path("/etc/backupd/my.cnf")
 WANTS = Path("/etc/systemd/system/multi-user.target.wants/backupd.service")
@@ -34,29 +34,6 @@ WANTS = Path("/etc/systemd/system/multi-user.target.wants/backupd.service")
 
 def run(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
-
-
-def fresh_clone(dest: Path) -> Path:
-    """The repository's files as a fresh clone has them: tracked and new, no .venv or caches."""
-    listed = run(
-        "git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"
-    )
-    assert listed.returncode == 0, listed.stderr
-    for name in filter(None, listed.stdout.split("\0")):
-        source = ROOT / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-    assert not (dest / ".venv").exists()
-    return dest
-
-
-def build(script: str, out: Path) -> Path:
-    """Build from a fresh copy of the repository: the scripts need no `make deps` first."""
-    clone = fresh_clone(out / "clone")
-    result = run(str(clone / "packaging" / script), str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return Path(result.stdout.strip().splitlines()[-1])
 
 
 def dpkg(*args: str) -> subprocess.CompletedProcess[str]:
@@ -70,11 +47,10 @@ def dpkg(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    require_tool("dpkg-deb", "dpkg")
+def deb(deb_package: Path) -> Iterator[Path]:
     if run("dpkg-query", "-W", "backupd").returncode == 0:
         pytest.fail("a backupd package is already installed here; refusing to touch it")
-    yield build("deb/build.sh", tmp_path_factory.mktemp("deb"))
+    yield deb_package
     dpkg("--purge", "backupd")
 
 
@@ -207,7 +183,7 @@ def daemon_starts_as_backupd() -> None:
 @pytest.fixture(scope="module")
 def rpm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     require_tool("rpmbuild", "rpm")
-    return build("rpm/build.sh", tmp_path_factory.mktemp("rpm"))
+    return build_package("rpm/build.sh", tmp_path_factory.mktemp("rpm"))
 
 
 def test_rpm_metadata_and_files(rpm: Path) -> None:

@@ -41,7 +41,12 @@ def ec2(url: str) -> Any:
 @pytest.fixture
 def instance(moto: MotoServer) -> dict[str, Any]:
     """An instance with two data volumes attached: only `data` is configured."""
-    client = ec2(moto.url)
+    return instance_with_volumes(moto.url)
+
+
+def instance_with_volumes(url: str) -> dict[str, Any]:
+    """A moto instance with volumes `data` (/dev/sdf) and `other` (/dev/sdg) attached."""
+    client = ec2(url)
     image = client.describe_images()["Images"][0]["ImageId"]
     inst = client.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]
     zone = inst["Placement"]["AvailabilityZone"]

@@ -8,6 +8,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -111,5 +112,42 @@ def test_schedule_next_run_and_one_catch_up_after_downtime(
     assert samples['backupd_snapshots_total{result="completed"}'] == 1
     _code, listing = backupctl_json("--socket", sock, "snapshots")
     assert len(listing["snapshots"]) == 2  # exactly one catch-up run
+    assert listing["next_run_at"] == next_new_year.timestamp()
     text = backupctl("--socket", sock, "status").stdout
     assert "snapshot: last" in text
+    assert f"next {next_new_year:%Y-%m-%dT%H:%M:%SZ}" in text
+    listing_text = backupctl("--socket", sock, "snapshots").stdout
+    assert (
+        f"next scheduled run: {next_new_year:%Y-%m-%dT%H:%M:%SZ} ('0 0 1 1 *' UTC)" in listing_text
+    )
+
+
+def test_day_of_month_or_weekday_in_a_time_zone(
+    snap_config: dict[str, Any],  # noqa: F811
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+) -> None:
+    """crontab(5) on the running daemon: `0 3 1 * 1` is every 1st and every Monday, at
+    03:00 in the schedule's zone; the next run is what status and snapshots show."""
+    snap_config["snapshot"].update(
+        {"enabled": True, "schedule": "0 3 1 * 1", "timezone": "Europe/Berlin"}
+    )
+    start_daemon(write_config(snap_config))
+    sock = snap_config["daemon"]["socket"]
+    berlin = ZoneInfo("Europe/Berlin")
+    now = dt.datetime.now(berlin)
+    day = now.date()
+    while True:  # the rule, spelled out: the first 03:00 on a 1st or a Monday still to come
+        due = dt.datetime.combine(day, dt.time(3), berlin)
+        if (day.day == 1 or day.isoweekday() == 1) and due > now:
+            break
+        day += dt.timedelta(days=1)
+    status = backupctl_json("--socket", sock, "status")[1]["snapshot"]
+    assert status["next_run_at"] == due.timestamp(), status
+    assert status["timezone"] == "Europe/Berlin"
+    _code, listing = backupctl_json("--socket", sock, "snapshots")
+    assert listing["next_run_at"] == due.timestamp()
+    utc = due.astimezone(dt.UTC)
+    assert f"next scheduled run: {utc:%Y-%m-%dT%H:%M:%SZ} ('0 3 1 * 1' Europe/Berlin)" in (
+        backupctl("--socket", sock, "snapshots").stdout
+    )

@@ -38,7 +38,7 @@ from tests.integration.test_binlog import (
 )
 from tests.integration.test_binlog import Archive as Arch
 from tests.integration.test_restore import mine, record_instant, run_json
-from tests.integration.test_snapshot_local import take
+from tests.integration.test_snapshot_local import snap_config, take, thawed  # noqa: F401
 from tests.testbed.loopfs import LoopFilesystem
 from tests.testbed.mariadb import MariaDB
 
@@ -271,3 +271,46 @@ def archived_scratch(sock: str, server: Any) -> bool:
         file, pos = cur.fetchone()[:2]
     doc = status(sock)
     return bool(doc.get("timeline") == 2 and doc["archived_coordinate"] == f"{file}:{pos}")
+
+
+def test_time_targets_with_timestamps_going_backwards_are_exact_or_refused(
+    snap_config: dict[str, Any],  # noqa: F811
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    live_mariadb: MariaDB,
+    workdir: Path,
+) -> None:
+    """SET TIMESTAMP back an hour across a rotation: a time target is the truth or refused."""
+    db = live_mariadb
+    config = binlog_config(snap_config)
+    start_daemon(write_config(config))
+    sock = config["daemon"]["socket"]
+    db.sql("CREATE DATABASE IF NOT EXISTS stamps")
+    db.sql("CREATE TABLE stamps.t (id INT PRIMARY KEY, v VARCHAR(32))")
+    take(sock)
+    db.sql("INSERT INTO stamps.t VALUES (1, 'honest')")
+    honest = record_instant(db, "stamps")
+    with db.connect_root() as conn, conn.cursor() as cur:
+        cur.execute(f"SET TIMESTAMP = {honest.time - 3600}")
+        cur.execute("INSERT INTO stamps.t VALUES (2, 'stamped an hour early')")
+        db.sql("FLUSH BINARY LOGS")
+        cur.execute("INSERT INTO stamps.t VALUES (3, 'early, in the next file')")
+        cur.execute("SET TIMESTAMP = DEFAULT")
+    db.sql("INSERT INTO stamps.t VALUES (4, 'honest again')")
+    later = record_instant(db, "stamps")
+    wait_archived(sock, db)
+    fresh = write_config({"storage": config["storage"], "snapshot": config["snapshot"]}, "x.toml")
+
+    def at(instant: Any) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(instant.time))
+
+    code, refused = run_json(
+        "--config", str(fresh), "--json", "restore", "plan", "--to", at(honest)
+    )
+    assert code != 0 and "go backwards" in json.dumps(refused), refused
+    code, doc = run_json(
+        "--config", str(fresh), "--json", "drill", "--to", at(later),
+        "--work-dir", str(workdir / "drill"),
+    )  # fmt: skip
+    assert code == 0, json.dumps(doc)
+    assert mine(doc["tables"], "stamps") == later.checksums

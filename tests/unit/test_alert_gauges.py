@@ -23,10 +23,12 @@ MONDAY = dt.datetime(2026, 11, 30, tzinfo=dt.UTC).timestamp()
         ("0 3 * * 1-5", 3 * 86400),  # Friday to Monday, not the next day
         ("0 3 1 * *", 31 * 86400),
         ("0 0,6 * * *", 18 * 3600),  # uneven: the longer of 6 h and 18 h
+        ("@daily", 86400),
+        ("0 3 1 * 1", 7 * 86400),  # crontab(5): every 1st and every Monday
     ],
 )
 def test_expected_interval_is_the_longest_gap(cron: str, seconds: int) -> None:
-    assert expected_interval(cron, MONDAY) == seconds
+    assert expected_interval(cron, now=MONDAY) == seconds
 
 
 def test_gauges_read_the_current_config_at_scrape_time() -> None:
@@ -40,3 +42,9 @@ def test_gauges_read_the_current_config_at_scrape_time() -> None:
     config = Config.model_validate({"binlog": {"spool_max_bytes": 4 * 1024**3}})
     assert value("backupd_binlog_spool_max_bytes") == 4 * 1024**3
     assert value("backupd_snapshot_expected_interval_seconds") == 6 * 3600
+
+
+def test_a_daylight_saving_change_lengthens_the_gap_it_crosses() -> None:
+    # Europe/Berlin falls back on 2026-10-25: that day's 03:00 comes 25 h after the last.
+    october = dt.datetime(2026, 10, 20, tzinfo=dt.UTC).timestamp()
+    assert expected_interval("0 3 * * *", "Europe/Berlin", october) == 25 * 3600

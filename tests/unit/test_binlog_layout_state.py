@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backupd.binlog import layout
+from backupd.binlog.extent import Extent
 from backupd.binlog.service import lag_bytes
 from backupd.binlog.state import Progress, Resume, resume_point
 
@@ -12,9 +13,8 @@ SHA = "ab" * 32
 
 
 def seg(file: str, start: int, end: int, kind: str = "tx", gtids: tuple[str, str] = ("", "")):
-    return layout.SegmentKey(
-        "1", file, start, end, 1764150000, 1764150001, gtids[0], gtids[1], kind, SHA, SHA, "zst"
-    )
+    extent = Extent(file, start, end, 1764150000, 1764150001, gtids[0], gtids[1], kind)
+    return layout.SegmentKey("1", extent, SHA, SHA, "zst")
 
 
 def test_segment_key_round_trip_and_example() -> None:
@@ -102,7 +102,8 @@ LOGS = [("mysql-bin.000003", 500), ("mysql-bin.000004", 900)]
     ],
 )
 def test_resume_point(archived, logs, expected) -> None:  # type: ignore[no-untyped-def]
-    assert resume_point("1", archived, logs) == expected
+    keys = [seg(file, start, end, kind) for file, start, end, kind in archived]
+    assert resume_point("1", keys, logs) == expected
 
 
 def test_progress_advances_only_over_contiguous_uploads() -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from backupd.binlog.extent import Extent
 from backupd.binlog.segmenter import Segment
 from backupd.binlog.spool import Spool
 
 
 def segment(start: int, size: int, file: str = "mysql-bin.000001") -> Segment:
     data = bytes(range(256)) * (size // 256) + bytes(size % 256)
-    return Segment(file, start, start + size, 1, 2, "0-1-1", "0-1-2", "tx", data)
+    return Segment(Extent(file, start, start + size, 1, 2, "0-1-1", "0-1-2", "tx"), data)
 
 
 def test_full_spool_blocks_until_space_frees_and_drops_nothing(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from backupd.binlog import layout
 from backupd.binlog.archive import Archive, History, gtid_position, select
+from backupd.binlog.extent import Extent
 from backupd.binlog.timeline import ArchiveEnd, ServerView, decide
 from backupd.storage.filestore import FileStore
 
@@ -133,7 +134,9 @@ def test_property_branches_exactly_when_continuity_breaks(events: list[str]) -> 
 
 
 def seg(stream: str, file: str, start: int, end_: int, kind: str = "tx", gtid: str = ""):
-    return layout.SegmentKey(stream, file, start, end_, 10, 20, gtid, gtid, kind, SHA, SHA, "bin")
+    return layout.SegmentKey(
+        stream, Extent(file, start, end_, 10, 20, gtid, gtid, kind), SHA, SHA, "bin"
+    )
 
 
 def test_keys_of_two_timelines_never_collide_and_legacy_keys_still_parse() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -25,11 +26,12 @@ def problems_for(tmp_path: Path, text: str, env: dict[str, str] | None = None) -
 
 
 def test_example_config_is_valid_and_equals_defaults() -> None:
+    """Except the server's socket, and snapshots: off until the operator names the mounts."""
     config = load_config(EXAMPLE, {})
     defaults = Config()
-    assert config.model_dump(exclude={"mysql": {"socket"}}) == defaults.model_dump(
-        exclude={"mysql": {"socket"}}
-    )
+    differs = {"mysql": {"socket"}, "snapshot": {"enabled"}}
+    assert config.model_dump(exclude=differs) == defaults.model_dump(exclude=differs)
+    assert config.snapshot.enabled is False
 
 
 def test_example_documents_every_key() -> None:
@@ -59,18 +61,22 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("[binlog]\nflush_secnds = 2\n", "binlog.flush_secnds: unknown key"),
-        ("[snapshott]\n", "snapshott: unknown key"),
-        ("[snapshot.retention]\ndaily = -1\n", "snapshot.retention.daily: "),
-        ("[snapshot.retention]\ndaily = 'x'\n", "snapshot.retention.daily: "),
-        ("[mysql]\nport = 70000\n", "mysql.port: "),
+        (
+            "[binlog]\nflush_secnds = 2\n",
+            "binlog.flush_secnds = 2: unknown key; did you mean binlog.flush_seconds?",
+        ),
+        ("[snapshott]\n", "snapshott = {}: unknown key; did you mean snapshot?"),
+        ("[snapshot.retention]\ndaily = -1\n", "snapshot.retention.daily = -1: must be greater"),
+        ("[snapshot.retention]\ndaily = 'x'\n", 'snapshot.retention.daily = "x": expected an'),
+        ("[mysql]\nport = 70000\n", "mysql.port = 70000: must be less than or equal to 65535"),
         ("[mysql]\nsocket = '/s'\nhost = 'h'\n", "mysql: set either mysql.socket or mysql.host"),
-        ("[storage]\nurl = 'ftp://x'\n", "storage.url: url must start with s3:// or file://"),
+        ("[storage]\nurl = 'ftp://x'\n", 'storage.url = "ftp://x": url must start with s3://'),
         ("[storage]\nkms_key_id = 'k'\n", "storage: storage.kms_key_id needs storage.sse"),
-        ("[snapshot]\nmounts = ['/']\n", "snapshot.mounts: refusing to freeze /"),
-        ("[snapshot]\nmounts = ['data']\n", "snapshot.mounts: mount must be an absolute path"),
-        ("[snapshot]\nschedule = 'every day'\n", "snapshot.schedule: not a cron expression"),
-        ("[metrics]\nlisten = 'nowhere'\n", "metrics.listen: expected host:port"),
+        ("[snapshot]\nmounts = ['/']\n", 'snapshot.mounts = ["/"]: refusing to freeze /'),
+        ("[snapshot]\nmounts = ['data']\n", "mount must be an absolute path, got 'data'"),
+        ("[snapshot]\nschedule = 'every day'\n", 'snapshot.schedule = "every day": not a cron'),
+        ("[snapshot]\ntimezone = 'Mars/Base'\n", "unknown time zone 'Mars/Base'"),
+        ("[metrics]\nlisten = 'nowhere'\n", 'metrics.listen = "nowhere": expected host:port'),
         ("[binlog]\nsegment_max_bytes = 900000000\n", "binlog: binlog.spool_max_bytes"),
         (
             "[snapshot.retention]\nkeep_last=0\nhourly=0\ndaily=0\nweekly=0\nmonthly=0\n",
@@ -111,7 +117,10 @@ def test_environment_overrides_win_and_are_named(tmp_path: Path) -> None:
     assert config.snapshot.mounts == ["/data"]
     assert config.binlog.enabled is False
     problems = problems_for(tmp_path, "", {"BACKUPD_BINLOG__LEVL": "3"})
-    assert problems == ["binlog.levl (from BACKUPD_BINLOG__LEVL): unknown key"]
+    assert problems == [
+        "BACKUPD_BINLOG__LEVL=3: names no config key; did you mean BACKUPD_BINLOG__LEVEL "
+        "(binlog.level)?"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -135,11 +144,14 @@ def test_parse_listen(listen: str, expected: tuple[str, int]) -> None:
 
 
 def test_check_config_command_exit_codes(tmp_path: Path) -> None:
+    option_file = tmp_path / "my.cnf"  # the package installs /etc/backupd/my.cnf
+    option_file.write_text("[client]\nuser = backupd\n")
     ok = subprocess.run(
         [str(BIN_DIR / "backupd"), "check-config", "--config", str(EXAMPLE)],
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, "BACKUPD_MYSQL__OPTION_FILE": str(option_file)},
     )
     assert ok.returncode == 0, ok.stderr
     bad = tmp_path / "bad.toml"
@@ -151,7 +163,7 @@ def test_check_config_command_exit_codes(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 78
-    assert "snapshot.retention.dayly: unknown key" in result.stderr
+    assert "snapshot.retention.dayly = 7: unknown key" in result.stderr
     assert not list(tmp_path.glob("*.sock"))  # offline: nothing created
 
 

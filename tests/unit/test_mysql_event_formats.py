@@ -114,20 +114,7 @@ def test_time_target_inside_compressed_transactions(tmp_path: Path) -> None:
 
 def test_planner_segmenter_and_walker_agree_on_a_compressed_stream(tmp_path: Path) -> None:
     fake = mysql_file(["compressed"] * 5)
-    segments = [
-        PlanSegment(
-            f"{s.file}/{s.start}-{s.end}",
-            s.file,
-            s.start,
-            s.end,
-            s.first_time,
-            s.last_time,
-            s.first_gtid,
-            s.last_gtid,
-            s.kind == KIND_EOF,
-        )
-        for s in cut(fake, flush=0.15)
-    ]
+    segments = [PlanSegment(f"{s.file}/{s.start}-{s.end}", s.extent) for s in cut(fake, flush=0.15)]
     assert len(segments) > 1
     snapshot_at = sorted(fake.boundaries)[1]  # after the first transaction
     snapshot = SnapshotPoint("s", float(T0 + 1), Position(fake.name, snapshot_at), "")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from backupd.restore.endpoint import resolve
+from backupd.restore.endpoint import Boundary, _check_monotonic, resolve
 from backupd.restore.plan import Position, RestoreImpossible
 from backupd.restore_target import parse_target
 from tests.binlog_fakes import FakeFile, Txn
@@ -107,3 +107,14 @@ def test_refusals(
     paths, first, _second = files
     with pytest.raises(RestoreImpossible, match=message):
         resolve(paths, start_of(first), "0-1-1", parse_target(target), flavor)
+
+
+def test_time_targets_refuse_timestamps_that_go_backwards_before_them() -> None:
+    def b(pos: int, ts: int) -> Boundary:
+        return Boundary(Position("mysql-bin.000001", pos), "", ts)
+
+    target = parse_target("2026-01-01T00:00:00Z")
+    _check_monotonic([b(100, 10), b(200, 20), b(300, 20)], target)  # monotonic: fine
+    _check_monotonic([b(100, 10), b(200, 5), b(300, 12)], target)  # resolved by a later one
+    with pytest.raises(RestoreImpossible, match="go backwards"):
+        _check_monotonic([b(100, 10), b(200, 5), b(300, 7)], target)

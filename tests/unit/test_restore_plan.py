@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from backupd.binlog.extent import Extent
 from backupd.restore.plan import (
     Gap,
     Position,
@@ -31,10 +32,9 @@ def seg(
     gtids: tuple[str, str] = ("", ""),
     closes: bool = False,
 ) -> Segment:
-    return Segment(
-        f"{file}/{start}-{end}", file, start, end, ts[0], ts[1], gtids[0], gtids[1], closes,
-        ends_transaction=not closes,
-    )  # fmt: skip
+    kind = "eof" if closes else "tx"
+    extent = Extent(file, start, end, ts[0], ts[1], gtids[0], gtids[1], kind)
+    return Segment(f"{file}/{start}-{end}", extent)
 
 
 # A file rotated once: F1 [0,1000) closes it, F2 continues; seqs 1..9, times 100..190

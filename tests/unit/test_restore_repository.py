@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 from backupd.binlog import layout
+from backupd.binlog.extent import Extent
 from backupd.config import Config
 from backupd.restore import repository
 from backupd.restore.verify import verify
@@ -18,7 +19,9 @@ F1, F2, F3 = "mysql-bin.000001", "mysql-bin.000002", "mysql-bin.000003"
 def put_segment(store: FileStore, file: str, start: int, end: int, kind: str = "tx") -> str:
     raw = bytes((start + i) % 251 for i in range(end - start))
     digest = hashlib.sha256(raw).hexdigest()
-    seg = layout.SegmentKey("1", file, start, end, 10, 20, "", "", kind, digest, digest, "bin")
+    seg = layout.SegmentKey(
+        "1", Extent(file, start, end, 10, 20, "", "", kind), digest, digest, "bin"
+    )
     store.put(seg.key, raw)
     return seg.key
 

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 
 from backupd.config import RetentionSection
-from backupd.cron import missed_run
 from backupd.database import ServerVersion
 from backupd.snapshot.catalog import SnapshotSet, VolumeSnapshot, manifest_key, new_set_id
 from backupd.snapshot.coordinator import long_query_action, snapshot_tags
 from backupd.snapshot.dblock import LongQuery, lock_statements
 from backupd.snapshot.retention import plan_retention
-from backupd.snapshot.schedule import retry_delay
+from backupd.snapshot.schedule import missed_run, retry_delay
 
 OWNER = "db1"
 
@@ -228,26 +227,6 @@ def test_watchdog_process_fires_on_its_clock(tmp_path: Path) -> None:
         assert not quiet.fired and quiet.process.returncode == 0
     finally:
         os.close(fd)
-
-
-@pytest.mark.parametrize(
-    ("field", "names"),
-    [
-        ("*", "*"),
-        ("1-5", "mon,tue,wed,thu,fri"),
-        ("0", "sun"),
-        ("7", "sun"),
-        ("0,6", "sun,sat"),
-        ("5-7", "fri,sat,sun"),
-        ("1-5/2", "mon,wed,fri"),
-        ("mon-fri", "mon-fri"),
-        ("*/2", "sun,tue,thu,sat"),
-    ],
-)
-def test_cron_weekdays_count_from_sunday(field: str, names: str) -> None:
-    from backupd.cron import cron_weekdays
-
-    assert cron_weekdays(field) == names
 
 
 def test_weekday_schedule_fires_on_cron_weekdays() -> None:
