@@ -38,7 +38,7 @@ from tests.integration.test_binlog import (
 )
 from tests.integration.test_binlog import Archive as Arch
 from tests.integration.test_restore import mine, record_instant, run_json
-from tests.integration.test_snapshot_local import snap_config, take, thawed  # noqa: F401
+from tests.integration.test_snapshot_local import snap_config, take  # noqa: F401
 from tests.testbed.loopfs import LoopFilesystem
 from tests.testbed.mariadb import MariaDB
 
