@@ -33,8 +33,9 @@ from backupd.snapshot.catalog import (
     SnapshotSet,
     VolumeSnapshot,
 )
-from backupd.snapshot.dblock import DatabaseLock, LongQuery
+from backupd.snapshot.dblock import DatabaseLock
 from backupd.snapshot.hooks import run_hooks
+from backupd.snapshot.long_queries import LongQuery
 from backupd.snapshot.providers import base
 from backupd.snapshot.providers.base import SnapshotProvider, Target
 
@@ -315,8 +316,12 @@ class Coordinator:
                 return
             if action == "kill":
                 for query in queries:
-                    _log.warning("killing long read-only statement", query=query.describe())
-                    lock.kill_query(query.thread_id)
+                    killed = lock.kill_query(query)
+                    _log.warning(
+                        "killed long read-only statement" if killed else "statement already ended",
+                        query=query.describe(),
+                        query_id=query.query_id or None,
+                    )
             elif action == "skip" or self.stop.wait(LONG_QUERY_POLL_SECONDS):
                 raise LongQueriesRunning(
                     count=len(queries),
