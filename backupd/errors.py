@@ -196,6 +196,12 @@ class ProviderError(BackupdError):
     http_status = 502
 
 
+class ThawFailed(BackupdError):
+    """Thaw of {mount} failed: {reason}; it may still be frozen: run `backupd thaw-all`"""
+
+    code = "thaw_failed"
+
+
 _BY_CODE: dict[str, type[BackupdError]] = {}
 
 

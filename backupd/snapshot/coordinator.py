@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from backupd import __version__
+from backupd import __version__, freeze_record
 from backupd.config import Config
 from backupd.errors import (
     BackupdError,
@@ -21,6 +21,7 @@ from backupd.errors import (
     FreezeRefused,
     HookFailed,
     LongQueriesRunning,
+    ThawFailed,
 )
 from backupd.log import get_logger
 from backupd.snapshot import freezer
@@ -240,7 +241,11 @@ class Coordinator:
     ) -> tuple[SnapshotSet, list[VolumeSnapshot]]:
         section = self.config.snapshot
         lock = self.lock_factory(self.config.mysql, section.lock_timeout_seconds)
-        frozen = freezer.FrozenMounts(section.mounts, section.max_freeze_seconds)
+        frozen = freezer.FrozenMounts(
+            section.mounts,
+            section.max_freeze_seconds,
+            freeze_record.record_path(self.config.daemon.socket),
+        )
         try:
             self._phase("pre-check")
             self._clear_long_queries(lock)
@@ -271,6 +276,12 @@ class Coordinator:
             record = record.with_(unlocked_at=unlocked, lock_seconds=unlocked - record.locked_at)
         if frozen.watchdog_fired:
             self.provider.delete(record.with_(volumes=volumes))
+            if frozen.thaw_failed:
+                raise ThawFailed(
+                    mount=",".join(section.mounts),
+                    reason="the watchdog's FITHAW failed after max_freeze_seconds="
+                    f"{section.max_freeze_seconds}; the snapshot was discarded",
+                )
             raise FreezeFailed(
                 mount=",".join(section.mounts),
                 reason=f"held longer than max_freeze_seconds={section.max_freeze_seconds}; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from backupd.errors import ThawFailed
 from backupd.metrics import PREFIX
 from backupd.snapshot.catalog import COMPLETED, SnapshotSet
 
@@ -50,8 +51,16 @@ class SnapshotMetrics:
             registry=registry,
         )
 
+        self.thaw_failures = Counter(
+            f"{PREFIX}_thaw_failures",
+            "Runs whose FITHAW failed (by the daemon or its watchdog): a mount may be frozen",
+            registry=registry,
+        )
+
     def observe(self, record: SnapshotSet) -> None:
         self.total.labels(record.state).inc()
+        if record.error_code == ThawFailed.code:
+            self.thaw_failures.inc()
         if record.completed_at and record.started_at:
             self.duration.observe(record.completed_at - record.started_at)
         if record.freeze_seconds:
