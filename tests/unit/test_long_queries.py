@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from backupd.snapshot.long_queries import VISIBLE_TEXT_LIMIT, is_plain_select
+from backupd.database import ServerVersion
+from backupd.snapshot.long_queries import (
+    VISIBLE_TEXT_LIMIT,
+    LongQuery,
+    is_plain_select,
+    kill_statement,
+)
 
 READS = [
     "SELECT SLEEP(30)",
@@ -76,3 +82,60 @@ def test_plain_selects_may_be_killed(sql: str) -> None:
 @pytest.mark.parametrize("sql", NOT_READS, ids=[s[:40] for s in NOT_READS])
 def test_anything_else_is_not_read_only(sql: str) -> None:
     assert not is_plain_select(sql)
+
+
+class FakeCursor:
+    """Answers the re-check with `row` and records every statement."""
+
+    def __init__(self, log: list[str], row: tuple[object, ...] | None) -> None:
+        self.log = log
+        self.row = row
+
+    def __enter__(self) -> FakeCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def execute(self, sql: str, args: object = None) -> None:
+        self.log.append(sql)
+
+    def fetchone(self) -> tuple[object, ...] | None:
+        return self.row
+
+
+class FakeConn:
+    def __init__(self, row: tuple[object, ...] | None = None) -> None:
+        self.log: list[str] = []
+        self.row = row
+
+    def cursor(self) -> FakeCursor:
+        return FakeCursor(self.log, self.row)
+
+
+MARIADB = ServerVersion.parse("10.11.6-MariaDB")
+MYSQL = ServerVersion.parse("8.0.36")
+JUDGED = LongQuery(7, "app", 120.0, "Query", "SELECT SLEEP(600)", query_id=4242)
+
+
+def test_mariadb_kills_the_statement_by_its_query_id() -> None:
+    conn = FakeConn()
+    assert kill_statement(conn, MARIADB, JUDGED)
+    assert conn.log == ["KILL QUERY ID 4242"]
+
+
+@pytest.mark.parametrize(
+    ("row", "killed"),
+    [
+        (("SELECT SLEEP(600)", 121), True),  # still the judged statement
+        (("UPDATE t SET a = 1", 121), False),  # its thread moved on
+        (("SELECT SLEEP(600)", 3), False),  # the same text, but a new run of it
+        (None, False),  # the connection is gone
+    ],
+)
+def test_mysql_rechecks_the_statement_before_killing_its_thread(
+    row: tuple[object, ...] | None, killed: bool
+) -> None:
+    conn = FakeConn(row)
+    assert kill_statement(conn, MYSQL, JUDGED) is killed
+    assert ("KILL QUERY 7" in conn.log) is killed
