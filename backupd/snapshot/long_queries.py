@@ -4,8 +4,9 @@
 test is strict and errs towards "not read-only" (which skips the run instead): a plain
 `SELECT` — no `WITH` (MySQL 8 allows `WITH … DELETE`), no `INTO`, `FOR UPDATE`/`FOR SHARE`/
 `LOCK IN SHARE MODE`, no `:=`, no call of anything but a known builtin function written
-directly before its `(` (a stored function may write), no executable comment, no second
-statement, and no text the process list may have cut short.
+directly before its `(` (a stored function may write), no name of a view (its definition may
+call one), no executable comment, no second statement, and no text the process list may have
+cut short.
 
 A kill targets the statement that was judged, not whatever its thread runs by then: MariaDB
 kills by the statement's QUERY_ID (`KILL QUERY ID`); MySQL has no such id, so the thread's
@@ -15,7 +16,7 @@ statement (text, start) is read again immediately before `KILL QUERY <thread>`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from backupd.database import ServerVersion
@@ -175,11 +176,12 @@ class LongQuery:
     command: str
     info: str
     query_id: int = 0  # MariaDB's id of this very statement (0: not known, MySQL)
+    names_a_view: bool = False  # a view may call a stored function that writes
 
     @property
     def read_only(self) -> bool:
         """A plain SELECT that may be killed without losing a write (kill-selects)."""
-        return is_plain_select(self.info)
+        return not self.names_a_view and is_plain_select(self.info)
 
     def describe(self) -> str:
         return f"thread {self.thread_id} ({self.user}, {self.seconds:.0f}s): {self.info[:80]}"
@@ -188,6 +190,30 @@ class LongQuery:
 def has_query_ids(version: ServerVersion) -> bool:
     """MariaDB (10.0.5+) shows QUERY_ID in the process list and kills by it."""
     return version.flavor == "mariadb" and version.at_least(10, 0, 5)
+
+
+def names(sql: str) -> set[str]:
+    """Every identifier in the statement, lower-cased and unquoted (over-inclusive on purpose)."""
+    found = set()
+    for tok in tokens(sql):
+        if tok.kind in ("word", "quoted"):
+            found.add(tok.text.strip("`").replace("``", "`").lower())
+    return found
+
+
+def view_names(conn: Any) -> set[str]:
+    """The names of all views the account can see, in any schema."""
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT TABLE_NAME FROM information_schema.VIEWS")
+        return {str(row[0]).lower() for row in cursor.fetchall()}
+
+
+def mark_views(conn: Any, queries: list[LongQuery]) -> list[LongQuery]:
+    """A SELECT that names a view (matched by name alone, in any schema) is not read-only."""
+    if not any(query.read_only for query in queries):
+        return queries
+    views = view_names(conn)
+    return [replace(q, names_a_view=bool(names(q.info) & views)) for q in queries]
 
 
 def list_long_queries(conn: Any, version: ServerVersion, older_than: float) -> list[LongQuery]:
@@ -201,10 +227,11 @@ def list_long_queries(conn: Any, version: ServerVersion, older_than: float) -> l
             (older_than, IDLE_COMMANDS),
         )
         rows = cursor.fetchall()
-    return [
+    queries = [
         LongQuery(int(r[0]), str(r[1]), float(r[2]), str(r[3]), str(r[4]), int(r[5] or 0))
         for r in rows
     ]
+    return mark_views(conn, queries)
 
 
 def kill_statement(conn: Any, version: ServerVersion, query: LongQuery) -> bool:

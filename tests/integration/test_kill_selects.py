@@ -75,7 +75,7 @@ class Statement:
 
 @pytest.fixture
 def schema(live_mariadb: MariaDB) -> Iterator[str]:
-    """A table and a stored function that writes a row, then runs for a minute."""
+    """A table, a stored function that writes a row then runs for a minute, a view calling it."""
     name = f"ks_{uuid.uuid4().hex[:8]}"
     live_mariadb.sql(f"CREATE DATABASE {name}")
     live_mariadb.sql(f"CREATE TABLE {name}.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
@@ -84,6 +84,7 @@ def schema(live_mariadb: MariaDB) -> Iterator[str]:
         f"MODIFIES SQL DATA BEGIN INSERT INTO {name}.t (v) VALUES (x); "
         "RETURN (SELECT SLEEP(60)); END"
     )
+    live_mariadb.sql(f"CREATE VIEW {name}.report AS SELECT {name}.write_slowly(1) AS x")
     try:
         yield name
     finally:
@@ -94,10 +95,11 @@ def schema(live_mariadb: MariaDB) -> Iterator[str]:
     "template",
     [
         "SELECT {db}.write_slowly(1)",
+        "SELECT x FROM {db}.report",
         "WITH w AS (SELECT 1 AS a) SELECT {db}.write_slowly(a) FROM w",
         "WITH w AS (SELECT SLEEP(60) AS s) SELECT s FROM w",  # a read, but WITH: not judged
     ],
-    ids=["stored-function", "cte-with-function", "cte"],
+    ids=["stored-function", "view-calling-function", "cte-with-function", "cte"],
 )
 def test_kill_selects_never_kills_what_may_write(
     snap_config: dict[str, Any],  # noqa: F811

@@ -10,6 +10,7 @@ from backupd.snapshot.long_queries import (
     LongQuery,
     is_plain_select,
     kill_statement,
+    mark_views,
 )
 
 READS = [
@@ -139,3 +140,20 @@ def test_mysql_rechecks_the_statement_before_killing_its_thread(
     conn = FakeConn(row)
     assert kill_statement(conn, MYSQL, JUDGED) is killed
     assert ("KILL QUERY 7" in conn.log) is killed
+
+
+class ViewsConn(FakeConn):
+    def cursor(self) -> FakeCursor:
+        cursor = FakeCursor(self.log, None)
+        cursor.fetchall = lambda: [("Report",)]  # type: ignore[method-assign]
+        return cursor
+
+
+def test_a_select_naming_a_view_is_not_read_only() -> None:
+    plain = LongQuery(1, "app", 9.0, "Query", "SELECT a FROM t")
+    on_view = LongQuery(2, "app", 9.0, "Query", "SELECT x FROM shop.`report` WHERE a = 1")
+    marked = mark_views(ViewsConn(), [plain, on_view])
+    assert [q.read_only for q in marked] == [True, False]
+    conn = ViewsConn()  # nothing judged read-only by its text: no need to ask the server
+    assert mark_views(conn, [LongQuery(3, "app", 9.0, "Query", "UPDATE t SET a = 1")])
+    assert conn.log == []
