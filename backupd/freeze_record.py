@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from backupd.durable import fsync_dir, write_file
+from backupd.freeze import ThawResult, thaw_all
 
 RECORD_NAME = "frozen.json"
 DEFAULT_RUNTIME_DIR = "/run/backupd"
@@ -68,3 +69,15 @@ def clear_record(path: Path) -> None:
     except FileNotFoundError:
         return
     fsync_dir(path.parent)
+
+
+def thaw_leftovers(path: Path) -> list[ThawResult]:
+    """Thaw what a daemon that died frozen recorded (a new daemon's start); clear the record
+    once all thawed. Nothing else runs a snapshot now, so nothing of ours should be frozen."""
+    mounts = read_record(path)
+    if not mounts:
+        return []
+    results = thaw_all(mounts)
+    if not any(result.error for result in results):
+        clear_record(path)
+    return results

@@ -132,6 +132,15 @@ def frozen_service(
     return FrozenService(daemon, watchdog, data_fs.mount_point, record)
 
 
+def kill_everything(service: FrozenService) -> None:
+    """`systemctl kill -s KILL`: the one thing the watchdog does not survive."""
+    os.kill(service.watchdog, signal.SIGKILL)
+    service.daemon.signal(signal.SIGKILL)
+    assert service.daemon.process is not None
+    assert service.daemon.process.wait(10) == -signal.SIGKILL
+    assert not writable_within(service.mount, 1), "nothing should have thawed yet"
+
+
 def thaw_all(config_path: Path, runtime_dir: Path) -> subprocess.CompletedProcess[str]:
     """`backupd thaw-all` as ExecStopPost runs it (systemd sets RUNTIME_DIRECTORY)."""
     env = {**os.environ, "RUNTIME_DIRECTORY": str(runtime_dir)}
@@ -178,12 +187,7 @@ def test_thaw_all_with_a_garbage_config_thaws_the_recorded_mount(
     frozen_service: FrozenService, workdir: Path
 ) -> None:
     service = frozen_service
-    # `systemctl kill -s KILL`: the one thing the watchdog does not survive.
-    os.kill(service.watchdog, signal.SIGKILL)
-    service.daemon.signal(signal.SIGKILL)
-    assert service.daemon.process is not None
-    assert service.daemon.process.wait(10) == -signal.SIGKILL
-    assert not writable_within(service.mount, 1), "nothing should have thawed yet"
+    kill_everything(service)
     garbage = workdir / "broken.toml"
     garbage.write_text("[snapshot]\nmounts = 42\n\x00garbage")
     result = thaw_all(garbage, service.record.parent)
@@ -222,3 +226,33 @@ def test_watchdog_reports_a_failed_thaw_as_a_failure(data_fs: LoopFilesystem) ->
         data_fs.thaw()
         for end in (fd, control_w, ack_r):
             os.close(end)
+
+
+def test_a_new_daemon_thaws_what_a_killed_one_recorded(
+    frozen_service: FrozenService,
+    held: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+) -> None:
+    """Without systemd's ExecStopPost: the next start finds the record and thaws it."""
+    service = frozen_service
+    kill_everything(service)
+    successor = start_daemon(write_config(held, "again.toml"))
+    assert writable_within(service.mount, 5)
+    assert "a previous run left a freeze record" in successor.log()
+    assert not service.record.exists()
+    _code, status = backupctl_json("--socket", held["daemon"]["socket"], "status")
+    assert not any("frozen" in warning for warning in status["warnings"]), status
+
+
+def test_status_warns_while_a_record_outlives_its_run(
+    base_config: dict[str, Any], write_config: ConfigFactory, start_daemon: StartDaemon
+) -> None:
+    """A record that cannot be cleared (its mount is gone) is a warning, not silence."""
+    record = Path(base_config["daemon"]["socket"]).parent / "frozen.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"mounts": ["/nonexistent/backupd-mount"]}))
+    start_daemon(write_config(base_config))
+    code, status = backupctl_json("--socket", base_config["daemon"]["socket"], "status")
+    assert code == 4, status
+    assert any("/nonexistent/backupd-mount may still be frozen" in w for w in status["warnings"])
