@@ -25,6 +25,7 @@ from backupd.log import get_logger
 _log = get_logger("freezer")
 
 WATCHDOG_SCRIPT = str(Path(__file__).with_name("watchdog.py"))
+WATCHDOG_COMMAND = [sys.executable, "-I", "-S", "-B", WATCHDOG_SCRIPT]  # isolated, stdlib only
 WATCHDOG_READY_SECONDS = 10.0
 LOG_FD = 1  # the watchdog reports on our stdout: refusals() keeps it off every frozen mount
 WATCHDOG_CLOCK, WATCHDOG_THAW_FAILED = 2, 4  # exit codes of watchdog.py
@@ -91,7 +92,7 @@ class Watchdog:
         self._ack_r, ack_w = os.pipe()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-B", WATCHDOG_SCRIPT, str(max_seconds),
+                [*WATCHDOG_COMMAND, str(max_seconds),
                  str(control_r), str(ack_w), *map(str, fds)],
                 pass_fds=(control_r, ack_w, *fds),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=LOG_FD,

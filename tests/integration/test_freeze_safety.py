@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from backupd.freeze import open_mount
-from backupd.snapshot.freezer import WATCHDOG_SCRIPT
+from backupd.snapshot import freezer
 from tests.clients import backupctl_json
 from tests.conftest import ConfigFactory
 from tests.integration.test_snapshot_ebs import ebs_config, instance  # noqa: F401
@@ -34,6 +33,7 @@ pytestmark = pytest.mark.integration
 
 StartDaemon = Callable[..., DaemonProcess]
 SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
+WITHOUT_SYS_ADMIN = ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"]
 
 
 def descendants(pid: int) -> list[int]:
@@ -126,7 +126,7 @@ def frozen_service(
     (watchdog,) = [
         pid
         for pid in descendants(daemon.process.pid)
-        if WATCHDOG_SCRIPT in Path(f"/proc/{pid}/cmdline").read_text()
+        if freezer.WATCHDOG_SCRIPT in Path(f"/proc/{pid}/cmdline").read_text()
     ]
     record = Path(held["daemon"]["socket"]).parent / "frozen.json"
     return FrozenService(daemon, watchdog, data_fs.mount_point, record)
@@ -206,9 +206,8 @@ def test_watchdog_reports_a_failed_thaw_as_a_failure(data_fs: LoopFilesystem) ->
     ack_r, ack_w = os.pipe()
     try:
         watchdog = subprocess.Popen(
-            ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin",
-             sys.executable, "-I", "-S", "-B", WATCHDOG_SCRIPT, "0.2",
-             str(control_r), str(ack_w), str(fd)],
+            [*WITHOUT_SYS_ADMIN, *freezer.WATCHDOG_COMMAND, "0.2", str(control_r), str(ack_w),
+             str(fd)],
             pass_fds=(control_r, ack_w, fd),
             stderr=subprocess.PIPE,
             text=True,
@@ -226,6 +225,27 @@ def test_watchdog_reports_a_failed_thaw_as_a_failure(data_fs: LoopFilesystem) ->
         data_fs.thaw()
         for end in (fd, control_w, ack_r):
             os.close(end)
+
+
+def test_the_daemon_side_keeps_a_watchdog_thaw_failure(
+    data_fs: LoopFilesystem, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FrozenMounts learns of the failure (run -> thaw_failed) though its own thaw works."""
+    command = [*WITHOUT_SYS_ADMIN, *freezer.WATCHDOG_COMMAND]
+    monkeypatch.setattr(freezer, "WATCHDOG_COMMAND", command)
+    record = workdir / "frozen.json"
+    frozen = freezer.FrozenMounts([str(data_fs.mount_point)], 0.2, record)
+    try:
+        with frozen:
+            assert frozen.watchdog is not None and record.exists()
+            assert frozen.watchdog.process.wait(10) == 4  # it fired and its FITHAW failed
+            assert not writable_within(data_fs.mount_point, 0.5)
+        assert writable_within(data_fs.mount_point, 5)  # our own thaw (root) worked
+        assert not record.exists()
+    finally:
+        frozen.close()
+        data_fs.thaw()
+    assert frozen.watchdog_fired and frozen.thaw_failed
 
 
 def test_a_new_daemon_thaws_what_a_killed_one_recorded(

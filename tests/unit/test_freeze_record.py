@@ -108,3 +108,19 @@ def test_thaw_all_reports_an_unreadable_record(
     (runtime / "frozen.json").write_text("{")
     assert cli.main(["thaw-all", "--config", str(tmp_path / "none.toml")]) == 1
     assert "cannot read the freeze record" in capsys.readouterr().err
+
+
+def test_a_thaw_failure_is_counted_and_never_as_completed() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from backupd.snapshot.catalog import FAILED, SnapshotSet
+    from backupd.snapshot.metrics import SnapshotMetrics
+
+    registry = CollectorRegistry()
+    metrics = SnapshotMetrics(registry)
+    record = SnapshotSet(set_id="s", provider="local", host="h", owner="o", version="v",
+                         trigger="manual", mounts=["/m"], started_at=1.0)  # fmt: skip
+    metrics.observe(record.with_(state=FAILED, error_code="thaw_failed", completed_at=2.0))
+    metrics.observe(record.with_(state=FAILED, error_code="freeze_failed", completed_at=3.0))
+    assert registry.get_sample_value("backupd_thaw_failures_total") == 1
+    assert registry.get_sample_value("backupd_snapshots_total", {"result": "failed"}) == 2
