@@ -3,13 +3,15 @@
 Run as `python -I -S -B watchdog.py MAX_SECONDS CONTROL_FD ACK_FD MOUNT_FD...` with the mount
 descriptors already open (pass_fds), in a session of its own. It imports only standard modules,
 writes no file and logs only after it thawed, so it can never block on the filesystems it
-guards. It ignores SIGTERM, SIGHUP, SIGINT and their kind, so a `systemctl stop` or restart (or
-the OOM killer's stop of the unit) that reaches every process of the service leaves it running:
-only SIGKILL ends it early. Protocol on CONTROL_FD (one byte each): "F" = frozen now (start the
-clock), "T" = thawed by the daemon (exit). It thaws every descriptor when the clock passes
-MAX_SECONDS or when CONTROL_FD hits EOF (the daemon died), and answers on ACK_FD: "R" ready
-(signals already ignored), "X" it had to thaw, "E" it had to thaw and a FITHAW failed (other
-than EINVAL, "not frozen"), so the daemon never records a failed thaw as a thaw.
+guards. It ignores SIGTERM, SIGHUP, SIGINT and their kind (SIGTSTP too), so a `systemctl
+stop` or restart (or the OOM killer's stop of the unit) that reaches every process of the
+service leaves it running: only SIGKILL ends it early.
+
+Protocol on CONTROL_FD (one byte each): "F" = frozen now (start the clock), "T" = thawed by
+the daemon (exit). It thaws every descriptor when the clock passes MAX_SECONDS or when
+CONTROL_FD hits EOF (the daemon died), and answers on ACK_FD: "R" ready (signals already
+ignored), "X" it had to thaw, "E" it had to thaw and a FITHAW failed (other than EINVAL, "not
+frozen"), so the daemon never records a failed thaw as a thaw.
 Exit status: 0 the daemon thawed, 2 thawed on the clock, 3 thawed after EOF, 4 a thaw failed.
 This file must stay free of backupd imports: it runs outside the package, isolated.
 """
@@ -23,7 +25,12 @@ import sys
 import time
 
 FITHAW = 0xC0045878
-IGNORED_SIGNALS = ("SIGTERM", "SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGPIPE")
+# Every signal a person or a service manager may send whose default ends or stops a process
+# (SIGKILL and SIGSTOP cannot be ignored; a stopped watchdog could not thaw).
+IGNORED_SIGNALS = (
+    "SIGTERM", "SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGALRM",
+    "SIGTSTP", "SIGTTIN", "SIGTTOU",
+)  # fmt: skip
 EXIT_DAEMON_THAWED, EXIT_CLOCK, EXIT_ORPHANED, EXIT_THAW_FAILED = 0, 2, 3, 4
 
 
