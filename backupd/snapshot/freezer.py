@@ -138,8 +138,8 @@ class Watchdog:
 class FrozenMounts:
     """prepare() (descriptors, watchdog) ahead of the lock; `with`: freeze in order on enter,
     thaw in reverse on exit (always); close() reaps the watchdog once commits flow again.
-    With `record`, the mounts are written there before the first freeze and the file is
-    removed once all thawed (see freeze_record: what `thaw-all` finds after a crash)."""
+    With `record`, prepare() writes the mounts there (before the lock: no fsync while commits
+    wait) and close() removes it unless a thaw failed (freeze_record: what `thaw-all` finds)."""
 
     def __init__(
         self, mounts: list[str], max_freeze_seconds: float, record: Path | None = None
@@ -153,7 +153,8 @@ class FrozenMounts:
         self.frozen_at = 0.0
         self.thawed_at = 0.0
         self.watchdog_fired = False
-        self.thaw_failed = False
+        self.thaw_failed = False  # ours or the watchdog's FITHAW failed
+        self.left_frozen = False  # ours failed: a mount may still be frozen
 
     def prepare(self) -> None:
         if self.watchdog is not None:
@@ -162,6 +163,7 @@ class FrozenMounts:
             for mount in self.mounts:
                 self.fds.append(freeze.open_mount(mount))
             self.watchdog = Watchdog(self.fds, self.max_freeze_seconds)
+            self._write_record()
         except BaseException:
             self.close()
             raise
@@ -169,7 +171,6 @@ class FrozenMounts:
     def __enter__(self) -> FrozenMounts:
         self.prepare()
         assert self.watchdog is not None
-        self._write_record()
         try:
             self.watchdog.armed()
             self.frozen_at = time.time()
@@ -228,10 +229,9 @@ class FrozenMounts:
         if self.watchdog is not None:
             self.watchdog.thawed()
         if errors:
-            self.thaw_failed = True
+            self.thaw_failed = self.left_frozen = True
             _log.error("thaw failed; the mount may still be frozen", failures="; ".join(errors))
             raise ThawFailed(mount=",".join(self.mounts), reason="; ".join(errors))
-        self._clear_record()
 
     def close(self) -> None:
         """Reap the watchdog and close the descriptors (idempotent; thaws first if needed)."""
@@ -248,3 +248,5 @@ class FrozenMounts:
         for fd in self.fds:
             os.close(fd)
         self.fds.clear()
+        if not self.left_frozen:
+            self._clear_record()

@@ -241,11 +241,11 @@ def test_the_daemon_side_keeps_a_watchdog_thaw_failure(
             assert frozen.watchdog.process.wait(10) == 4  # it fired and its FITHAW failed
             assert not writable_within(data_fs.mount_point, 0.5)
         assert writable_within(data_fs.mount_point, 5)  # our own thaw (root) worked
-        assert not record.exists()
     finally:
         frozen.close()
         data_fs.thaw()
     assert frozen.watchdog_fired and frozen.thaw_failed
+    assert not frozen.left_frozen and not record.exists()
 
 
 def test_a_new_daemon_thaws_what_a_killed_one_recorded(
