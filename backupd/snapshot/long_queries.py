@@ -156,8 +156,10 @@ def _token_reads(tok: Token, before: Token | None, after: Token | None) -> bool:
     if not _structure_reads(tok, after):
         return False
     calls = after is not None and after.text == "("
-    if tok.kind != "word":
+    if tok.kind in ("quoted", "string", "number"):
         return not calls  # `name`(...), "name"(...) (ANSI_QUOTES), 1name(...): not builtins
+    if tok.kind != "word":
+        return True  # an operator or a parenthesis: `, (`, `= (`, `((`
     word = tok.text.upper()
     if calls and after is not None:
         if word in _SYNTAX_BEFORE_PAREN:
@@ -202,9 +204,13 @@ def names(sql: str) -> set[str]:
 
 
 def view_names(conn: Any) -> set[str]:
-    """The names of all views the account can see, in any schema."""
+    """The names of the views the account can see, in any schema but the server's own (their
+    definitions call no writing function; `mysql.user` would otherwise taint every `user`)."""
     with conn.cursor() as cursor:
-        cursor.execute("SELECT DISTINCT TABLE_NAME FROM information_schema.VIEWS")
+        cursor.execute(
+            "SELECT DISTINCT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA "
+            "NOT IN ('mysql', 'sys', 'information_schema', 'performance_schema')"
+        )
         return {str(row[0]).lower() for row in cursor.fetchall()}
 
 

@@ -30,6 +30,7 @@ READS = [
     "SELECT 'it''s', \"a;b\", 'INTO', 'FOR UPDATE', 'f()' FROM t",
     "SELECT @@global.read_only, @x",
     "SELECT ROW_NUMBER() OVER (PARTITION BY a ORDER BY b) FROM t",
+    "SELECT a, (SELECT MAX(b) FROM u) AS m FROM t WHERE ((a = 1) OR (a = -(2)))",
 ]
 
 NOT_READS = [
