@@ -8,6 +8,7 @@ the fields they relate.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 from urllib.parse import urlparse
@@ -104,6 +105,18 @@ class StorageSection(Section):
     sse: Literal["", "AES256", "aws:kms"] = ""
     kms_key_id: str = ""
     object_lock_days: NonNegativeInt = 0
+    # The archive belongs to a cluster, not to one server: a promoted replica or a restored
+    # server continues the same history (as a new timeline). Empty: this host's name.
+    cluster: str = ""
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+            raise ValueError(
+                f"cluster must be letters, digits, '.', '_' or '-' (1-63, no '/'), got {value!r}"
+            )
+        return value
 
     @field_validator("url")
     @classmethod
@@ -235,6 +248,7 @@ class BinlogSection(Section):
     level: Annotated[int, Field(ge=1, le=22)] = 3
     spool_max_bytes: Annotated[int, Field(ge=1024 * 1024)] = 1024 * 1024 * 1024
     heartbeat_seconds: Annotated[float, Field(gt=0, le=600)] = 5.0
+    check_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
 
     @model_validator(mode="after")
     def _spool_fits_segment(self) -> BinlogSection:

@@ -25,6 +25,7 @@ from backupd.health import Probe
 from backupd.log import configure_logging, get_logger
 from backupd.metrics import Metrics, MetricsServer
 from backupd.sdnotify import Notifier
+from backupd.server_settings import SettingRisk, assess
 from backupd.service import Service, ServiceContext, build_services
 from backupd.status import DaemonInfo, build_status
 from backupd.storage import ObjectStore, open_store
@@ -127,7 +128,25 @@ class Daemon:
             self.store.url,
             sections={service.name: service.status() for service in self.services},
             extra_warnings=[w for service in self.services for w in service.warnings()],
+            risks=self.assess_settings(),
         )
+
+    def assess_settings(self) -> list[SettingRisk]:
+        """The server's risky settings, weighed against the archive's lag; exported too."""
+        state = self.database_probe.state
+        if not state.up or state.value is None:
+            return []
+        risks = assess(state.value, self._archive_lag())
+        for risk in risks:
+            self.metrics.setting_risk.labels(risk.setting).set(1 if risk.at_risk else 0)
+        return risks
+
+    def _archive_lag(self) -> float | None:
+        for service in self.services:
+            if service.name == "binlog" and self.config.binlog.enabled:
+                lag = service.status().get("recovery_point_age_seconds")
+                return float(lag) if lag is not None else None
+        return None
 
     def _get_status(self, _request: Request) -> tuple[int, dict[str, Any]]:
         return 200, self.status()
@@ -225,6 +244,7 @@ class Daemon:
             self.notifier.watchdog()
             next_watchdog = now + interval
         timeout = min(interval, 5.0) if interval else 5.0
+        self.assess_settings()  # keeps backupd_server_setting_risk current between scrapes
         self.flags.wake.wait(timeout)
         self.flags.wake.clear()
         return next_watchdog

@@ -7,7 +7,7 @@ config), so the config file can be world-readable and logs never see a password.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pymysql
@@ -55,6 +55,8 @@ class DatabaseStatus:
     binlog_format: str
     coordinate: BinlogCoordinate | None
     gtid_position: str
+    # What decides how safe the archive is (backupd/server_settings.py), as the server says.
+    settings: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -131,6 +133,26 @@ def gtid_position(conn: pymysql.connections.Connection[Any], version: ServerVers
     return str(row["gtid"] or "") if row else ""
 
 
+RISK_VARIABLES = (
+    "sync_binlog",
+    "binlog_format",
+    "binlog_row_image",
+    "binlog_checksum",
+    "binlog_expire_logs_seconds",
+    "expire_logs_days",
+    "gtid_mode",
+)
+
+
+def risk_settings(conn: pymysql.connections.Connection[Any]) -> dict[str, str]:
+    """The server variables behind backupd/server_settings.py; a variable this server does
+    not have (gtid_mode on MariaDB, expire_logs_days on MySQL 8.4) is left out."""
+    names = ", ".join(f"'{name}'" for name in RISK_VARIABLES)
+    with conn.cursor() as cursor:
+        cursor.execute(f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({names})")
+        return {str(name).lower(): str(value) for name, value in cursor.fetchall()}
+
+
 def probe(conn: pymysql.connections.Connection[Any]) -> DatabaseStatus:
     version = server_version(conn)
     row = query_one(
@@ -148,4 +170,5 @@ def probe(conn: pymysql.connections.Connection[Any]) -> DatabaseStatus:
         binlog_format=str(row["fmt"]),
         coordinate=binlog_coordinate(conn, version) if enabled else None,
         gtid_position=gtid_position(conn, version),
+        settings=risk_settings(conn),
     )

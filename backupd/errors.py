@@ -196,6 +196,13 @@ class ProviderError(BackupdError):
     http_status = 502
 
 
+class PruneRefused(BackupdError):
+    """Prune refused, nothing was deleted: {reason}"""
+
+    code = "prune_refused"
+    http_status = 503
+
+
 class ThawFailed(BackupdError):
     """Thaw of {mount} failed: {reason}; it may still be frozen: run `backupd thaw-all`"""
 

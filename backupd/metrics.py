@@ -61,6 +61,12 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.setting_risk = Gauge(
+            f"{PREFIX}_server_setting_risk",
+            "1 while a server setting puts the archive at risk (docs/operations.md)",
+            ["setting"],
+            registry=r,
+        )
 
 
 class MetricsServer:

@@ -13,6 +13,7 @@ from typing import Any
 from backupd import __version__
 from backupd.database import DatabaseStatus
 from backupd.health import ProbeState
+from backupd.server_settings import SettingRisk
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ def build_status(
     storage_url: str,
     sections: dict[str, dict[str, Any]] | None = None,
     extra_warnings: list[str] | None = None,
+    risks: list[SettingRisk] | None = None,
 ) -> dict[str, Any]:
     now = time.time()
     warnings = list(extra_warnings or [])
@@ -50,9 +52,12 @@ def build_status(
     if not storage.up:
         warnings.append(f"storage unreachable: {storage.error}")
     warnings += database_warnings(database.value)
+    # binlog_format has had its own warning (database_warnings) since before these risks
+    warnings += [r.warning() for r in risks or [] if r.at_risk and r.setting != "binlog_format"]
     db_doc: dict[str, Any] = database.to_dict()
     if database.value is not None:
         db_doc.update(database.value.to_dict())
+        db_doc["setting_risks"] = [risk.to_dict() for risk in risks or []]
     document: dict[str, Any] = {
         "healthy": not warnings,
         "warnings": warnings,

@@ -43,7 +43,8 @@ from typing import Any
 
 import zstandard
 
-from backupd.binlog.fetch import fetch, pick_server
+from backupd.binlog.archive import select
+from backupd.binlog.fetch import fetch
 from backupd.binlog.layout import file_order
 from backupd.config import StorageSection
 from backupd.control.client import ControlClient
@@ -264,7 +265,7 @@ def same_bytes(raw: Path, ours_dir: Path) -> dict[str, bool]:
     """Per binlog: do the pipeline's file and backupd's rebuilt file hold the same bytes?"""
     store = open_store(StorageSection(url=f"file://{ours_dir / 'repo'}"))
     rebuilt = ours_dir / "rebuilt"
-    fetch(store, rebuilt, pick_server(store, None))
+    fetch(store, rebuilt, select(store).stream)
     result = {}
     for packed in sorted(raw.glob("*.zst")):
         with open(packed, "rb") as handle:

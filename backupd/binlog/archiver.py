@@ -2,8 +2,11 @@
 
 One thread. Network errors, server restarts and kills end the dump; it reconnects with
 backoff and continues from its own position (kept across reconnects), so nothing is read
-twice. An event that fails its checks stops archiving with an alarm; it is retried from the
-durable position after a backoff, and bad bytes never reach the spool.
+twice. Whenever the position must be found again it first checks continuity with the
+archive's latest timeline (`backupd.binlog.timeline`) and, when it broke, begins a new
+timeline once everything spooled for the old one is uploaded. An event that fails its checks
+stops archiving with an alarm; it is retried from the durable position after a backoff, and
+bad bytes never reach the spool.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ from typing import Any
 import pymysql
 
 from backupd import database
-from backupd.binlog import layout
+from backupd.binlog import continuity, fetch, layout, timeline
+from backupd.binlog.archive import Archive, ArchiveView, History, Timeline, legacy_streams
 from backupd.binlog.client import BinlogStream, ServerError, StreamEnded
 from backupd.binlog.events import EventError
 from backupd.binlog.metrics import BinlogMetrics
 from backupd.binlog.segmenter import Segment, Segmenter
 from backupd.binlog.spool import Spool, SpoolEntry
 from backupd.binlog.state import Progress, resume_point
+from backupd.binlog.uploader import Target
 from backupd.config import BinlogSection, MysqlSection
 from backupd.errors import BackupdError, DatabaseUnavailable
 from backupd.log import get_logger
@@ -42,6 +47,8 @@ class Alarms:
     upload_error: str = ""
     spool_error: str = ""
     gaps: list[str] = field(default_factory=list)
+    holes: list[str] = field(default_factory=list)  # found by the last chain check
+    timeline: str = ""  # the latest new timeline's reason, until a snapshot is taken on it
 
 
 def server_logs(section: MysqlSection) -> list[tuple[str, int]]:
@@ -63,7 +70,8 @@ class Archiver:
         mysql: MysqlSection,
         binlog: BinlogSection,
         store: Callable[[], ObjectStore],
-        server: str,
+        cluster: str,
+        target: Target,
         spool: Spool,
         submit: Callable[[SpoolEntry], bool],
         progress: Progress,
@@ -74,7 +82,10 @@ class Archiver:
         self.mysql = mysql
         self.binlog = binlog
         self._store = store
-        self.server = server
+        self.cluster = cluster
+        self.target = target  # its stream is the timeline being written
+        self.timeline = 0
+        self.identity = ""
         self.spool = spool
         self._submit = submit
         self.progress = progress
@@ -131,17 +142,30 @@ class Archiver:
             delay = min(delay * 2, self.mysql.reconnect_max_seconds)
 
     def _resolve(self, logs: list[tuple[str, int]]) -> Segmenter:
-        """Where to stream from: the end of repository + spool, checked against the server's
-        binary logs (`logs`)."""
+        """Where to stream from: the end of repository + spool on the latest timeline (a new
+        one when continuity broke), checked against the server's binary logs (`logs`)."""
         self._drain()
+        self.identity = self._identity()
+        archive = Archive(self._store(), self.cluster)
         # The spool first: an entry gone by the time the repository is listed was uploaded
         # before it was removed, so one of the two listings always shows it.
-        archived = [(e.file, e.start, e.end, e.kind) for e in self.spool.entries()]
-        for info in self._store().list(layout.server_prefix(self.server)):
-            seg = layout.parse_segment(info.key)
-            if seg is not None:
-                archived.append((seg.file, seg.start, seg.end, seg.kind))
-        resume = resume_point(self.server, archived, logs)
+        spooled = self.spool.entries()
+        view = archive.read()
+        latest = view.latest() or self._first_timeline(archive, view)
+        pending = [_as_key(latest.stream, e) for e in spooled]
+        end = continuity.archive_end(latest, pending)
+        head = self._archived_head(latest, pending, end)
+        server = continuity.view(self.mysql, self.identity, logs, end, head)
+        decision = timeline.decide(end, server)
+        start_file = ""
+        if decision.branch:
+            latest, start_file = self._branch(archive, view, latest, end, decision, server)
+            pending = []
+        self.target.stream, self.timeline = latest.stream, latest.id
+        self.metrics.timeline.set(latest.id)
+        archived = [(s.file, s.start, s.end, s.kind) for s in latest.segments + pending]
+        later = [log for log in logs if layout.file_order(log[0]) >= layout.file_order(start_file)]
+        resume = resume_point(latest.stream, archived, later if start_file else logs)
         if resume.gap is not None:
             self._record_gap(resume.gap)
         _log.info("binlog stream resumes", file=resume.file, position=resume.position)
@@ -152,6 +176,99 @@ class Archiver:
             self.binlog.segment_max_bytes,
             resume.inside_transaction,
         )
+
+    def _identity(self) -> str:
+        conn = database.connect(self.mysql)
+        try:
+            return describe_server(conn)
+        finally:
+            conn.close()
+
+    def _first_timeline(self, archive: Archive, view: ArchiveView) -> Timeline:
+        """Timeline 1: adopts this server's archive from before timelines, if there is one."""
+        if self.identity in legacy_streams(archive.store):
+            history = History(
+                timeline=1,
+                stream=self.identity,
+                reason="migration",
+                identity=self.identity,
+                created_at=round(time.time(), 3),
+                why=f"adopted the archive written before timelines under binlog/{self.identity}/",
+            )
+        else:
+            history = archive.new_history(view, "start", self.identity)
+        archive.begin(history)
+        _log.info("binlog timeline begins", timeline=1, reason=history.reason)
+        return archive.read().get(1)
+
+    def _archived_head(
+        self, latest: Timeline, pending: list[layout.SegmentKey], end: timeline.ArchiveEnd
+    ) -> bytes | None:
+        """The archive's first bytes of its last file (None for a closed file: sizes tell)."""
+        if not end.file or end.closed:
+            return None
+        spooled = {(e.file, e.start): e for e in self.spool.entries()}
+        first = spooled.get((end.file, 0))
+        if first is not None:
+            return first.read()[: continuity.HEAD_BYTES]
+        found = layout.chain(s for s in latest.segments if s.file == end.file)
+        if found is None or not found.segments:
+            return None
+        return fetch.load_segment(self._store(), found.segments[0])[: continuity.HEAD_BYTES]
+
+    def _branch(
+        self,
+        archive: Archive,
+        view: ArchiveView,
+        parent: Timeline,
+        end: timeline.ArchiveEnd,
+        decision: timeline.Decision,
+        server: timeline.ServerView,
+    ) -> tuple[Timeline, str]:
+        """Begin a new timeline once the old one's spooled segments are stored; returns it
+        and the server file its stream starts in ("" = the oldest the server has)."""
+        self._wait_spool_empty()
+        child_start, start_file = "", ""
+        if decision.parent_end:
+            conn = database.connect(self.mysql)
+            try:
+                child_start = continuity.locate_after(conn, server.logs, end.gtid)
+            finally:
+                conn.close()
+            start_file = child_start.rpartition(":")[0]
+        elif end.file in dict(server.logs):
+            start_file = end.file
+        history = archive.new_history(
+            view,
+            decision.reason,
+            self.identity,
+            parent=parent.id,
+            parent_end=decision.parent_end if child_start else "",
+            child_start=child_start,
+            gtid=server.gtid_text,
+            why=decision.why,
+        )
+        archive.begin(history)
+        self.alarms.timeline = (
+            f"timeline {history.timeline} began ({decision.reason}: {decision.why})"
+            + ("" if history.crossable else "; take a snapshot: no plan can cross into it")
+        )
+        self.metrics.timeline_switches.labels(reason=decision.reason).inc()
+        _log.warning(
+            "binlog timeline begins",
+            timeline=history.timeline,
+            parent=parent.id,
+            reason=decision.reason,
+            why=decision.why,
+            crossable=history.crossable,
+        )
+        return Timeline(history), start_file
+
+    def _wait_spool_empty(self) -> None:
+        """Objects of two timelines never mix: the old one's segments are stored first."""
+        while self.spool.entries():
+            if self._stop.wait(0.2):
+                raise StreamEnded("stopping before the new timeline began")
 
     def _record_gap(self, gap: layout.GapKey) -> None:
         if gap.key in self._gaps_recorded:
@@ -177,6 +294,7 @@ class Archiver:
             if self.segmenter is None:
                 self.segmenter = self._resolve(stream.binary_logs())
             seg = self.segmenter
+            seg.checksum_alg = stream.checksum_alg  # the artificial ROTATE precedes any FDE
             heartbeat = min(self.binlog.heartbeat_seconds, self.binlog.flush_seconds)
             stream.dump(self.mysql.server_id, seg.file, seg.position, heartbeat)
             self.connected = True
@@ -269,6 +387,24 @@ class Archiver:
         self.progress.queued(entry.file, entry.start, entry.end, entry.last_time)
         self._submit(entry)
         return True
+
+
+def _as_key(stream: str, entry: SpoolEntry) -> layout.SegmentKey:
+    """A spooled segment as the key it will have (checksums unknown until it is encoded)."""
+    return layout.SegmentKey(
+        stream,
+        entry.file,
+        entry.start,
+        entry.end,
+        entry.first_time,
+        entry.last_time,
+        entry.first_gtid,
+        entry.last_gtid,
+        entry.kind,
+        "",
+        "",
+        "bin",
+    )
 
 
 def describe_server(conn: Any) -> str:

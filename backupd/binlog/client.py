@@ -17,6 +17,7 @@ from typing import Any
 import pymysql
 
 from backupd import database
+from backupd.binlog.events import CHECKSUM_CRC32, CHECKSUM_OFF
 from backupd.config import MysqlSection
 from backupd.errors import DatabaseUnavailable
 
@@ -50,6 +51,9 @@ class BinlogStream:
         self._data = b""  # received, not yet parsed from `_offset` on
         self._offset = 0
         self._seq = 1
+        # What the server's events carry before the first format description says it (the
+        # artificial ROTATE): the checksum this connection declared with the server's own.
+        self.checksum_alg = CHECKSUM_CRC32
 
     @classmethod
     def connect(cls, section: MysqlSection) -> BinlogStream:
@@ -60,10 +64,15 @@ class BinlogStream:
             with conn.cursor() as cursor:
                 cursor.execute("SET @master_binlog_checksum = @@global.binlog_checksum")
                 cursor.execute(f"SET @mariadb_slave_capability = {MARIA_SLAVE_CAPABILITY_GTID}")
+                cursor.execute("SELECT @master_binlog_checksum")
+                row = cursor.fetchone()
         except (pymysql.err.MySQLError, OSError) as exc:
             conn.close()
             raise DatabaseUnavailable(message=database.describe(exc)) from exc
-        return cls(conn)
+        stream = cls(conn)
+        declared = row[0].decode() if row and isinstance(row[0], bytes) else str(row and row[0])
+        stream.checksum_alg = CHECKSUM_OFF if declared.upper() == "NONE" else CHECKSUM_CRC32
+        return stream
 
     def binary_logs(self) -> list[tuple[str, int]]:
         """SHOW BINARY LOGS as (file, size), on this connection (before `dump`)."""

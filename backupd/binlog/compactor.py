@@ -2,7 +2,8 @@
 segments, so the repository does not fill with one-second objects.
 
 The compacted object is itself a segment [0, size) of kind `eof`, so planners need no second
-format: where segments overlap the longest wins. Order of work keeps every moment
+format: where segments overlap the longest wins. Only one timeline's segments are ever
+compacted together (the stream is part of the request). Order of work keeps every moment
 restorable: verify the parts, store the whole, store the manifest, only then delete the parts.
 Files larger than `MAX_BYTES` keep their segments (they are large already).
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 from backupd.binlog import layout
 from backupd.binlog.fetch import load_segment
 from backupd.binlog.spool import SpoolEntry
-from backupd.binlog.uploader import Target
+from backupd.binlog.uploader import Target, encode
 from backupd.errors import BackupdError
 from backupd.log import get_logger
 
@@ -27,12 +28,13 @@ _log = get_logger("binlog.compactor")
 MAX_BYTES = 256 * 1024 * 1024
 
 
-def compact_file(target: Target, file: str) -> layout.SegmentKey | None:
-    """Compact one closed file; None when there is nothing to do (or it is not closed)."""
-    store, server = target.store(), target.server
+def compact_file(target: Target, stream: str, file: str) -> layout.SegmentKey | None:
+    """Compact one closed file of one timeline's `stream`; None when there is nothing to do
+    (or it is not closed)."""
+    store = target.store()
     segments = [
         seg
-        for info in store.list(layout.file_prefix(server, file))
+        for info in store.list(layout.file_prefix(stream, file))
         if (seg := layout.parse_segment(info.key)) is not None
     ]
     found = layout.chain(segments)
@@ -43,7 +45,7 @@ def compact_file(target: Target, file: str) -> layout.SegmentKey | None:
         return None  # already one object
     raw = b"".join(load_segment(store, seg) for seg in parts)
     whole = _whole_entry(found, parts)
-    encoded = target.encode(whole, raw)
+    encoded = encode(stream, whole, raw, target.compression, target.level)
     store.put(encoded.key.key, encoded.body)
     manifest = {
         "file": file,
@@ -52,7 +54,7 @@ def compact_file(target: Target, file: str) -> layout.SegmentKey | None:
         "object": encoded.key.key,
         "replaced": [seg.key for seg in segments if seg.key != encoded.key.key],
     }
-    store.put(layout.manifest_key(server, file), json.dumps(manifest, indent=1).encode())
+    store.put(layout.manifest_key(stream, file), json.dumps(manifest, indent=1).encode())
     for seg in segments:
         if seg.key != encoded.key.key:
             store.delete(seg.key)
@@ -81,31 +83,31 @@ class Compactor:
     def __init__(self, target: Target, stop: threading.Event) -> None:
         self.target = target
         self._stop = stop
-        self._queue: queue.Queue[str] = queue.Queue(1024)
+        self._queue: queue.Queue[tuple[str, str]] = queue.Queue(1024)
         self._thread = threading.Thread(target=self._run, name="binlog-compact", daemon=True)
 
-    def start(self, closed_files: list[str]) -> None:
-        for file in closed_files:
-            self.submit(file)
+    def start(self, closed_files: list[tuple[str, str]]) -> None:
+        for stream, file in closed_files:
+            self.submit(stream, file)
         self._thread.start()
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
 
-    def submit(self, file: str) -> None:
+    def submit(self, stream: str, file: str) -> None:
         try:
-            self._queue.put_nowait(file)
+            self._queue.put_nowait((stream, file))
         except queue.Full:
             _log.warning("compaction queue full; file left as segments", file=file)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                file = self._queue.get(timeout=0.5)
+                stream, file = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
             try:
-                key = compact_file(self.target, file)
+                key = compact_file(self.target, stream, file)
             except BackupdError as exc:
                 _log.warning("compaction failed; segments kept", file=file, error=exc.message)
                 continue

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from backupd.binlog import fetch as fetching
+from backupd.binlog.archive import select
 from backupd.config import DEFAULT_CONFIG_PATH
 from backupd.config_loader import load_config
 from backupd.control.client import ControlClient
@@ -28,7 +29,9 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     fetch.add_argument("--dest", required=True, help="directory for the rebuilt files")
     fetch.add_argument("--from", dest="first", help="first binlog file to rebuild")
     fetch.add_argument("--to", dest="last", help="last binlog file to rebuild")
-    fetch.add_argument("--server", help="server identity when the repository holds several")
+    fetch.add_argument("--server", help="server identity (archives written before timelines)")
+    fetch.add_argument("--cluster", help="the archive's cluster when the repository holds several")
+    fetch.add_argument("--timeline", type=int, help="timeline to rebuild (default: the latest)")
     fetch.set_defaults(func=cmd_fetch)
 
 
@@ -55,11 +58,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_fetch(args: argparse.Namespace) -> int:
     config = load_config(args.config or DEFAULT_CONFIG_PATH)
     store = open_store(config.storage)
-    server = fetching.pick_server(store, args.server)
-    files = fetching.fetch(store, Path(args.dest), server, args.first, args.last)
-    gaps = [g.key for g in fetching.gaps(store, server)]
+    chosen = select(store, args.cluster or config.storage.cluster, args.timeline, args.server)
+    server = chosen.identity
+    files = fetching.fetch(store, Path(args.dest), chosen.stream, args.first, args.last)
+    gaps = [g.key for g in fetching.gaps(store, chosen.stream)]
     document = {
         "server": server,
+        "cluster": chosen.cluster or None,
+        "timeline": chosen.timeline.id if chosen.timeline else None,
         "dest": str(args.dest),
         "files": [
             {

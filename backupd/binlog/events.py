@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+import zstandard
 
 MAGIC = b"\xfebin"
 HEADER = struct.Struct("<IBIIIH")
@@ -25,6 +28,9 @@ XID = 16
 HEARTBEAT = 27
 MYSQL_GTID = 33
 MYSQL_ANONYMOUS_GTID = 34
+MYSQL_PREVIOUS_GTIDS = 35
+MYSQL_TRANSACTION_PAYLOAD = 40  # MySQL >= 8.0.20: a whole transaction's events, compressed
+MYSQL_HEARTBEAT_V2 = 41  # MySQL >= 8.0.26: a heartbeat with a 64-bit position; never in a file
 MARIADB_ANNOTATE_ROWS = 160
 MARIADB_BINLOG_CHECKPOINT = 161
 MARIADB_GTID = 162
@@ -32,6 +38,15 @@ MARIADB_GTID_LIST = 163
 
 FLAG_IN_USE = 0x1  # LOG_EVENT_BINLOG_IN_USE_F: set in the FDE of the file being written
 FLAG_ARTIFICIAL = 0x20  # LOG_EVENT_ARTIFICIAL_F: made up by the server, not in any file
+
+# TRANSACTION_PAYLOAD header fields and compression types (libbinlogevents, codecs/binary.cpp
+# and compression/base.h): type, length and value are each a length-encoded integer.
+PAYLOAD_END_MARK = 0
+PAYLOAD_SIZE = 1
+PAYLOAD_COMPRESSION = 2
+PAYLOAD_UNCOMPRESSED_SIZE = 3
+PAYLOAD_ZSTD = 0
+PAYLOAD_NONE = 255
 
 MARIADB_GTID_STANDALONE = 0x1  # FL_STANDALONE: a DDL-like statement with no COMMIT after it
 
@@ -79,6 +94,17 @@ def fde_checksum_alg(raw: bytes | bytearray | memoryview) -> int:
     return CHECKSUM_CRC32 if alg == CHECKSUM_CRC32 else CHECKSUM_OFF
 
 
+def fde_crc_present(raw: bytes | bytearray | memoryview) -> bool:
+    """Whether a format description carries a CRC32 of itself.
+
+    A checksum-aware server's FDE always ends with `alg + CRC32`, even when its file's other
+    events carry none (`binlog_checksum=NONE`: alg 0, and still a CRC; MariaDB's
+    Format_description_log_event::write). Four zero bytes there mean no CRC was written."""
+    if len(raw) < HEADER_SIZE + 57 + CHECKSUM_SIZE + 1:
+        return False
+    return fde_checksum_alg(raw) == CHECKSUM_CRC32 or any(raw[len(raw) - CHECKSUM_SIZE :])
+
+
 def check(raw: bytes, checksum_alg: int) -> tuple[int, int, int, int, int, int]:
     """The hot path of `verify`: the header fields as a tuple, after the same checks."""
     fields: tuple[int, int, int, int, int, int] = HEADER.unpack_from(raw, 0)
@@ -100,7 +126,10 @@ def verify(raw: bytes | bytearray | memoryview, checksum_alg: int) -> Header:
         raise EventError(
             f"event type {header.type_code} says {header.event_size} bytes, got {len(raw)}"
         )
-    alg = fde_checksum_alg(raw) if header.type_code == FORMAT_DESCRIPTION else checksum_alg
+    if header.type_code == FORMAT_DESCRIPTION:
+        alg = CHECKSUM_CRC32 if fde_crc_present(raw) else CHECKSUM_OFF
+    else:
+        alg = checksum_alg
     if alg == CHECKSUM_CRC32:
         if header.event_size < HEADER_SIZE + CHECKSUM_SIZE:
             raise EventError(f"event type {header.type_code} too short for a checksum")
@@ -157,3 +186,64 @@ def query_text(raw: bytes | bytearray | memoryview, checksum_alg: int) -> bytes:
     start = base + 13 + status_len + db_len + 1
     end = len(raw) - (CHECKSUM_SIZE if checksum_alg == CHECKSUM_CRC32 else 0)
     return bytes(raw[start:end])
+
+
+def _lenenc(raw: bytes | bytearray | memoryview, at: int) -> tuple[int, int]:
+    """A length-encoded integer of the client protocol at `at`: (value, next offset)."""
+    first = raw[at]
+    if first < 0xFB:
+        return first, at + 1
+    width = {0xFC: 2, 0xFD: 3, 0xFE: 8}.get(first)
+    if width is None:
+        raise EventError(f"bad length-encoded integer 0x{first:02x} in a transaction payload")
+    return int.from_bytes(raw[at + 1 : at + 1 + width], "little"), at + 1 + width
+
+
+def payload_events(raw: bytes | bytearray | memoryview, checksum_alg: int) -> Iterator[bytes]:
+    """The events inside a MySQL TRANSACTION_PAYLOAD event (its CRC, if any, already checked).
+
+    The body is a header of (type, length, value) fields ending with a 0 type, then the
+    payload: the transaction's events, zstd-compressed (or stored) without their own CRC32."""
+    end = len(raw) - (CHECKSUM_SIZE if checksum_alg == CHECKSUM_CRC32 else 0)
+    at, size, compression, expanded = HEADER_SIZE, None, PAYLOAD_ZSTD, None
+    try:
+        while True:
+            field, at = _lenenc(raw, at)
+            if field == PAYLOAD_END_MARK:
+                break
+            length, at = _lenenc(raw, at)
+            if field in (PAYLOAD_SIZE, PAYLOAD_COMPRESSION, PAYLOAD_UNCOMPRESSED_SIZE):
+                value, at = _lenenc(raw, at)
+                size = value if field == PAYLOAD_SIZE else size
+                compression = value if field == PAYLOAD_COMPRESSION else compression
+                expanded = value if field == PAYLOAD_UNCOMPRESSED_SIZE else expanded
+            else:
+                at += length  # a field added later: skip it
+    except IndexError as exc:
+        raise EventError("transaction payload header runs past its event") from exc
+    body = bytes(raw[at:end])
+    if size is not None and size != len(body):
+        raise EventError(f"transaction payload says {size} bytes, holds {len(body)}")
+    if compression == PAYLOAD_ZSTD:
+        body = _unzstd(body, expanded)
+    elif compression != PAYLOAD_NONE:
+        raise EventError(f"transaction payload compressed with unknown type {compression}")
+    offset = 0
+    while offset < len(body):
+        inner = Header.parse(body[offset:])
+        if inner.event_size < HEADER_SIZE or offset + inner.event_size > len(body):
+            raise EventError("an event inside a transaction payload runs past its end")
+        yield body[offset : offset + inner.event_size]
+        offset += inner.event_size
+
+
+def _unzstd(body: bytes, expanded: int | None) -> bytes:
+    """One whole zstd frame, of the size the payload header announces (when it does)."""
+    stream = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        out = stream.decompress(body)
+    except zstandard.ZstdError as exc:
+        raise EventError(f"transaction payload does not decompress: {exc}") from exc
+    if not stream.eof or (expanded is not None and len(out) != expanded):
+        raise EventError("transaction payload is truncated or does not match its size")
+    return out

@@ -15,7 +15,7 @@ from pathlib import Path
 import zstandard
 
 from backupd.binlog import layout
-from backupd.errors import ArchiveCorrupt, ObjectMissing, UsageError
+from backupd.errors import ArchiveCorrupt, ObjectMissing
 from backupd.storage import ObjectStore
 
 _MAX_SEGMENT = 1 << 31
@@ -28,22 +28,6 @@ class FetchedFile:
     closed: bool
     segments: int
     sha256: str
-
-
-def servers(store: ObjectStore) -> list[str]:
-    found = {info.key.split("/")[1] for info in store.list(f"{layout.ROOT}/") if "/" in info.key}
-    return sorted(found)
-
-
-def pick_server(store: ObjectStore, wanted: str | None) -> str:
-    known = servers(store)
-    if wanted:
-        if wanted not in known:
-            raise UsageError(f"no binlog archive for server {wanted!r} (have: {known or 'none'})")
-        return wanted
-    if len(known) != 1:
-        raise UsageError(f"choose a server with --server (archives for: {known or 'none'})")
-    return known[0]
 
 
 def load_segment(store: ObjectStore, seg: layout.SegmentKey) -> bytes:
@@ -60,9 +44,9 @@ def load_segment(store: ObjectStore, seg: layout.SegmentKey) -> bytes:
     return raw
 
 
-def catalog(store: ObjectStore, server: str, file: str = "") -> dict[str, layout.FileChain]:
-    """Each archived file's chain (one file's when `file` is given)."""
-    prefix = layout.file_prefix(server, file) if file else layout.server_prefix(server)
+def catalog(store: ObjectStore, stream: str, file: str = "") -> dict[str, layout.FileChain]:
+    """Each archived file's chain in one timeline's stream (one file's when `file` is given)."""
+    prefix = layout.file_prefix(stream, file) if file else layout.stream_prefix(stream)
     segments = [
         seg for info in store.list(prefix) if (seg := layout.parse_segment(info.key)) is not None
     ]
@@ -74,37 +58,37 @@ def catalog(store: ObjectStore, server: str, file: str = "") -> dict[str, layout
     return chains
 
 
-def gaps(store: ObjectStore, server: str) -> list[layout.GapKey]:
-    prefix = f"{layout.server_prefix(server)}gaps/"
+def gaps(store: ObjectStore, stream: str) -> list[layout.GapKey]:
+    prefix = f"{layout.stream_prefix(stream)}gaps/"
     return [g for info in store.list(prefix) if (g := layout.parse_gap(info.key)) is not None]
 
 
 def fetch(
     store: ObjectStore,
     dest: Path,
-    server: str,
+    stream: str,
     first: str | None = None,
     last: str | None = None,
 ) -> list[FetchedFile]:
-    chains = catalog(store, server)
+    chains = catalog(store, stream)
     order = sorted(chains, key=layout.file_order)
     if first:
         order = [f for f in order if layout.file_order(f) >= layout.file_order(first)]
     if last:
         order = [f for f in order if layout.file_order(f) <= layout.file_order(last)]
     dest.mkdir(parents=True, exist_ok=True)
-    return [rebuild_file(store, server, chains[file], dest) for file in order]
+    return [rebuild_file(store, stream, chains[file], dest) for file in order]
 
 
 def rebuild_file(
-    store: ObjectStore, server: str, found: layout.FileChain, dest: Path
+    store: ObjectStore, stream: str, found: layout.FileChain, dest: Path
 ) -> FetchedFile:
     """Rebuild one file; when compaction replaced its segments meanwhile, list it again."""
     for _attempt in range(3):
         try:
             return rebuild(store, found, dest)
         except ObjectMissing:
-            again = catalog(store, server, found.file).get(found.file)
+            again = catalog(store, stream, found.file).get(found.file)
             if again is None:
                 raise
             found = again

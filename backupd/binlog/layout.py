@@ -1,12 +1,16 @@
 """Object keys of the binlog archive: a restore planner finds everything by LIST alone.
 
-Public and stable: restore, verify and fetch import these parsers.
+Public and stable: `backupd.binlog.archive` reads the archive through these parsers.
 
-    binlog/<server>/<file>/<start>-<end>_<first_time>-<last_time>_<first_gtid>~<last_gtid>_<kind>_<raw_sha256>_<object_sha256>.<ext>
-    binlog/<server>/<file>/manifest.json
-    binlog/<server>/gaps/<from_file>_<from_pos>_<to_file>_<to_pos>.json
+    binlog/<cluster>/timelines/tl<id>.json                      a timeline's history (immutable)
+    binlog/<stream>/<file>/<start>-<end>_<first_time>-<last_time>_<first_gtid>~<last_gtid>_<kind>_<raw_sha256>_<object_sha256>.<ext>
+    binlog/<stream>/<file>/manifest.json
+    binlog/<stream>/gaps/<from_file>_<from_pos>_<to_file>_<to_pos>.json
 
-- `server`: the protected server's identity (`server_id` on MariaDB, `server_uuid` on MySQL).
+- `stream`: where one timeline's objects live: `<cluster>/tl<id>` (id: 6 digits), so objects
+  of two timelines never share a key. Archives written before timelines keep their objects
+  under `<server identity>` (`server_id` on MariaDB, `server_uuid` on MySQL): such a legacy
+  stream is adopted as a timeline by a history object naming it (see `archive`).
 - `file`: the binlog file name (`mysql-bin.000042`); `start`/`end`: the byte range [start, end)
   of that file, 12 digits each; the first segment of a file starts at 0 (the magic).
 - `first_time`/`last_time`: event timestamps (Unix seconds) of the first and last event.
@@ -35,6 +39,9 @@ _SEGMENT = re.compile(
     rf"(?P<kind>tx|mid|eof)_(?P<raw_sha256>{_HEX64})_(?P<object_sha256>{_HEX64})"
     r"\.(?P<ext>zst|bin)"
 )
+_TIMELINE = re.compile(r"tl(?P<id>\d{6})")
+_HISTORY = re.compile(r"tl(?P<id>\d{6})\.json")
+TIMELINES = "timelines"
 _GAP = re.compile(
     r"(?P<from_file>[^/_]+)_(?P<from_pos>\d+)_(?P<to_file>[^/_]+)_(?P<to_pos>\d+)\.json"
 )
@@ -44,7 +51,7 @@ _GAP = re.compile(
 class SegmentKey:
     """Everything a segment's key says about it."""
 
-    server: str
+    stream: str
     file: str
     start: int
     end: int
@@ -70,7 +77,7 @@ class SegmentKey:
 class GapKey:
     """A range the archive can never hold: the server purged it before it was archived."""
 
-    server: str
+    stream: str
     from_file: str
     from_pos: int
     to_file: str
@@ -79,19 +86,46 @@ class GapKey:
     @property
     def key(self) -> str:
         name = f"{self.from_file}_{self.from_pos:012d}_{self.to_file}_{self.to_pos:012d}.json"
-        return f"{server_prefix(self.server)}gaps/{name}"
+        return f"{stream_prefix(self.stream)}gaps/{name}"
 
 
-def server_prefix(server: str) -> str:
-    return f"{ROOT}/{server}/"
+def stream_prefix(stream: str) -> str:
+    return f"{ROOT}/{stream}/"
 
 
-def file_prefix(server: str, file: str) -> str:
-    return f"{server_prefix(server)}{file}/"
+def file_prefix(stream: str, file: str) -> str:
+    return f"{stream_prefix(stream)}{file}/"
 
 
-def manifest_key(server: str, file: str) -> str:
-    return f"{file_prefix(server, file)}manifest.json"
+def manifest_key(stream: str, file: str) -> str:
+    return f"{file_prefix(stream, file)}manifest.json"
+
+
+def cluster_prefix(cluster: str) -> str:
+    return f"{ROOT}/{cluster}/"
+
+
+def timeline_stream(cluster: str, timeline: int) -> str:
+    """Where timeline `timeline` of `cluster` keeps its objects."""
+    return f"{cluster}/tl{timeline:06d}"
+
+
+def history_key(cluster: str, timeline: int) -> str:
+    return f"{cluster_prefix(cluster)}{TIMELINES}/tl{timeline:06d}.json"
+
+
+def parse_history(key: str) -> tuple[str, int] | None:
+    """(cluster, timeline id) of a history object's key."""
+    parts = key.split("/")
+    if len(parts) != 4 or parts[0] != ROOT or parts[2] != TIMELINES:
+        return None
+    match = _HISTORY.fullmatch(parts[3])
+    return (parts[1], int(match["id"])) if match else None
+
+
+def valid_cluster(name: str) -> bool:
+    """A cluster name is one key part that cannot be mistaken for anything else."""
+    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", name))
 
 
 def segment_key(seg: SegmentKey) -> str:
@@ -99,7 +133,7 @@ def segment_key(seg: SegmentKey) -> str:
     name = _segment_name(seg, gtids)
     if len(name.encode()) > MAX_NAME:
         name = _segment_name(seg, "~")
-    return file_prefix(seg.server, seg.file) + name
+    return file_prefix(seg.stream, seg.file) + name
 
 
 def _segment_name(seg: SegmentKey, gtids: str) -> str:
@@ -109,18 +143,30 @@ def _segment_name(seg: SegmentKey, gtids: str) -> str:
     )
 
 
+def split_stream(key: str) -> tuple[str, list[str]] | None:
+    """(stream, the parts after it) of a key under `binlog/`: `<cluster>/tl<id>/...` for a
+    timeline's objects, `<server>/...` for a legacy stream; None for history objects."""
+    parts = key.split("/")
+    if len(parts) < 3 or parts[0] != ROOT or parts[2] == TIMELINES:
+        return None
+    if _TIMELINE.fullmatch(parts[2]):
+        return f"{parts[1]}/{parts[2]}", parts[3:]
+    return parts[1], parts[2:]
+
+
 def parse_segment(key: str) -> SegmentKey | None:
     """The segment a key names, or None for any other object (manifests, gaps, strangers)."""
-    parts = key.split("/")
-    if len(parts) != 4 or parts[0] != ROOT:
+    found = split_stream(key)
+    if found is None or len(found[1]) != 2:
         return None
-    match = _SEGMENT.fullmatch(parts[3])
+    stream, (file, name) = found
+    match = _SEGMENT.fullmatch(name)
     if match is None:
         return None
     g = match.groupdict()
     return SegmentKey(
-        server=parts[1],
-        file=parts[2],
+        stream=stream,
+        file=file,
         start=int(g["start"]),
         end=int(g["end"]),
         first_time=int(g["first_time"]),
@@ -135,14 +181,14 @@ def parse_segment(key: str) -> SegmentKey | None:
 
 
 def parse_gap(key: str) -> GapKey | None:
-    parts = key.split("/")
-    if len(parts) != 4 or parts[0] != ROOT or parts[2] != "gaps":
+    found = split_stream(key)
+    if found is None or len(found[1]) != 2 or found[1][0] != "gaps":
         return None
-    match = _GAP.fullmatch(parts[3])
+    match = _GAP.fullmatch(found[1][1])
     if match is None:
         return None
     return GapKey(
-        server=parts[1],
+        stream=found[0],
         from_file=match["from_file"],
         from_pos=int(match["from_pos"]),
         to_file=match["to_file"],

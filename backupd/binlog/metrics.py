@@ -47,6 +47,29 @@ class BinlogMetrics:
             registry=r,
         )
 
+        self.timeline = Gauge(
+            f"{PREFIX}_binlog_timeline",
+            "Id of the archive timeline being written (changes on reset, failover, rewind)",
+            registry=r,
+        )
+        self.timeline_switches = Counter(
+            f"{PREFIX}_binlog_timeline_switches",
+            "New timelines begun because continuity with the archive broke, by reason",
+            ["reason"],
+            registry=r,
+        )
+
+        self.holes = Gauge(
+            f"{PREFIX}_binlog_archive_holes",
+            "Ranges missing inside the current timeline's archived chain (last check)",
+            registry=r,
+        )
+        self.refilled_bytes = Counter(
+            f"{PREFIX}_binlog_refilled_bytes",
+            "Bytes of archive holes read again from the server and stored",
+            registry=r,
+        )
+
     def watch(self, spool: Spool, progress: Progress) -> None:
         """Gauges read live at scrape time (never stale between updates)."""
         self.spool_bytes.set_function(lambda: spool.used)

@@ -7,9 +7,10 @@ bytes. Events the server makes up for the stream (the artificial ROTATE, heartbe
 format description replayed on a mid-file start with `log_pos` 0) are never written.
 
 A segment ends at a transaction boundary (after XID or a COMMIT query, after a standalone
-GTID's statement, before a GTID) once `flush_seconds` passed or `segment_max_bytes` is
-reached. A single transaction larger than `segment_max_bytes` is cut at an event boundary
-(kind `mid`) so memory and spool stay bounded. A real ROTATE or STOP ends the file (`eof`).
+GTID's statement, after a MySQL TRANSACTION_PAYLOAD, before a GTID) once `flush_seconds`
+passed or `segment_max_bytes` is reached. A single transaction larger than
+`segment_max_bytes` is cut at an event boundary (kind `mid`) so memory and spool stay
+bounded. A real ROTATE or STOP ends the file (`eof`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ KIND_MID = "mid"  # ends inside a transaction (that transaction exceeds segment_
 KIND_EOF = "eof"  # ends the file (ROTATE or STOP, or the server moved on to the next file)
 
 _GTIDS = frozenset({ev.MARIADB_GTID, ev.MYSQL_GTID, ev.MYSQL_ANONYMOUS_GTID})
-_MARKERS = _GTIDS | {ev.XID, ev.QUERY, ev.ROTATE, ev.STOP}  # events that may end a transaction
-_SLOW_PATH = _MARKERS | {ev.FORMAT_DESCRIPTION, ev.HEARTBEAT}
+# events that may end a transaction; a MySQL TRANSACTION_PAYLOAD holds a whole one
+_MARKERS = _GTIDS | {ev.XID, ev.QUERY, ev.ROTATE, ev.STOP, ev.MYSQL_TRANSACTION_PAYLOAD}
+_HEARTBEATS = frozenset({ev.HEARTBEAT, ev.MYSQL_HEARTBEAT_V2})
+_SLOW_PATH = _MARKERS | _HEARTBEATS | {ev.FORMAT_DESCRIPTION}
 _MIN_CHECKED = ev.HEADER_SIZE + ev.CHECKSUM_SIZE
 _PACKET_EVENT = struct.Struct("<IB" + ev.HEADER.format[1:])  # packet header, OK byte, event header
 _FRAME = 5  # packet header and OK byte before each event
@@ -102,7 +105,7 @@ class Segmenter:
     def feed(self, raw: bytes, now: float) -> list[Segment]:
         """Accept one event as sent by the server; return the segments now complete."""
         timestamp, code, server_id, size, log_pos, flags = ev.check(raw, self.checksum_alg)
-        if code == ev.HEARTBEAT:
+        if code in _HEARTBEATS:
             return self.tick(now)
         if code == ev.FORMAT_DESCRIPTION:
             self.checksum_alg = ev.fde_checksum_alg(raw)
@@ -140,8 +143,9 @@ class Segmenter:
         out: list[Segment] = []
         pending = self._pending
         data = pending.data
-        if not data or self.checksum_alg != ev.CHECKSUM_CRC32:
+        if not data:
             return offset, seq, out
+        checked = self.checksum_alg == ev.CHECKSUM_CRC32  # binlog_checksum=NONE: sizes only
         unpack, crc32, limit = _PACKET_EVENT.unpack_from, zlib.crc32, self.segment_max_bytes
         view, total, first = memoryview(buffer), len(buffer), offset
         position = pending.start + len(data)
@@ -164,7 +168,7 @@ class Segmenter:
             ):
                 break
             event = view[offset + _FRAME : end]
-            if crc32(event) != _CRC32_RESIDUE:  # CRC32 of an event with its CRC32 appended
+            if checked and crc32(event) != _CRC32_RESIDUE:  # CRC32 of event + its CRC32
                 break  # `feed` names the problem
             if not in_txn:  # a MariaDB GTID: the previous transaction ended before it
                 pending.boundary, pending.boundary_time, tail_time = position, last_time, None
@@ -287,7 +291,7 @@ class Segmenter:
             return
         if not self._in_txn:
             ends = code != ev.MARIADB_ANNOTATE_ROWS  # FDE, GTID list, checkpoint, ROTATE...
-        elif code == ev.XID:
+        elif code in (ev.XID, ev.MYSQL_TRANSACTION_PAYLOAD):
             ends = True
         elif code == ev.QUERY:
             ends = self._standalone or text in (b"COMMIT", b"ROLLBACK")

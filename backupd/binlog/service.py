@@ -14,9 +14,11 @@ from typing import Any
 
 from backupd import database
 from backupd.binlog import layout
+from backupd.binlog.archive import Archive, cluster_name
 from backupd.binlog.archiver import Alarms, Archiver, describe_server, server_logs
 from backupd.binlog.compactor import Compactor
 from backupd.binlog.metrics import BinlogMetrics
+from backupd.binlog.refill import refill
 from backupd.binlog.spool import Spool, SpoolEntry
 from backupd.binlog.state import Progress, StateFile
 from backupd.binlog.uploader import Target, Uploader
@@ -52,6 +54,7 @@ class BinlogService:
         self._stop = threading.Event()
         self.state = StateFile(Path(self.config.daemon.state_dir) / "binlog.json")
         self.server = ""
+        self.cluster = ""
         self.spool: Spool | None = None
         self.uploader: Uploader | None = None
         self.archiver: Archiver | None = None
@@ -97,8 +100,12 @@ class BinlogService:
                 _log.error("binlog archive cannot start", error=str(exc))
             self._stop.wait(delay)
             delay = min(delay * 2, self.config.mysql.reconnect_max_seconds)
+        next_check = 0.0
         while not self._stop.wait(POLL_SECONDS):
             self._poll()
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.config.binlog.check_seconds
+                self._check_chain()
 
     def _begin(self) -> None:
         conn = database.connect(self.config.mysql)
@@ -107,12 +114,16 @@ class BinlogService:
         finally:
             conn.close()
         binlog = self.config.binlog
-        spool_dir = Path(self.config.daemon.spool_dir) / "binlog" / self.server
+        self.cluster = cluster_name(self.config.storage)
+        spool_dir = Path(self.config.daemon.spool_dir) / "binlog" / self.cluster
+        _adopt_legacy_spool(spool_dir.parent / self.server, spool_dir)
         self.spool = Spool(spool_dir, binlog.spool_max_bytes, self._stop)
         recovered = self.spool.recover()
         self.metrics.watch(self.spool, self.progress)
-        closed_files = self._restore_progress()  # before any upload can move it
-        target = Target(self.store, self.server, binlog.compression, binlog.level)
+        stream, closed_files = self._restore_progress()  # before any upload can move it
+        # Spooled segments belong to the latest timeline: a new one begins only after the
+        # spool is empty (Archiver._branch).
+        target = Target(self.store, stream, binlog.compression, binlog.level)
         self.compactor = Compactor(target, self._stop)
         self.uploader = Uploader(
             target,
@@ -129,7 +140,8 @@ class BinlogService:
             self.config.mysql,
             binlog,
             self.store,
-            self.server,
+            self.cluster,
+            target,
             self.spool,
             self.uploader.submit,
             self.progress,
@@ -141,26 +153,22 @@ class BinlogService:
         self.archiver.start()
         _log.info("binlog archiving started", server=self.server, recovered=len(recovered))
 
-    def _restore_progress(self) -> list[str]:
-        """Start the archived coordinate at the repository's end (the spool adds to it).
+    def _restore_progress(self) -> tuple[str, list[tuple[str, str]]]:
+        """Start the archived coordinate at the latest timeline's end (the spool adds to it).
 
-        Returns the closed files still made of several segments (left for compaction)."""
-        segments = [
-            seg
-            for info in self.store().list(layout.server_prefix(self.server))
-            if (seg := layout.parse_segment(info.key)) is not None
-        ]
-        files = layout.group_by_file(segments)
-        if not files:
-            return []
-        last = max(files, key=layout.file_order)
-        chain = layout.chain(files[last])
-        if chain is not None:
-            last_time = max((s.last_time for s in chain.segments), default=0)
-            self.progress.restore(last, chain.end, last_time)
-        return [
-            file
-            for file, parts in files.items()
+        Returns that timeline's stream ("" before the first) and the closed files of every
+        timeline still made of several segments (left for compaction)."""
+        view = Archive(self.store(), self.cluster).read()
+        latest = view.latest()
+        if latest is None:
+            return "", []
+        file, position, _kind = latest.end()
+        if file:
+            self.progress.restore(file, position, latest.last_time())
+        return latest.stream, [
+            (found.stream, name)
+            for found in view.timelines.values()
+            for name, parts in layout.group_by_file(found.segments).items()
             if len(parts) > 1 and any(part.kind == "eof" for part in parts)
         ]
 
@@ -174,12 +182,49 @@ class BinlogService:
         self.metrics.uploaded_bytes.inc(object_size)
         if self.progress.uploaded(entry.file, entry.start, entry.end):
             for closed in self.progress.take_passed():
-                if self.compactor is not None:
-                    self.compactor.submit(closed)  # every byte of it is stored
+                if self.compactor is not None and self.archiver is not None:
+                    # every byte of it is stored (on the timeline being written)
+                    self.compactor.submit(self.archiver.target.stream, closed)
             try:
                 self.state.save(self.server, self.progress.file, self.progress.position)
             except OSError as exc:  # a hint for operators and benchmarks, not the truth
                 _log.warning("cannot write the binlog state file", error=str(exc))
+
+    def _check_chain(self, refill_holes: bool = True) -> None:
+        """Find holes anywhere in the current timeline (not only its last file) and read
+        them again from the server while it still has their files (then check again)."""
+        archiver = self.archiver
+        if archiver is None or not archiver.timeline or self.spool is None:
+            return
+        try:
+            latest = Archive(self.store(), self.cluster).read().get(archiver.timeline)
+        except BackupdError as exc:
+            _log.warning("binlog chain check failed", error=exc.message)
+            return
+        done = (layout.file_order(self.progress.file), self.progress.position)
+        spooled = {(e.file, e.start) for e in self.spool.entries()}
+        holes = [
+            h
+            for h in latest.holes()
+            if (layout.file_order(h.file), h.start) < done and (h.file, h.start) not in spooled
+        ]
+        self.metrics.holes.set(len(holes))
+        self.alarms.holes = [f"{hole} ({hole.why})" for hole in holes]
+        sizes = dict(self._logs)
+        stored_any = False
+        for hole in holes if refill_holes else []:
+            if hole.file not in sizes:
+                continue  # the server purged it too: the planner refuses to cross the hole
+            try:
+                stored = refill(self.config.mysql, archiver.target, latest.stream, hole)
+            except BackupdError as exc:
+                _log.error("cannot re-archive a hole", hole=str(hole), error=exc.message)
+                continue
+            self.metrics.refilled_bytes.inc(stored)
+            stored_any = True
+            _log.warning("binlog hole re-archived from the server", hole=str(hole), bytes=stored)
+        if stored_any:
+            self._check_chain(refill_holes=False)
 
     def _upload_failed(self, message: str) -> None:
         self.alarms.upload_error = message
@@ -209,6 +254,9 @@ class BinlogService:
         doc: dict[str, Any] = {
             "enabled": enabled,
             "server": self.server or None,
+            "cluster": self.cluster or None,
+            "timeline": (self.archiver.timeline or None) if self.archiver else None,
+            "timeline_note": self.alarms.timeline or None,
             "streaming": bool(self.archiver and self.archiver.connected),
             "server_coordinate": server_coordinate,
             "archived_coordinate": self.progress.coordinate() or None,
@@ -220,6 +268,7 @@ class BinlogService:
             "spool_full": bool(self.spool and self.spool.full),
             "upload_backlog": self.uploader.backlog if self.uploader else 0,
             "gaps": list(self.alarms.gaps),
+            "holes": list(self.alarms.holes),
             "error": self.alarms.stream_error
             or self.alarms.spool_error
             or self.alarms.upload_error
@@ -245,6 +294,7 @@ class BinlogService:
         if not self.config.binlog.enabled:
             return []
         found = [f"binlog gap (purged before archived): {gap}" for gap in self.alarms.gaps]
+        found += [f"binlog archive hole: {hole}" for hole in self.alarms.holes]
         if self.alarms.stream_error:
             found.append(f"binlog stream: {self.alarms.stream_error}")
         if self.alarms.upload_error:
@@ -260,3 +310,14 @@ class BinlogService:
 
     def _get_status(self, _request: Request) -> tuple[int, dict[str, Any]]:
         return 200, {"healthy": not self.warnings(), "warnings": self.warnings(), **self.status()}
+
+
+def _adopt_legacy_spool(old: Path, new: Path) -> None:
+    """Segments spooled by a version that kept the spool per server identity move to the
+    cluster's spool (same filesystem: renames), so they are uploaded, not forgotten."""
+    if old == new or not old.is_dir():
+        return
+    new.mkdir(parents=True, exist_ok=True)
+    for path in old.iterdir():
+        path.rename(new / path.name)
+    old.rmdir()

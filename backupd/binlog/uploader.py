@@ -34,7 +34,7 @@ class Encoded:
     body: bytes
 
 
-def encode(server: str, entry: SpoolEntry, raw: bytes, compression: str, level: int) -> Encoded:
+def encode(stream: str, entry: SpoolEntry, raw: bytes, compression: str, level: int) -> Encoded:
     """The object for a segment and its key (pure but for the compressor)."""
     if len(raw) != entry.size:
         raise ValueError(f"spooled {entry.path.name} holds {len(raw)} bytes, not {entry.size}")
@@ -44,7 +44,7 @@ def encode(server: str, entry: SpoolEntry, raw: bytes, compression: str, level: 
     else:
         body, ext = raw, "bin"
     key = layout.SegmentKey(
-        server=server,
+        stream=stream,
         file=entry.file,
         start=entry.start,
         end=entry.end,
@@ -60,18 +60,19 @@ def encode(server: str, entry: SpoolEntry, raw: bytes, compression: str, level: 
     return Encoded(key, body)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Target:
     """Where and how segments are stored: the repository (read at use, so a reload applies),
-    the server identity in keys, and the compression."""
+    the timeline's stream in keys (switched only while nothing is spooled), and the
+    compression."""
 
     store: Callable[[], ObjectStore]
-    server: str
+    stream: str
     compression: str
     level: int
 
     def encode(self, entry: SpoolEntry, raw: bytes) -> Encoded:
-        return encode(self.server, entry, raw, self.compression, self.level)
+        return encode(self.stream, entry, raw, self.compression, self.level)
 
 
 class Uploader:

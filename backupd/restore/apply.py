@@ -15,7 +15,7 @@ from typing import Any
 
 from backupd.restore.plan import gtid_state
 from backupd.restore.prepare import Prepared
-from backupd.restore.replay import Progress, ReplayFailed, ReplayRange, ReplayServer, replay
+from backupd.restore.replay import Progress, ReplayFailed, ReplayServer, replay
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,11 @@ def apply(
     seconds = 0.0
     events = done = 0
     if end.transactions:
-        replay_range = ReplayRange(prepared.replay_files, prepared.plan.start.pos, end.position.pos)
         progress = replay(
-            replay_range, server, on_progress=on_progress, progress_interval=progress_interval
+            prepared.replay_ranges(),
+            server,
+            on_progress=on_progress,
+            progress_interval=progress_interval,
         )
         events, done = progress.events, progress.done_bytes
         seconds = progress_seconds(progress)

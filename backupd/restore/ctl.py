@@ -75,7 +75,13 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
 
 def _target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", required=True, help="time (ISO, with zone), GTID, file:pos, latest")
-    parser.add_argument("--server", help="server identity when the archive holds several")
+    parser.add_argument("--server", help="server identity (archives written before timelines)")
+    parser.add_argument(
+        "--cluster", help="the archive's cluster (default: [storage] cluster, or the only one)"
+    )
+    parser.add_argument(
+        "--timeline", type=int, help="the timeline TARGET is on (default: the latest)"
+    )
     parser.add_argument("--work-dir", help="where binlogs (and drill images) go (default: temp)")
     parser.add_argument(
         "--allow-crash-consistent",
@@ -100,9 +106,16 @@ def work_dir(args: argparse.Namespace) -> Iterator[Path]:
 
 
 def _prepare(args: argparse.Namespace, workdir: Path) -> Prepared:
-    store = open_store(storage_config(args).storage)
+    config = storage_config(args)
+    store = open_store(config.storage)
     return prepare(
-        store, parse_target(args.to), workdir / "binlogs", args.server, args.allow_crash_consistent
+        store,
+        parse_target(args.to),
+        workdir / "binlogs",
+        args.server,
+        args.allow_crash_consistent,
+        cluster=args.cluster or config.storage.cluster,
+        timeline=args.timeline,
     )
 
 
@@ -197,6 +210,8 @@ def cmd_drill(args: argparse.Namespace) -> int:
             workdir,
             args.server,
             None if args.json else progress_printer(args),
+            cluster=args.cluster or config.storage.cluster,
+            timeline=args.timeline,
         )
     emit(args, result.to_dict(), render_drill)
     return EXIT_OK if result.ok else EXIT_FAILED
@@ -236,7 +251,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_volumes(args: argparse.Namespace) -> int:
     config = storage_config(args)
     store = open_store(config.storage)
-    repo = repository.load(store, args.server, args.allow_crash_consistent)
+    repo = repository.load(
+        store,
+        args.server,
+        args.allow_crash_consistent,
+        cluster=args.cluster or config.storage.cluster,
+        timeline=args.timeline,
+    )
     plan = make_plan(parse_target(args.to), repo.points, repo.segments, repo.gaps)
     record = repository.require_set(repo, plan.snapshot.set_id)
     if record.provider == "local":

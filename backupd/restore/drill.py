@@ -169,6 +169,8 @@ def drill(
     workdir: Path,
     server: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    cluster: str = "",
+    timeline: int | None = None,
 ) -> DrillResult:
     """Run one drill; DrillFailed/RestoreImpossible/ReplayFailed on failure."""
     started = time.monotonic()
@@ -178,7 +180,15 @@ def drill(
     run_dir = Path(tempfile.mkdtemp(prefix="drill-", dir=workdir))
     scratch: ScratchServer | None = None
     try:
-        prepared = prepare(store, target, run_dir / "binlogs", server, provider="local")
+        prepared = prepare(
+            store,
+            target,
+            run_dir / "binlogs",
+            server,
+            provider="local",
+            cluster=cluster,
+            timeline=timeline,
+        )
         steps["plan_and_fetch"] = time.monotonic() - started
         with materialised(prepared.snapshot, local_directory, run_dir) as mounts:
             steps["materialise"] = time.monotonic() - started

@@ -16,7 +16,13 @@ from pathlib import Path
 
 from backupd.binlog import events
 from backupd.restore.plan import Gtid, Position, RestoreImpossible, gtid_state
-from backupd.restore.target import CoordinateTarget, GtidTarget, Target, TimeTarget
+from backupd.restore.target import (
+    CoordinateTarget,
+    GtidTarget,
+    LatestTarget,
+    Target,
+    TimeTarget,
+)
 
 _ENDS = (b"COMMIT", b"ROLLBACK")
 # WRITE/UPDATE/DELETE_ROWS v1 and v2, and MariaDB's compressed forms
@@ -79,8 +85,25 @@ def file_events(path: Path, start: int) -> Iterator[tuple[int, bytes, int]]:
                 offset += length
 
 
+# Events that are no part of any transaction: file headers, rotations, GTID lists.
+_METADATA = frozenset(
+    (
+        events.STOP,
+        events.ROTATE,
+        events.FORMAT_DESCRIPTION,
+        events.HEARTBEAT,
+        events.MYSQL_PREVIOUS_GTIDS,
+        events.MARIADB_BINLOG_CHECKPOINT,
+        events.MARIADB_GTID_LIST,
+    )
+)
+
+
 class _Transactions:
-    """Feed events; collect the boundary each complete transaction ends at."""
+    """Feed events; collect the boundary each complete transaction ends at.
+
+    MariaDB: GTID, then BEGIN .. XID/COMMIT or one standalone statement. MySQL 5.7+: GTID or
+    ANONYMOUS_GTID, then the same, or (8.0.20+) one TRANSACTION_PAYLOAD holding them all."""
 
     def __init__(self) -> None:
         self.open = False
@@ -88,10 +111,30 @@ class _Transactions:
         self.gtid = ""
         self.timestamp = 0
         self.rows = False
+        self.unended: list[int] = []  # types of the events seen since the last boundary
 
     def feed(self, file: str, offset: int, raw: bytes, alg: int) -> Boundary | None:
         header = events.Header.parse(raw)
-        end = offset + header.event_size
+        if header.type_code not in _METADATA:
+            self.unended.append(header.type_code)
+        if header.type_code == events.MYSQL_TRANSACTION_PAYLOAD:
+            ended = self._payload(header, raw, alg)
+        else:
+            ended = self._ends(header, raw, alg)
+        return self._end(file, offset + header.event_size) if ended else None
+
+    def _payload(self, header: events.Header, raw: bytes, alg: int) -> bool:
+        """A compressed transaction: it ends where its inner events say (XID or COMMIT)."""
+        if not self.open:
+            self._begin("", None)
+        self.timestamp = max(self.timestamp, header.timestamp)
+        ended = False
+        for inner in events.payload_events(raw, alg):
+            ended = self._ends(events.Header.parse(inner), inner, events.CHECKSUM_OFF) or ended
+        return ended
+
+    def _ends(self, header: events.Header, raw: bytes, alg: int) -> bool:
+        """Whether the transaction ends with this event."""
         kind = header.type_code
         if kind == events.MARIADB_GTID:
             gtid, flags2 = events.mariadb_gtid(raw, header.server_id)
@@ -99,20 +142,20 @@ class _Transactions:
         elif kind in (events.MYSQL_GTID, events.MYSQL_ANONYMOUS_GTID):
             self._begin("", None)
         if not self.open:
-            return None
+            return False
         self.timestamp = max(self.timestamp, header.timestamp)
         self.rows = self.rows or kind in _ROW_EVENTS
         if kind == events.XID:
-            return self._end(file, end)
+            return True
         if kind == events.QUERY:
             text = events.query_text(raw, alg).strip().upper()
             if self.expect_commit is None:
                 self.expect_commit = text == b"BEGIN"
                 if self.expect_commit:
-                    return None
+                    return False
             if not self.expect_commit or text in _ENDS:
-                return self._end(file, end)
-        return None
+                return True
+        return False
 
     def _begin(self, gtid: str, expect_commit: bool | None) -> None:
         self.open, self.gtid, self.expect_commit = True, gtid, expect_commit
@@ -120,12 +163,15 @@ class _Transactions:
 
     def _end(self, file: str, end: int) -> Boundary:
         self.open = False
+        self.unended = []
         return Boundary(Position(file, end), self.gtid, self.timestamp, self.rows)
 
 
-def boundaries(files: Sequence[Path], start: Position) -> Iterator[Boundary]:
+def boundaries(
+    files: Sequence[Path], start: Position, tracker: _Transactions | None = None
+) -> Iterator[Boundary]:
     """Every transaction boundary after `start`, in order, across the files."""
-    tracker = _Transactions()
+    tracker = tracker or _Transactions()
     for path in files:
         begin = start.pos if path.name == start.file else 0
         for offset, raw, alg in file_events(path, begin):
@@ -146,7 +192,8 @@ def resolve(
     chosen: list[Boundary] = []
     if isinstance(target, GtidTarget) and _snapshot_has(start_gtid, target):
         return _end_point(chosen, start, start_gtid, flavor)  # nothing to replay
-    for boundary in boundaries(files, start):
+    tracker = _Transactions()
+    for boundary in boundaries(files, start, tracker):
         verdict = _verdict(boundary, target)
         if verdict == "past":
             break
@@ -155,6 +202,8 @@ def resolve(
             break
     else:
         _check_reached(chosen, target)
+        if isinstance(target, LatestTarget):
+            _check_bounded(chosen, tracker.unended)
     if isinstance(target, CoordinateTarget):
         _check_exact(chosen, target, start, files)
     if isinstance(target, GtidTarget):
@@ -187,6 +236,18 @@ def _check_reached(chosen: list[Boundary], target: Target) -> None:
                 "use 'latest' to restore everything archived"
             )
     # GTID and coordinate targets: _check_gtid / _check_exact name what is missing
+
+
+def _check_bounded(chosen: list[Boundary], unended: list[int]) -> None:
+    """Events after the snapshot in which no transaction ever ends: a format this walk
+    cannot read. Replaying "zero transactions" would silently lose all of them."""
+    if chosen or not unended:
+        return
+    kinds = ", ".join(str(kind) for kind in sorted(set(unended)))
+    raise RestoreImpossible(
+        f"no transaction boundary found in the {len(unended)} event(s) archived after the "
+        f"snapshot (event types {kinds}); refusing to replay nothing and call it a restore"
+    )
 
 
 def _check_exact(

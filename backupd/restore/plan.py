@@ -96,6 +96,7 @@ class Segment:
     first_gtid: str = ""  # MariaDB GTIDs of the first/last transaction inside, if any
     last_gtid: str = ""
     closes_file: bool = False  # ends with the ROTATE that closes the file
+    ends_transaction: bool = False  # its last event is a commit (kind `tx`)
 
     @property
     def number(self) -> int:
@@ -111,16 +112,50 @@ class Gap:
 
 
 @dataclass(frozen=True)
+class Leg:
+    """The part of a replay that reads one timeline: from `start` to `stop` (exclusive,
+    a transaction boundary; None on the last leg, where the target decides)."""
+
+    timeline: int
+    start: Position
+    stop: Position | None
+    segments: tuple[Segment, ...]
+
+    @property
+    def files(self) -> list[str]:
+        return list(dict.fromkeys(segment.file for segment in self.segments)) or [self.start.file]
+
+
+@dataclass(frozen=True)
 class Plan:
     snapshot: SnapshotPoint
     segments: tuple[Segment, ...]
     start: Position  # replay starts here (the snapshot's coordinate)
     target: Target
     reach: Position  # the chain covers up to here; the exact end point is resolved from events
+    legs: tuple[Leg, ...] = ()  # one per timeline crossed, in order
 
     @property
     def files(self) -> list[str]:
         return list(dict.fromkeys(segment.file for segment in self.segments))
+
+    @property
+    def path(self) -> tuple[Leg, ...]:
+        """The legs; a plan made for one timeline has one implicit leg."""
+        return self.legs or (Leg(0, self.start, None, self.segments),)
+
+
+@dataclass(frozen=True)
+class TimelineInput:
+    """One timeline of a lineage, as the planner needs it."""
+
+    timeline: int
+    points: Sequence[SnapshotPoint]
+    segments: Sequence[Segment]
+    gaps: Sequence[Gap] = ()
+    parent_end: Position | None = None  # where a plan leaves the parent (None: cannot cross)
+    child_start: Position | None = None  # where it continues on this timeline
+    why: str = ""  # how the timeline began (for refusals)
 
 
 @dataclass(frozen=True)
@@ -214,7 +249,14 @@ def _trim_to_time(chain: Chain, target: TimeTarget) -> tuple[tuple[Segment, ...]
             f"target {target} is after the newest archived event ({newest}); "
             "use 'latest' to restore everything archived"
         )
-    return tuple(segment for segment in chain.segments if segment.first_ts <= moment), ""
+    # Never filter by timestamps (they can go backwards: SET TIMESTAMP, a stepped clock, a
+    # long statement ending after a rotation): keep the contiguous chain up to the first
+    # segment that ends with a commit later than the target. The end-point walk stops at
+    # the first such commit, which lies at or before that segment's end.
+    for i, segment in enumerate(chain.segments):
+        if segment.ends_transaction and segment.last_ts > moment:
+            return chain.segments[: i + 1], ""
+    return chain.segments, ""
 
 
 def _trim_to_gtid(chain: Chain, target: GtidTarget) -> tuple[tuple[Segment, ...], str]:
@@ -268,3 +310,80 @@ def _crossed_gap(start: Position, needed: Sequence[Segment], gaps: Sequence[Gap]
         if gap.start < end and start < gap.end:
             return f"the archive has a recorded gap from {gap.start} to {gap.end}"
     return ""
+
+
+def plan_lineage(target: Target, lineage: Sequence[TimelineInput]) -> Plan:
+    """Plan to `target` on the last timeline of `lineage` (oldest first): from a set on it,
+    else from a set on an ancestor, crossing each branch exactly at its recorded point."""
+    if not lineage:
+        raise RestoreImpossible("the archive has no timeline")
+    last = lineage[-1]
+    refusals: list[str] = []
+    try:
+        plan = make_plan(target, last.points, last.segments, last.gaps)
+        leg = Leg(last.timeline, plan.start, None, plan.segments)
+        return Plan(plan.snapshot, plan.segments, plan.start, target, plan.reach, (leg,))
+    except RestoreImpossible as exc:
+        refusals.append(f"timeline {last.timeline}: {_reason(exc)}")
+    tail: list[Leg] = []  # the legs after the ancestor being tried
+    for index in range(len(lineage) - 1, 0, -1):
+        child, parent = lineage[index], lineage[index - 1]
+        if child.parent_end is None or child.child_start is None:
+            refusals.append(
+                f"timeline {child.timeline} cannot be crossed into from timeline "
+                f"{parent.timeline} ({child.why or 'its branch point is not known exactly'}); "
+                f"a restore on it needs a snapshot taken on it"
+            )
+            break
+        if index == len(lineage) - 1:
+            leg, why = _leg(child, child.child_start, target)
+        else:
+            leg, why = _leg(child, child.child_start, lineage[index + 1].parent_end)
+        if why:
+            refusals.append(f"timeline {child.timeline} from {child.child_start}: {why}")
+            break
+        tail.insert(0, leg)
+        end = child.parent_end
+        try:
+            first = make_plan(CoordinateTarget(end.file, end.pos), parent.points, parent.segments,
+                              parent.gaps)  # fmt: skip
+        except RestoreImpossible as exc:
+            refusals.append(f"timeline {parent.timeline} up to {end}: {_reason(exc)}")
+            continue
+        if not _snapshot_precedes(first.snapshot, target):
+            refusals.append(f"target {target} is before set {first.snapshot.set_id}")
+            continue
+        legs = (Leg(parent.timeline, first.start, end, first.segments), *tail)
+        segments = tuple(segment for each in legs for segment in each.segments)
+        final = legs[-1]
+        reach = (
+            Position(final.segments[-1].file, final.segments[-1].end)
+            if final.segments
+            else final.start
+        )
+        return Plan(first.snapshot, segments, first.start, target, reach, legs)
+    raise RestoreImpossible("; ".join(refusals))
+
+
+def _reason(exc: RestoreImpossible) -> str:
+    return exc.message.removeprefix("Restore impossible: ")
+
+
+def _leg(
+    timeline: TimelineInput, start: Position, goal: Target | Position | None
+) -> tuple[Leg, str]:
+    """The segments of `timeline` from `start` to `goal`: the target on the last leg, or
+    the position where the next timeline branched off (exclusive of nothing after it)."""
+    if isinstance(goal, Position):
+        if goal == start:
+            return Leg(timeline.timeline, start, goal, ()), ""
+        chain = follow_chain(index_segments(timeline.segments), start)
+        needed, why = _trim_to_coordinate(chain, goal)
+        stop: Position | None = goal
+    else:
+        chain = follow_chain(index_segments(timeline.segments), start)
+        needed, why = _trim(chain, goal or LatestTarget())
+        stop = None
+    return Leg(timeline.timeline, start, stop, needed), why or _crossed_gap(
+        start, needed, timeline.gaps
+    )

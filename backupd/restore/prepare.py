@@ -14,10 +14,28 @@ from backupd.binlog import fetch, layout
 from backupd.errors import ArchiveCorrupt, ObjectMissing
 from backupd.restore import repository
 from backupd.restore.endpoint import EndPoint, resolve
-from backupd.restore.plan import Plan, RestoreImpossible, make_plan
-from backupd.restore.target import Target
+from backupd.restore.plan import Leg, Plan, RestoreImpossible, make_plan, plan_lineage
+from backupd.restore.replay import ReplayRange
+from backupd.restore.target import CoordinateTarget, Target, TimeTarget
 from backupd.snapshot.catalog import SnapshotSet
 from backupd.storage import ObjectStore
+
+
+@dataclass(frozen=True)
+class LegFiles:
+    """One leg of the plan with its rebuilt files and where the replay of it stops."""
+
+    leg: Leg
+    files: list[Path]  # from the leg's first file to its stop's (or the end point's)
+    end: EndPoint  # the leg's own end point (the last leg's is the restore's)
+
+    def replay_range(self) -> ReplayRange | None:
+        """None when the leg replays nothing (it ends where it starts)."""
+        if not self.end.transactions:
+            return None
+        last = self.end.position.number
+        files = [f for f in self.files if layout.file_order(f.name)[1] <= last]
+        return ReplayRange(files, self.leg.start.pos, self.end.position.pos)
 
 
 @dataclass(frozen=True)
@@ -25,18 +43,40 @@ class Prepared:
     server: str
     plan: Plan
     snapshot: SnapshotSet
-    files: list[Path]  # rebuilt binlog files, from the snapshot's file to the end point's
-    end: EndPoint
+    files: list[Path]  # rebuilt binlog files of every leg, in replay order
+    end: EndPoint  # of the whole restore: the last leg's position, all legs' transactions
+    cluster: str = ""
+    timeline: int = 0  # the timeline the target is on (0: an archive from before timelines)
+    legs: tuple[LegFiles, ...] = ()
+
+    @property
+    def timeline_path(self) -> list[dict[str, Any]]:
+        """Timelines the replay reads, in order, with where it enters and leaves each."""
+        return [
+            {
+                "timeline": part.leg.timeline,
+                "from": str(part.leg.start),
+                "to": str(part.end.position),
+                "transactions": part.end.transactions,
+            }
+            for part in self.legs
+            if part.leg.timeline
+        ]
 
     @property
     def replay_files(self) -> list[Path]:
-        last = self.end.position.number
-        return [f for f in self.files if layout.file_order(f.name)[1] <= last]
+        return [f for part in self.legs if (r := part.replay_range()) for f in r.files]
+
+    def replay_ranges(self) -> list[ReplayRange]:
+        return [r for part in self.legs if (r := part.replay_range()) is not None]
 
     def to_dict(self) -> dict[str, Any]:
         plan = self.plan
         return {
             "server": self.server,
+            "cluster": self.cluster or None,
+            "timeline": self.timeline or None,
+            "timeline_path": self.timeline_path,
             "target": str(plan.target),
             "snapshot": {
                 "set_id": plan.snapshot.set_id,
@@ -59,30 +99,65 @@ def prepare(
     server: str | None = None,
     allow_crash: bool = False,
     provider: str = "",
+    cluster: str = "",
+    timeline: int | None = None,
 ) -> Prepared:
     """Raise RestoreImpossible naming the gap, bound or bad object that prevents it."""
-    repo = repository.load(store, server, allow_crash, provider)
-    plan = make_plan(target, repo.points, repo.segments, repo.gaps)
+    repo = repository.load(store, server, allow_crash, provider, cluster, timeline)
+    if repo.lineage:
+        plan = plan_lineage(target, repo.lineage)
+    else:
+        plan = make_plan(target, repo.points, repo.segments, repo.gaps)
     record = repository.require_set(repo, plan.snapshot.set_id)
-    files = fetch_files(store, repo, plan, workdir)
-    end = resolve(files, plan.start, plan.snapshot.gtid, target, record.flavor)
-    return Prepared(repo.server, plan, record, files, end)
+    legs = []
+    gtid = plan.snapshot.gtid
+    for leg in plan.path:
+        directory = workdir / f"tl{leg.timeline:06d}" if leg.timeline else workdir
+        files = fetch_files(store, repo, leg, directory)
+        goal = target if leg.stop is None else CoordinateTarget(leg.stop.file, leg.stop.pos)
+        end = resolve(files, leg.start, gtid, goal, record.flavor)
+        if leg.stop is not None:
+            _check_before(target, end, leg)
+        legs.append(LegFiles(leg, files, end))
+        gtid = end.gtid_state
+    last = legs[-1].end
+    total = EndPoint(
+        last.position,
+        next((p.end.gtid for p in reversed(legs) if p.end.gtid), ""),
+        next((p.end.commit_time for p in reversed(legs) if p.end.commit_time), 0),
+        sum(p.end.transactions for p in legs),
+        last.gtid_state,
+        last.gtid_floor,
+    )
+    all_files = [f for part in legs for f in part.files]
+    return Prepared(
+        repo.server, plan, record, all_files, total, repo.cluster, repo.timeline, tuple(legs)
+    )
+
+
+def _check_before(target: Target, end: EndPoint, leg: Leg) -> None:
+    """A plan that crosses a branch replays the parent up to it: the target must be later."""
+    if isinstance(target, TimeTarget) and end.commit_time > target.timestamp:
+        raise RestoreImpossible(
+            f"target {target} is before timeline {leg.timeline}'s branch point {leg.stop}; "
+            f"restore on that timeline instead (--timeline {leg.timeline})"
+        )
 
 
 def fetch_files(
-    store: ObjectStore, repo: repository.Repository, plan: Plan, workdir: Path
+    store: ObjectStore, repo: repository.Repository, leg: Leg, workdir: Path
 ) -> list[Path]:
-    """Rebuild each file the plan touches (from offset 0: the format description is needed)."""
+    """Rebuild each file the leg touches (from offset 0: the format description is needed)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    names = plan.files or [plan.start.file]
+    stream = repo.streams.get(leg.timeline, repo.stream)
     paths = []
-    for name in names:
-        parts = [k for k in repo.keys.values() if k.file == name]
+    for name in leg.files:
+        parts = [k for k in repo.keys.values() if k.file == name and k.stream == stream]
         found = layout.chain(parts)
         if found is None:
             raise RestoreImpossible(f"binlog file {name} is not in the archive")
         try:
-            rebuilt = fetch.rebuild_file(store, repo.server, found, workdir)
+            rebuilt = fetch.rebuild_file(store, stream, found, workdir)
         except (ArchiveCorrupt, ObjectMissing) as exc:
             raise RestoreImpossible(f"archived object unusable: {exc.message}") from exc
         paths.append(workdir / rebuilt.file)

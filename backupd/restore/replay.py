@@ -1,8 +1,10 @@
 """Replay archived binlogs into a running server: one `mariadb-binlog | mariadb` session.
 
 All files go through ONE client session, so temporary tables and session variables carry
-across file boundaries (one `mysql` per file breaks them). The stream passes through this
-process only to count progress from the `# at N` markers the binlog tool prints.
+across file boundaries (one `mysql` per file breaks them). A plan that crosses timelines
+replays several ranges: one binlog tool run per range, all into that one session. The
+stream passes through this process only to count progress from the `# at N` markers the
+binlog tool prints.
 """
 
 from __future__ import annotations
@@ -98,11 +100,13 @@ class _ProgressCounter:
     Counting with bytes.count/rfind keeps this process from being the replay's bottleneck.
     """
 
-    def __init__(self, replay_range: ReplayRange, progress: Progress) -> None:
+    def __init__(self, replay_range: ReplayRange, progress: Progress, base: int = 0) -> None:
         self._sizes = [path.stat().st_size for path in replay_range.files]
         self._start = replay_range.start_position
         self._progress = progress
+        self._base = base  # bytes of the ranges replayed before this one
         self._tail = b""
+        progress.file_index = 0
 
     def feed(self, chunk: bytes) -> None:
         data = self._tail + chunk
@@ -119,11 +123,11 @@ class _ProgressCounter:
             line_end = data.index(b"\n", last + 1)
             position = int(data[last + len(_MARKER) : line_end])
             done_files = sum(self._sizes[: progress.file_index])
-            progress.done_bytes = max(0, done_files + position - self._start)
+            progress.done_bytes = self._base + max(0, done_files + position - self._start)
 
 
 def replay(
-    replay_range: ReplayRange,
+    replay_range: ReplayRange | Sequence[ReplayRange],
     server: ReplayServer,
     binlog_tool: str = "mariadb-binlog",
     client: str = "mariadb",
@@ -134,13 +138,8 @@ def replay(
     for tool in (binlog_tool, client):
         if shutil.which(tool) is None:
             raise ReplayFailed(f"{tool} not found on PATH (install the MariaDB/MySQL client)")
-    progress = Progress(replay_range.total_bytes(), time.monotonic())
-    counter = _ProgressCounter(replay_range, progress)
-    source = subprocess.Popen(
-        [binlog_tool, *binlog_tool_args(replay_range)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    ranges = [replay_range] if isinstance(replay_range, ReplayRange) else list(replay_range)
+    progress = Progress(sum(r.total_bytes() for r in ranges), time.monotonic())
     sink = subprocess.Popen(
         [client, *server.client_args(), "--binary-mode", "--batch"],
         stdin=subprocess.PIPE,
@@ -148,30 +147,25 @@ def replay(
         stderr=subprocess.PIPE,
     )
     errors = {"source": b"", "sink": b""}
-    readers = [
-        threading.Thread(target=_drain, args=(source.stderr, errors, "source"), daemon=True),
-        threading.Thread(target=_drain, args=(sink.stderr, errors, "sink"), daemon=True),
-    ]
-    for reader in readers:
-        reader.start()
-    assert source.stdout is not None and sink.stdin is not None
-    last_report = 0.0
+    sink_reader = threading.Thread(target=_drain, args=(sink.stderr, errors, "sink"), daemon=True)
+    sink_reader.start()
+    assert sink.stdin is not None
+    reporter = _Reporter(progress, on_progress, progress_interval)
+    source_code, base = 0, 0
     try:
-        while chunk := os.read(source.stdout.fileno(), CHUNK):
-            counter.feed(chunk)
-            sink.stdin.write(chunk)
-            now = time.monotonic()
-            if on_progress and now - last_report >= progress_interval:
-                on_progress(progress)
-                last_report = now
+        for each in ranges:
+            source_code = _pipe_range(
+                each, binlog_tool, sink.stdin, progress, base, reporter, errors
+            )
+            base += each.total_bytes()
+            if source_code != 0:
+                break
     except BrokenPipeError:
         pass  # the client died; its exit code and stderr say why
     finally:
         _close_quietly(sink.stdin)
-        source_code = source.wait()
         sink_code = sink.wait()
-        for reader in readers:
-            reader.join(10)
+        sink_reader.join(10)
     if source_code != 0:
         raise ReplayFailed(f"{binlog_tool} exited {source_code}: {_tail(errors['source'])}")
     if sink_code != 0:
@@ -180,6 +174,57 @@ def replay(
     if on_progress:
         on_progress(progress)
     return progress
+
+
+class _Reporter:
+    """Calls `on_progress` at most every `interval` seconds."""
+
+    def __init__(
+        self, progress: Progress, on_progress: Callable[[Progress], None] | None, interval: float
+    ) -> None:
+        self.progress, self.on_progress, self.interval = progress, on_progress, interval
+        self.last = 0.0
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self.on_progress and now - self.last >= self.interval:
+            self.on_progress(self.progress)
+            self.last = now
+
+
+def _pipe_range(
+    replay_range: ReplayRange,
+    binlog_tool: str,
+    sink: IO[bytes],
+    progress: Progress,
+    base: int,
+    reporter: _Reporter,
+    errors: dict[str, bytes],
+) -> int:
+    """Run the binlog tool over one range into the client's stdin; its exit code. A broken
+    pipe (the client died) ends the tool at once: it never blocks on a pipe nobody reads."""
+    counter = _ProgressCounter(replay_range, progress, base)
+    source = subprocess.Popen(
+        [binlog_tool, *binlog_tool_args(replay_range)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    reader = threading.Thread(target=_drain, args=(source.stderr, errors, "source"), daemon=True)
+    reader.start()
+    assert source.stdout is not None
+    try:
+        while chunk := os.read(source.stdout.fileno(), CHUNK):
+            counter.feed(chunk)
+            sink.write(chunk)
+            reporter.tick()
+    except BrokenPipeError:
+        source.kill()
+        raise
+    finally:
+        source.stdout.close()
+        code = source.wait()
+        reader.join(10)
+    return code
 
 
 def _drain(stream: IO[bytes] | None, errors: dict[str, bytes], key: str) -> None:

@@ -3,15 +3,20 @@
 Read from the catalog and a LIST of the binlog archive alone, so a restore works on a fresh
 host with nothing but the `[storage]` section. Where compaction left overlapping segments,
 the longest wins (the short ones it replaced may be deleted any moment).
+
+A plan reads one timeline (default: the cluster's latest) and the snapshot sets taken on it:
+a set's timeline is the one its server was writing when the set was taken. Segments of other
+timelines never enter the plan, so a restore never replays an abandoned history.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backupd.binlog import fetch, layout
+from backupd.binlog import layout
+from backupd.binlog.archive import Selected, Timeline, select
 from backupd.errors import UsageError
-from backupd.restore.plan import Gap, Position, Segment, SnapshotPoint
+from backupd.restore.plan import Gap, Position, Segment, SnapshotPoint, TimelineInput
 from backupd.snapshot.catalog import COMPLETED, Catalog, SnapshotSet
 from backupd.storage import ObjectStore
 
@@ -20,13 +25,18 @@ from backupd.storage import ObjectStore
 class Repository:
     """Everything a plan for one server is made from."""
 
-    server: str
+    server: str  # the identity of the server that wrote the timeline
+    stream: str  # where the timeline's objects are
+    timeline: int  # 0 for an archive written before timelines
+    cluster: str
     sets: dict[str, SnapshotSet]
     points: list[SnapshotPoint]
     segments: list[Segment]
     keys: dict[str, layout.SegmentKey]  # segment key -> what its name says (for fetching)
     gaps: list[Gap]
     broken_manifests: list[str]
+    lineage: list[TimelineInput]  # the timeline and its ancestors, oldest first
+    streams: dict[int, str]  # timeline -> stream, for every timeline of the lineage
 
 
 def parse_position(text: str) -> Position | None:
@@ -83,37 +93,107 @@ def to_segment(seg: layout.SegmentKey) -> Segment:
         seg.first_gtid,
         seg.last_gtid,
         closes_file=seg.kind == "eof",
+        ends_transaction=seg.kind == "tx",
     )
 
 
+def on_timeline(record: SnapshotSet, chosen: Selected, timeline: Timeline | None = None) -> bool:
+    """Whether a set was taken while its server wrote `timeline` (default: the chosen one)."""
+    timeline = timeline or chosen.timeline
+    if timeline is None or chosen.view is None:  # an archive from before timelines
+        return not record.server_identity or record.server_identity == chosen.identity
+    if record.timeline and record.cluster == chosen.cluster:
+        return record.timeline == timeline.id  # recorded when the set was taken
+    if record.server_identity != timeline.history.identity:
+        return False
+    written = chosen.view.of_identity(record.server_identity, record.locked_at or record.started_at)
+    return written is not None and written.id == timeline.id
+
+
+def position_of(text: str) -> Position | None:
+    return parse_position(text) if text else None
+
+
+def lineage_inputs(
+    chosen: Selected, sets: list[SnapshotSet], allow_crash: bool
+) -> tuple[list[TimelineInput], dict[str, layout.SegmentKey], dict[int, str]]:
+    """The chosen timeline and its ancestors as the planner reads them (oldest first)."""
+    assert chosen.view is not None and chosen.timeline is not None
+    inputs: list[TimelineInput] = []
+    keys: dict[str, layout.SegmentKey] = {}
+    streams: dict[int, str] = {}
+    for timeline in chosen.view.lineage(chosen.timeline.id):
+        history = timeline.history
+        mine = [s for s in sets if on_timeline(s, chosen, timeline)]
+        kept = longest_first(timeline.segments)
+        keys.update({k.key: k for k in kept})
+        streams[timeline.id] = timeline.stream
+        crossable = history.crossable
+        inputs.append(
+            TimelineInput(
+                timeline.id,
+                [p for s in mine if (p := snapshot_point(s, allow_crash)) is not None],
+                [to_segment(k) for k in kept],
+                [
+                    Gap(Position(g.from_file, g.from_pos), Position(g.to_file, g.to_pos))
+                    for g in timeline.gaps
+                ],
+                position_of(history.parent_end) if crossable else None,
+                position_of(history.child_start) if crossable else None,
+                f"began by {history.reason}: {history.why}" if history.why else history.reason,
+            )
+        )
+    return inputs, keys, streams
+
+
 def load(
-    store: ObjectStore, server: str | None = None, allow_crash: bool = False, provider: str = ""
+    store: ObjectStore,
+    server: str | None = None,
+    allow_crash: bool = False,
+    provider: str = "",
+    cluster: str = "",
+    timeline: int | None = None,
 ) -> Repository:
-    """Read the repository for `server` (or the only server archived); `provider` limits the
-    starting points to that provider's sets (a drill on this host needs local images)."""
-    chosen = fetch.pick_server(store, server)
+    """Read one timeline of the archive (default: the only cluster's latest; by server
+    identity for an archive from before timelines); `provider` limits the starting points to
+    that provider's sets (a drill on this host needs local images)."""
+    chosen = select(store, cluster, timeline, server)
     sets, broken = Catalog(store).list()
-    mine = [s for s in sets if not s.server_identity or s.server_identity == chosen]
+    mine = [s for s in sets if on_timeline(s, chosen)]
     mine = [s for s in mine if not provider or s.provider == provider]
     points = [p for s in mine if (p := snapshot_point(s, allow_crash)) is not None]
-    keys = [
-        seg
-        for info in store.list(layout.server_prefix(chosen))
-        if (seg := layout.parse_segment(info.key)) is not None
-    ]
+    if chosen.timeline is not None:
+        keys, found_gaps = chosen.timeline.segments, chosen.timeline.gaps
+    else:
+        listed = [info.key for info in store.list(layout.stream_prefix(chosen.stream))]
+        keys = [seg for key in listed if (seg := layout.parse_segment(key)) is not None]
+        found_gaps = [g for key in listed if (g := layout.parse_gap(key)) is not None]
     kept = longest_first(keys)
     gaps = [
-        Gap(Position(g.from_file, g.from_pos), Position(g.to_file, g.to_pos))
-        for g in fetch.gaps(store, chosen)
+        Gap(Position(g.from_file, g.from_pos), Position(g.to_file, g.to_pos)) for g in found_gaps
     ]
+    lineage: list[TimelineInput] = []
+    all_keys = {k.key: k for k in kept}
+    streams = {0: chosen.stream}
+    if chosen.timeline is not None and chosen.view is not None:
+        usable = [s for s in sets if not provider or s.provider == provider]
+        lineage, lineage_keys, streams = lineage_inputs(chosen, usable, allow_crash)
+        all_keys.update(lineage_keys)
+        ancestry = chosen.view.lineage(chosen.timeline.id)  # sets a plan may start from
+        mine = [s for s in usable if any(on_timeline(s, chosen, t) for t in ancestry)]
     return Repository(
-        chosen,
+        chosen.identity,
+        chosen.stream,
+        chosen.timeline.id if chosen.timeline else 0,
+        chosen.cluster,
         {s.set_id: s for s in mine},
         points,
         [to_segment(k) for k in kept],
-        {k.key: k for k in kept},
+        all_keys,
         gaps,
         broken,
+        lineage,
+        streams,
     )
 
 
@@ -121,4 +201,7 @@ def require_set(repo: Repository, set_id: str) -> SnapshotSet:
     try:
         return repo.sets[set_id]
     except KeyError:
-        raise UsageError(f"no snapshot set {set_id!r} for server {repo.server}") from None
+        raise UsageError(
+            f"no snapshot set {set_id!r} on timeline {repo.timeline} "
+            f"of {repo.cluster or repo.server}"
+        ) from None

@@ -17,6 +17,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from backupd.binlog.archive import cluster_name
 from backupd.control.server import Request, Route
 from backupd.errors import BackupdError, Conflict
 from backupd.log import get_logger
@@ -97,6 +98,7 @@ class DrillService:
                 parse_target(config.drill.target),
                 config.snapshot.local.directory,
                 Path(config.daemon.state_dir) / "drill",
+                cluster=cluster_name(config.storage),
             )
             doc = {"result": "success" if result.ok else "failed", **_brief(result.to_dict())}
             if not result.ok:

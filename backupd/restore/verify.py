@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from backupd.binlog import fetch, layout
+from backupd.binlog import archive, fetch, layout
 from backupd.config import Config
 from backupd.errors import ArchiveCorrupt, ObjectMissing, StorageError
 from backupd.restore import repository
@@ -155,14 +155,29 @@ def verify(config: Config, store: ObjectStore, sample: int | None = None) -> Rep
     sets, broken = Catalog(store).list()
     report.problems += [f"unreadable manifest {b}" for b in broken]
     check_sets(config, sets, report)
-    servers = fetch.servers(store)
-    if not servers:
+    streams = archived_streams(store)
+    if not streams:
         report.problems.append("no binlog archive in the repository")
-    for server in servers:
-        repo = repository.load(store, server)
+    for name, (cluster, timeline, server) in streams.items():
+        repo = repository.load(store, server, cluster=cluster, timeline=timeline)
         check_chain(repo, report)
         check_objects(store, repo, sample, report)
-        report.windows[server] = window(repo)
-        if report.windows[server]["why"]:
-            report.problems.append(f"server {server}: {report.windows[server]['why']}")
+        report.windows[name] = window(repo)
+        if report.windows[name]["why"]:
+            report.problems.append(f"{name}: {report.windows[name]['why']}")
     return report
+
+
+def archived_streams(store: ObjectStore) -> dict[str, tuple[str, int | None, str | None]]:
+    """Every timeline of every cluster, and legacy archives no cluster adopted, by name."""
+    found: dict[str, tuple[str, int | None, str | None]] = {}
+    adopted = set()
+    for cluster in archive.clusters(store):
+        view = archive.Archive(store, cluster).read()
+        for number, timeline in sorted(view.timelines.items()):
+            found[f"cluster {cluster} timeline {number}"] = (cluster, number, None)
+            adopted.add(timeline.stream)
+    for legacy in archive.legacy_streams(store):
+        if legacy not in adopted:
+            found[f"server {legacy}"] = ("", None, legacy)
+    return found

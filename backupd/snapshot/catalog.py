@@ -57,6 +57,10 @@ class SnapshotSet:
     server_identity: str = ""  # the archive's <server>: server_id (MariaDB), server_uuid (MySQL)
     datadir: str = ""
     log_bin_basename: str = ""
+    # The binlog archive's cluster and the timeline the server was writing when the set was
+    # taken (0: not known; restore then derives it from the identity and the lock time).
+    cluster: str = ""
+    timeline: int = 0
     mounts: list[str] = field(default_factory=list)
     volumes: list[VolumeSnapshot] = field(default_factory=list)
     started_at: float = 0.0
@@ -130,14 +134,42 @@ class Catalog:
 
     def list(self) -> tuple[list[SnapshotSet], list[str]]:
         """Every set, oldest first, and the keys that could not be parsed."""
+        listing = self.listing()
+        return listing.sets, [str(item) for item in listing.unreadable]
+
+    def listing(self) -> Listing:
+        """Every readable set, oldest first, and every manifest key that names a set but
+        could not be read or parsed. A failing LIST raises: there is no partial answer."""
         sets: list[SnapshotSet] = []
-        broken: list[str] = []
+        unreadable: list[Unreadable] = []
         for info in self.store.list(PREFIX):
             if not info.key.endswith(".json"):
                 continue
             try:
                 sets.append(SnapshotSet.from_json(self.store.get(info.key)))
             except (StorageError, ValueError, TypeError) as exc:
-                broken.append(f"{info.key}: {exc}")
+                reason = exc.message if isinstance(exc, StorageError) else str(exc)
+                unreadable.append(Unreadable(info.key, reason))
         sets.sort(key=lambda s: (s.started_at, s.set_id))
-        return sets, broken
+        return Listing(sets, unreadable)
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A manifest key that exists (so it names a set) whose body could not be read."""
+
+    key: str
+    reason: str
+
+    @property
+    def set_id(self) -> str:
+        return self.key.removeprefix(PREFIX).removesuffix(".json")
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Listing:
+    sets: list[SnapshotSet]
+    unreadable: list[Unreadable]

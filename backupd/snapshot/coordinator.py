@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backupd import __version__, freeze_record
+from backupd.binlog.archive import Archive, cluster_name
 from backupd.config import Config
 from backupd.errors import (
     BackupdError,
@@ -143,6 +144,7 @@ class Coordinator:
             trigger=trigger,
             mounts=list(self.config.snapshot.mounts),
             started_at=time.time(),
+            cluster=cluster_name(self.config.storage),
         )
 
     def run(self, set_id: str, trigger: str) -> SnapshotSet:
@@ -162,7 +164,7 @@ class Coordinator:
             self._discard_partial(record)
         finally:
             record = record.with_(completed_at=time.time())
-            self._save(record)
+            record = self._save(record)
             self.progress = None
         log = _log.info if record.state == COMPLETED else _log.warning
         log(
@@ -188,7 +190,7 @@ class Coordinator:
             record = record.with_(state=FAILED, error=exc.message, error_code=exc.code)
         finally:
             record = record.with_(completed_at=time.time())
-            self._save(record)
+            record = self._save(record)
         _log.info("resumed pending snapshot set", set_id=record.set_id, state=record.state)
         return record
 
@@ -208,11 +210,18 @@ class Coordinator:
         if self.progress is not None:
             self.progress.phase = phase
 
-    def _save(self, record: SnapshotSet) -> None:
+    def _save(self, record: SnapshotSet) -> SnapshotSet:
+        """Write the manifest (with the archive timeline its server was writing); the
+        record as written."""
         try:
+            if record.server_identity and not record.timeline:
+                archive = Archive(self.catalog.store, record.cluster)
+                at = record.locked_at or record.started_at
+                record = record.with_(timeline=archive.timeline_of(record.server_identity, at))
             self.catalog.put(record)
         except BackupdError as exc:
             _log.error("cannot write snapshot manifest", set_id=record.set_id, error=exc.message)
+        return record
 
     def _take(self, record: SnapshotSet) -> SnapshotSet:
         section = self.config.snapshot

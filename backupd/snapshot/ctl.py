@@ -80,13 +80,22 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
         )
     if document.get("running"):
         rows.append(f"running: {document['running']['set_id']} ({document['running']['phase']})")
-    rows += [f"unreadable: {item}" for item in document.get("unreadable", [])]
+    rows += [  # a set whose manifest cannot be read still exists: prune refuses to act
+        f"{item['set_id']:<24} {'?':<20} {'?':<8} UNREADABLE {item['reason']}"
+        for item in document.get("unreadable_sets", [])
+    ]
     _emit(args, document, "\n".join(rows))
     return EXIT_OK
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
     document = _client(args).request("POST", "/v1/prune", {"dry_run": bool(args.dry_run)})
+    refused = document.get("refused")
+    if refused:  # only a dry run answers with a document; a real run raises prune_refused
+        rows = ["would refuse: nothing would be deleted, because"]
+        rows += [f"  {reason}" for reason in refused["reasons"]]
+        _emit(args, document, "\n".join(rows))
+        return EXIT_FAILED
     verb = "would delete" if document["dry_run"] else "deleted"
     gone = document["delete"] if document["dry_run"] else document["deleted"]
     rows = [f"{verb}: {set_id}" for set_id in gone] or [f"{verb}: nothing"]

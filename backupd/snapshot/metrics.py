@@ -12,6 +12,16 @@ _SHORT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _LONG = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0)
 
 
+def _counter(
+    registry: CollectorRegistry, name: str, doc: str, label: str, values: tuple[str, ...]
+) -> Counter:
+    """A counter with one label whose every value is exported from the start (as 0)."""
+    counter = Counter(f"{PREFIX}_{name}", doc, [label], registry=registry)
+    for value in values:
+        counter.labels(value)
+    return counter
+
+
 class SnapshotMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.last_success = Gauge(
@@ -24,14 +34,13 @@ class SnapshotMetrics:
             "When the next scheduled snapshot run is due (0: none scheduled)",
             registry=registry,
         )
-        self.total = Counter(
-            f"{PREFIX}_snapshots",
+        self.total = _counter(
+            registry,
+            "snapshots",
             "Snapshot runs by result (completed, failed, skipped)",
-            ["result"],
-            registry=registry,
+            "result",
+            ("completed", "failed", "skipped"),
         )
-        for result in ("completed", "failed", "skipped"):
-            self.total.labels(result)
         self.duration = Histogram(
             f"{PREFIX}_snapshot_duration_seconds",
             "Whole snapshot run, start to recorded",
@@ -51,6 +60,19 @@ class SnapshotMetrics:
             registry=registry,
         )
 
+        self.prune_refused = _counter(
+            registry,
+            "prune_refused",
+            "Prune runs (dry runs too) that deleted nothing because the repository listing "
+            "was incomplete, by reason",
+            "reason",
+            ("unreadable_manifest", "listing_error", "unparsable_object"),
+        )
+        self.prune_blocked = Gauge(
+            f"{PREFIX}_prune_blocked",
+            "1 while the latest prune (or dry run) was refused: retention is not running",
+            registry=registry,
+        )
         self.thaw_failures = Counter(
             f"{PREFIX}_thaw_failures",
             "Runs whose FITHAW failed (by the daemon or its watchdog): a mount may be frozen",

@@ -14,7 +14,13 @@ from typing import Any
 
 from backupd import freeze_record
 from backupd.control.server import Request, Route
-from backupd.errors import SnapshotInProgress, SnapshotNotFound, StorageError, UsageError
+from backupd.errors import (
+    PruneRefused,
+    SnapshotInProgress,
+    SnapshotNotFound,
+    StorageError,
+    UsageError,
+)
 from backupd.log import get_logger
 from backupd.service import ServiceContext
 from backupd.snapshot.catalog import (
@@ -82,6 +88,7 @@ class SnapshotService:
         self._thread: threading.Thread | None = None
         self.last: SnapshotSet | None = None
         self.last_success_at = 0.0
+        self.prune_refusal = ""  # why the latest prune deleted nothing; "" once one was allowed
         self.schedule: Any = None  # backupd.snapshot.schedule.Schedule once started
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -231,11 +238,15 @@ class SnapshotService:
         return 202, {"set_id": run.set_id, "state": "running"}
 
     def _get_snapshots(self, _request: Request) -> tuple[int, dict[str, Any]]:
-        sets, broken = Catalog(self.context.store).list()
+        listing = Catalog(self.context.store).listing()
         progress = self.progress()
         return 200, {
-            "snapshots": [record_summary(s) | {"provider": s.provider} for s in sets],
-            "unreadable": broken,
+            "snapshots": [record_summary(s) | {"provider": s.provider} for s in listing.sets],
+            "unreadable": [str(item) for item in listing.unreadable],
+            "unreadable_sets": [
+                {"set_id": item.set_id, "key": item.key, "reason": item.reason}
+                for item in listing.unreadable
+            ],
             "running": {"set_id": progress.set_id, "phase": progress.phase} if progress else None,
         }
 
@@ -262,7 +273,7 @@ class SnapshotService:
 
         dry_run = bool(request.body.get("dry_run", False))
         config = self.context.config
-        return 200, prune(
+        document = prune(
             Catalog(self.context.store),
             open_provider(config, self.owner),
             config.snapshot.retention,
@@ -270,6 +281,17 @@ class SnapshotService:
             dry_run=dry_run,
             now=time.time(),
         )
+        self._record_prune(document.get("refused"))
+        if document["refused"] and not dry_run:
+            raise PruneRefused(reason="; ".join(document["refused"]["reasons"]))
+        return 200, document
+
+    def _record_prune(self, refused: dict[str, Any] | None) -> None:
+        """A refusal counts by reason and keeps status unhealthy until a prune may act again."""
+        self.metrics.prune_blocked.set(1 if refused else 0)
+        self.prune_refusal = refused["message"] if refused else ""
+        for kind in refused["kinds"] if refused else []:
+            self.metrics.prune_refused.labels(kind).inc()
 
     # -- status ------------------------------------------------------------------------------
 
@@ -288,6 +310,7 @@ class SnapshotService:
             "running": {"set_id": progress.set_id, "phase": progress.phase} if progress else None,
             "last": record_summary(last) if last else None,
             "last_success_at": self.last_success_at or None,
+            "prune_refused": self.prune_refusal or None,
         }
 
     def _summary(self, progress: Progress | None, next_run: float | None) -> str:
@@ -312,6 +335,8 @@ class SnapshotService:
         found = []
         if last is not None and last.state == FAILED:
             found.append(f"last snapshot {last.set_id} failed: {last.error}")
+        if self.prune_refusal:
+            found.append(self.prune_refusal)
         return found + self._left_frozen()
 
     def _left_frozen(self) -> list[str]:

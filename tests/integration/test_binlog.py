@@ -24,6 +24,7 @@ import pymysql
 import pytest
 
 from backupd.binlog import layout
+from backupd.binlog.archive import select
 from backupd.storage.filestore import FileStore
 from tests.clients import backupctl, backupctl_json
 from tests.conftest import ConfigFactory
@@ -274,7 +275,8 @@ def test_mixed_workload_rebuilds_byte_identical_files(arch: Archive) -> None:
 
     store = FileStore(workdir / "repo")
     manifest = wait_for(
-        lambda: next(store.list(layout.manifest_key("1", first)), None), "compaction of " + first
+        lambda: next(store.list(layout.manifest_key(select(store).stream, first)), None),
+        "compaction of " + first,
     )
     replaced = json.loads(store.get(manifest.key))["replaced"]
     assert len(replaced) > 3  # the large row forced cuts; now one object holds the file

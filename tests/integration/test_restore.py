@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from backupd.binlog import layout
+from backupd.binlog.archive import select
 from backupd.control.client import ControlClient
+from backupd.storage.filestore import FileStore
 from tests.clients import backupctl, backupctl_json
 from tests.conftest import ConfigFactory
 from tests.integration.test_binlog import binlog_config, master, wait_archived
@@ -156,7 +158,7 @@ def test_restore_to_instants_by_time_gtid_and_coordinate(
     replay_latest_into_restored_server(storage_only, fresh, workdir, db, schema)
     code, report = run_json("--config", str(fresh), "--json", "verify")
     assert code == 0 and report["ok"], report
-    window = report["windows"]["1"]
+    (window,) = report["windows"].values()
     assert window["earliest"]["set_id"] == record["set_id"]
     assert window["latest"]["time"] >= instants[-1].time
     daemon_runs_a_drill(sock, str(db.sql("SELECT @@gtid_binlog_pos")[0][0]))
@@ -172,8 +174,9 @@ def binlogs_go_with_the_pruned_set(
     second = take(sock)
     wait_archived(sock, db)
     keep_from = layout.file_order(second["coordinate"].split(":")[0])
-    archived = sorted(p.name for p in (repo / "binlog" / "1").iterdir() if p.name != "gaps")
-    older = [f"1/{n}" for n in archived if layout.file_order(n) < keep_from]
+    stream = select(FileStore(repo)).stream
+    archived = sorted(p.name for p in (repo / "binlog" / stream).iterdir() if p.name != "gaps")
+    older = [f"{stream}/{n}" for n in archived if layout.file_order(n) < keep_from]
     assert len(older) >= 3
     code, dry = backupctl_json("--socket", sock, "prune", "--dry-run")
     assert code == 0 and dry["delete"] == [first_set] and dry["binlog_files"] == older, dry

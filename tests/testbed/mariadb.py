@@ -28,7 +28,10 @@ BACKUPD_GRANTS = (
 
 
 class MariaDB:
-    def __init__(self, base: Path, datadir: Path, server_id: int = 1, port: int = 0) -> None:
+    def __init__(
+        self, base: Path, datadir: Path, server_id: int = 1, port: int = 0, extra: str = ""
+    ) -> None:
+        self.extra = extra  # more [mariadbd] lines (replication settings, ...)
         self.base = base
         self.datadir = datadir
         self.server_id = server_id
@@ -66,6 +69,7 @@ class MariaDB:
                 max_connections = 100
                 performance_schema = OFF
                 """)
+            + self.extra
         )
         self.option_file.write_text(
             f"[client]\nuser = {BACKUPD_USER}\npassword = {BACKUPD_PASSWORD}\n"

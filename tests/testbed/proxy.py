@@ -1,13 +1,25 @@
 """A TCP proxy on 127.0.0.1 in front of an endpoint (moto), for tests of a misbehaving one:
 it can hold back requests containing a marker (e.g. the EC2 action `CreateSnapshots`: a slow
 endpoint while frozen) and it can be cut (refuse and drop connections: an endpoint that went
-away) and restored."""
+away) and restored. In front of S3 it can also fail the GETs of selected keys with a
+`503 SlowDown` (a throttled read of one object while the rest of the store answers)."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+
+SLOW_DOWN_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+SLOW_DOWN = (
+    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+    + f"Content-Length: {len(SLOW_DOWN_BODY)}\r\n".encode()
+    + b"Connection: close\r\n\r\n"
+    + SLOW_DOWN_BODY
+)
 
 
 class DelayingProxy:
@@ -18,6 +30,8 @@ class DelayingProxy:
         self.seen = threading.Event()  # set when a marked request arrived (and is held)
         self._stop = threading.Event()
         self._cut = threading.Event()
+        self.failing_gets: set[str] = set()  # key fragments whose GETs answer 503
+        self.failed_gets = 0
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -61,11 +75,25 @@ class DelayingProxy:
             for src, dst, hold in ((client, upstream, True), (upstream, client, False)):
                 threading.Thread(target=self._pipe, args=(src, dst, hold), daemon=True).start()
 
+    def fail_gets(self, *fragments: str) -> None:
+        """Answer 503 SlowDown to every GET whose request line contains one of `fragments`."""
+        self.failing_gets = set(fragments)
+
+    def _failing(self, chunk: bytes) -> bool:
+        request_line = chunk.split(b"\r\n", 1)[0].decode("latin-1")
+        return request_line.startswith("GET ") and any(
+            fragment in request_line for fragment in self.failing_gets
+        )
+
     def _pipe(self, src: socket.socket, dst: socket.socket, hold: bool) -> None:
         with self._lock:
             self._open.update((src, dst))
         try:
             while chunk := src.recv(65536):
+                if hold and self._failing(chunk):
+                    self.failed_gets += 1
+                    src.sendall(SLOW_DOWN)
+                    return  # the finally closes both sides, as S3 may after an error
                 if hold and self.marker is not None and self.marker in chunk:
                     self.seen.set()
                     if self._stop.wait(self.delay):

@@ -43,13 +43,13 @@ def test_compaction_replaces_segments_with_one_verified_object(tmp_path: Path) -
         fake.transaction(Txn([50 + n]))
     fake.rotate("mysql-bin.000002")
     assert archive(tmp_path, store, fake) > 5
-    key = compact_file(Target(lambda: store, "1", "zstd", 3), fake.name)
+    key = compact_file(Target(lambda: store, "1", "zstd", 3), "1", fake.name)
     assert key is not None and key.start == 0 and key.end == len(fake.data) and key.kind == "eof"
     keys = [info.key for info in store.list("binlog/1/mysql-bin.000001/")]
     assert sorted(keys) == sorted([key.key, layout.manifest_key("1", fake.name)])
     manifest = json.loads(store.get(layout.manifest_key("1", fake.name)))
     assert len(manifest["replaced"]) > 5
-    assert compact_file(Target(lambda: store, "1", "zstd", 3), fake.name) is None  # idempotent
+    assert compact_file(Target(lambda: store, "1", "zstd", 3), "1", fake.name) is None  # idempotent
     files = fetch(store, tmp_path / "out", "1")
     assert (tmp_path / "out" / fake.name).read_bytes() == bytes(fake.data)
     assert files[0].closed and files[0].segments == 1
@@ -61,7 +61,7 @@ def test_open_file_is_not_compacted_and_fetch_refuses_corruption(tmp_path: Path)
     for _n in range(10):
         fake.transaction(Txn([80]))
     archive(tmp_path, store, fake)
-    assert compact_file(Target(lambda: store, "1", "zstd", 3), fake.name) is None
+    assert compact_file(Target(lambda: store, "1", "zstd", 3), "1", fake.name) is None
     victim = next(info.key for info in store.list("binlog/1/") if "000000000000-" not in info.key)
     path = tmp_path / "repo" / victim
     path.write_bytes(path.read_bytes()[:-1] + b"\0")

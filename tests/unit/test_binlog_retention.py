@@ -29,11 +29,11 @@ FILES = [ArchivedFile("1", f"mysql-bin.{n:06d}") for n in (8, 9, 10, 11)] + [
     ],
 )
 def test_deletable(sets: list[SnapshotSet], expected: list[str]) -> None:
-    assert [f.file for f in deletable(sets, FILES) if f.server == "1"] == expected
+    assert [f.file for f in deletable(sets, FILES) if f.stream == "1"] == expected
 
 
 def test_old_manifest_without_identity_counts_when_one_server_is_archived() -> None:
-    files = [f for f in FILES if f.server == "1"]
+    files = [f for f in FILES if f.stream == "1"]
     assert [f.file for f in deletable([kept("mysql-bin.000009:4", server="")], files)] == [
         "mysql-bin.000008"
     ]

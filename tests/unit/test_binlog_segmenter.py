@@ -23,8 +23,8 @@ txns = st.lists(
 )
 
 
-def build(transactions: list[Txn], rotate: bool = False) -> FakeFile:
-    fake = FakeFile("mysql-bin.000007")
+def build(transactions: list[Txn], rotate: bool = False, checksum: bool = True) -> FakeFile:
+    fake = FakeFile("mysql-bin.000007", checksum=checksum)
     for txn in transactions:
         fake.transaction(txn)
     if rotate:
@@ -213,17 +213,22 @@ def run_packets(seg: Segmenter, wire: bytes, chunk: int) -> list[Segment]:
     transactions=txns,
     max_bytes=st.integers(min_value=64, max_value=20000),
     chunk=st.integers(min_value=1, max_value=30000),
+    checksum=st.booleans(),
 )
 def test_packet_path_cuts_exactly_like_one_by_one(
-    transactions: list[Txn], max_bytes: int, chunk: int
+    transactions: list[Txn], max_bytes: int, chunk: int, checksum: bool
 ) -> None:
-    fake = build(transactions, rotate=True)
+    """With CRC32 and with binlog_checksum=NONE (the hot path then checks sizes only)."""
+    fake = build(transactions, rotate=True, checksum=checksum)
     stream = fake.stream()
+    alg = ev.CHECKSUM_CRC32 if checksum else ev.CHECKSUM_OFF
     single = Segmenter(fake.name, 4, 1.0, max_bytes)
+    single.checksum_alg = alg
     one_by_one = [seg for raw in stream for seg in single.feed(raw, 0.0)]
-    assert run_packets(Segmenter(fake.name, 4, 1.0, max_bytes), framed(stream), chunk) == (
-        one_by_one
-    )
+    assert b"".join(s.data for s in one_by_one) == bytes(fake.data)
+    packets = Segmenter(fake.name, 4, 1.0, max_bytes)
+    packets.checksum_alg = alg
+    assert run_packets(packets, framed(stream), chunk) == one_by_one
 
 
 @pytest.mark.parametrize("damage", ["crc", "sequence", "ok-byte", "position"])

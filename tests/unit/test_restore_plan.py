@@ -12,9 +12,11 @@ from backupd.restore.plan import (
     RestoreImpossible,
     Segment,
     SnapshotPoint,
+    TimelineInput,
     follow_chain,
     index_segments,
     make_plan,
+    plan_lineage,
 )
 from backupd.restore.target import parse_target
 
@@ -30,8 +32,9 @@ def seg(
     closes: bool = False,
 ) -> Segment:
     return Segment(
-        f"{file}/{start}-{end}", file, start, end, ts[0], ts[1], gtids[0], gtids[1], closes
-    )
+        f"{file}/{start}-{end}", file, start, end, ts[0], ts[1], gtids[0], gtids[1], closes,
+        ends_transaction=not closes,
+    )  # fmt: skip
 
 
 # A file rotated once: F1 [0,1000) closes it, F2 continues; seqs 1..9, times 100..190
@@ -53,10 +56,10 @@ def at(ts: int) -> str:
     ("target", "snapshot", "keys"),
     [
         ("latest", "b", [f"{F2}/0-500", f"{F2}/500-900"]),
-        (at(150), "b", [f"{F2}/0-500"]),
+        (at(150), "b", [f"{F2}/0-500", f"{F2}/500-900"]),
         (at(145), "b", [f"{F2}/0-500"]),
-        (at(130), "a", [f"{F1}/0-400", f"{F1}/400-1000"]),
-        (at(125), "a", [f"{F1}/0-400", f"{F1}/400-1000"]),
+        (at(130), "a", [f"{F1}/0-400", f"{F1}/400-1000", f"{F2}/0-500"]),
+        (at(125), "a", [f"{F1}/0-400", f"{F1}/400-1000", f"{F2}/0-500"]),
         ("0-1-4", "a", [f"{F1}/0-400", f"{F1}/400-1000"]),
         ("0-1-8", "b", [f"{F2}/0-500", f"{F2}/500-900"]),
         ("0-1-5", "b", [f"{F2}/0-500"]),
@@ -131,3 +134,63 @@ def test_chain_from_the_end_of_a_closed_file_continues_in_the_next() -> None:
 
 def test_positions_order_by_file_number() -> None:
     assert Position("b.000009", 999) < Position("b.000010", 4)
+
+
+def test_time_target_takes_a_contiguous_prefix_when_timestamps_go_backwards() -> None:
+    """SET TIMESTAMP or a stepped clock: filtering by timestamps would leave a hole."""
+    archive = [
+        seg(F3, 0, 400, (100, 110)),
+        seg(F3, 400, 800, (120, 130)),  # the first commit after the target ends here
+        seg(F3, 800, 1000, (100, 112)),  # earlier timestamps again, after it
+    ]
+    snap = SnapshotPoint("c", 99.0, Position(F3, 4), "")
+    plan = make_plan(parse_target(at(115)), [snap], archive)
+    assert [s.key for s in plan.segments] == [f"{F3}/0-400", f"{F3}/400-800"]
+
+
+# Two timelines: a failover at F2:900 on timeline 1; timeline 2 (the new primary's files,
+# numbered apart) holds the same history up to G1:300 and goes on from there.
+G1, G2 = "other-bin.000001", "other-bin.000002"
+TL2 = [
+    seg(G1, 0, 300, (140, 190), ("0-1-5", "0-1-9")),
+    seg(G1, 300, 700, (200, 210), ("0-2-10", "0-2-12")),
+    seg(G1, 700, 900, (215, 220), ("0-2-13", "0-2-13"), closes=True),
+    seg(G2, 0, 400, (230, 240), ("0-2-14", "0-2-15")),
+]
+
+
+def lineage(crossable: bool = True, tl2_points: list[SnapshotPoint] | None = None):
+    return [
+        TimelineInput(1, [SNAP_A, SNAP_B], ARCHIVE),
+        TimelineInput(
+            2,
+            tl2_points or [],
+            TL2,
+            parent_end=Position(F2, 900) if crossable else None,
+            child_start=Position(G1, 300) if crossable else None,
+            why="failover",
+        ),
+    ]
+
+
+def test_lineage_plan_leaves_the_parent_at_the_branch_and_enters_the_child() -> None:
+    plan = plan_lineage(parse_target("0-2-15"), lineage())
+    assert plan.snapshot.set_id == "b"
+    first, second = plan.legs
+    assert (first.timeline, first.start, first.stop) == (1, Position(F2, 300), Position(F2, 900))
+    assert [s.key for s in first.segments] == [f"{F2}/0-500", f"{F2}/500-900"]
+    assert (second.timeline, second.start, second.stop) == (2, Position(G1, 300), None)
+    assert [s.key for s in second.segments] == [
+        f"{G1}/300-700", f"{G1}/700-900", f"{G2}/0-400",
+    ]  # fmt: skip
+
+
+def test_lineage_plan_prefers_a_set_on_the_target_timeline() -> None:
+    on_two = SnapshotPoint("c", 205.0, Position(G1, 700), "0-2-12")
+    plan = plan_lineage(parse_target("latest"), lineage(tl2_points=[on_two]))
+    assert plan.snapshot.set_id == "c" and [leg.timeline for leg in plan.legs] == [2]
+
+
+def test_lineage_plan_never_crosses_an_unknown_branch_point() -> None:
+    with pytest.raises(RestoreImpossible, match="timeline 2 cannot be crossed into"):
+        plan_lineage(parse_target("latest"), lineage(crossable=False))

@@ -1,0 +1,277 @@
+"""Timelines on the real bed: RESET MASTER mid-stream never mixes two histories.
+
+Before timelines, the archive was keyed by (server, file, offset): after RESET MASTER the
+new mysql-bin.000001 was archived under the names the old history already held, the longest
+segment won and compaction deleted the new segments. Here the reset starts timeline 2: its
+files rebuild byte-identical to the server's, and timeline 1's objects stay intact.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backupd.binlog import layout
+from backupd.binlog.archive import Archive, select
+from backupd.storage.filestore import FileStore
+from tests.clients import backupctl_json
+from tests.conftest import ConfigFactory
+from tests.integration.test_binlog import (
+    IN_USE_FLAG_OFFSET,
+    StartDaemon,
+    arch,  # noqa: F401
+    assert_identical,
+    binlog_config,
+    fetch,
+    master,
+    metrics_text,
+    sha,
+    status,
+    wait_archived,
+    wait_for,
+)
+from tests.integration.test_binlog import Archive as Arch
+from tests.integration.test_restore import mine, record_instant, run_json
+from tests.integration.test_snapshot_local import take
+from tests.testbed.loopfs import LoopFilesystem
+from tests.testbed.mariadb import MariaDB
+
+pytestmark = pytest.mark.integration
+
+CLUSTER = "bed"
+
+
+@pytest.fixture
+def own_server(workdir: Path) -> Iterator[MariaDB]:
+    """A server of the test's own (RESET MASTER must not disturb the session server)."""
+    server = MariaDB(workdir / "own", workdir / "own" / "data", server_id=7)
+    try:
+        yield server.install()
+    finally:
+        server.stop()
+
+
+def config_for(base: dict[str, Any], server: MariaDB) -> dict[str, Any]:
+    config = binlog_config(base)
+    config["mysql"] = {
+        "socket": server.socket,
+        "option_file": str(server.option_file),
+        "reconnect_max_seconds": 1.0,
+    }
+    config["storage"] = {**base["storage"], "cluster": CLUSTER}
+    return config
+
+
+def archived_exactly(sock: str, db: MariaDB, timeline: int) -> bool:
+    doc = status(sock)
+    file, pos = master(db)
+    return bool(doc.get("timeline") == timeline and doc["archived_coordinate"] == f"{file}:{pos}")
+
+
+def write_rows(db: MariaDB, label: str, count: int) -> None:
+    db.sql("CREATE DATABASE IF NOT EXISTS tl")
+    db.sql("CREATE TABLE IF NOT EXISTS tl.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))")
+    for n in range(count):
+        db.sql(f"INSERT INTO tl.t (v) VALUES ('{label}-{n}')")
+
+
+def test_reset_master_starts_a_timeline_and_keeps_the_old_one(
+    own_server: MariaDB,
+    base_config: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    workdir: Path,
+) -> None:
+    db = own_server
+    config = write_config(config_for(base_config, db))
+    sock = str(base_config["daemon"]["socket"])
+    start_daemon(config)
+    write_rows(db, "old", 20)
+    db.sql("FLUSH BINARY LOGS")
+    write_rows(db, "old-after-rotation", 20)
+    wait_for(lambda: archived_exactly(sock, db, 1), "timeline 1 to be archived")
+    abandoned = workdir / "abandoned"
+    shutil.copytree(db.binlog_dir, abandoned)  # the history RESET MASTER throws away
+
+    db.sql("RESET MASTER")
+    write_rows(db, "new", 30)
+    db.sql("FLUSH BINARY LOGS")
+    write_rows(db, "new-after-rotation", 5)
+    wait_for(lambda: archived_exactly(sock, db, 2), "timeline 2 to be archived")
+
+    store = FileStore(workdir / "repo")
+    view = Archive(store, CLUSTER).read()
+    assert sorted(view.timelines) == [1, 2]
+    second = view.get(2).history
+    assert (second.reason, second.parent) == ("reset", 1), second
+    assert second.stream == layout.timeline_stream(CLUSTER, 2)
+    first_file = "mysql-bin.000001"
+    wait_for(
+        lambda: next(store.list(layout.manifest_key(second.stream, first_file)), None),
+        "compaction of timeline 2's first file",
+    )
+
+    fetched = fetch(config, workdir / "rebuilt", first_file)  # the latest timeline by default
+    assert fetched["timeline"] == 2
+    active, _ = master(db)
+    assert_identical(db, workdir / "rebuilt", first_file, active)
+
+    code, old = backupctl_json(
+        "--config", str(config), "--json", "binlog", "fetch", "--timeline", "1",
+        "--dest", str(workdir / "old"),
+    )  # fmt: skip
+    assert code == 0, old
+    assert [f["file"] for f in old["files"]][:2] == [first_file, "mysql-bin.000002"]
+    for entry in old["files"]:
+        rebuilt = (workdir / "old" / entry["file"]).read_bytes()
+        original = bytearray((abandoned / entry["file"]).read_bytes()[: len(rebuilt)])
+        original[IN_USE_FLAG_OFFSET] &= ~0x1  # the file being written when it was copied
+        assert sha(rebuilt) == sha(bytes(original)), f"timeline 1's {entry['file']} changed"
+    assert select(store, CLUSTER).timeline is not None
+    doc = status(sock)
+    assert doc["healthy"] is True and doc["cluster"] == CLUSTER, json.dumps(doc)
+
+
+def test_a_lost_file_in_the_middle_is_found_and_archived_again(arch: Arch) -> None:  # noqa: F811
+    """A whole earlier file vanishes from the repository (spool lost before upload, an object
+    deleted by hand): the periodic check finds it, reads it again from the server, and the
+    rebuilt files equal the server's."""
+    arch.config["binlog"]["check_seconds"] = 1.0
+    first, config = arch.begin()
+    db, sock, workdir = arch.db, arch.sock, arch.workdir
+    db.sql(f"CREATE TABLE {arch.db_name}.t (id INT AUTO_INCREMENT PRIMARY KEY, v TEXT)")
+    for n in range(30):
+        db.sql(f"INSERT INTO {arch.db_name}.t (v) VALUES (REPEAT('x', {100 + n}))")
+    db.sql("FLUSH BINARY LOGS")
+    db.sql(f"INSERT INTO {arch.db_name}.t (v) VALUES ('after the rotation')")
+    active, _ = wait_archived(sock, db)
+    store = FileStore(workdir / "repo")
+    stream = select(store).stream
+    wait_for(lambda: next(store.list(layout.manifest_key(stream, first)), None), "compaction")
+    for info in list(store.list(layout.file_prefix(stream, first))):
+        store.delete(info.key)  # the whole file is gone from the repository
+
+    wait_for(lambda: "backupd_binlog_refilled_bytes_total" in (m := metrics_text(sock))
+             and refilled(m) > 0, "the hole to be re-archived")  # fmt: skip
+    wait_for(lambda: status(sock)["healthy"] and not status(sock)["holes"], "a healthy status")
+    fetch(config, workdir / "rebuilt", first)
+    assert_identical(db, workdir / "rebuilt", first, active)
+
+
+def refilled(metrics: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith("backupd_binlog_refilled_bytes_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_restored_and_promoted_server_never_restores_the_abandoned_past(
+    base_config: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    workdir: Path,
+) -> None:
+    """Restore to before an accident, put the restored server in service under the same
+    server_id, write: the archive's timeline 2 is that history. A restore to an instant on it
+    never replays the abandoned one: refused until a set exists on timeline 2, then exact."""
+    from backupd.config_loader import load_config
+    from backupd.restore.drill import materialised, start_scratch
+    from backupd.snapshot.catalog import Catalog
+
+    data = LoopFilesystem(workdir / "s.img", workdir / "s-data", size_mb=256).create()
+    server = MariaDB(workdir / "s", data.mount_point / "mysql", server_id=7)
+    try:
+        server.install()
+        config = config_for(base_config, server)
+        config["snapshot"].update(mounts=[str(data.mount_point)], max_freeze_seconds=20.0)
+        daemon = start_daemon(write_config(config))
+        sock = str(base_config["daemon"]["socket"])
+        server.sql("CREATE DATABASE shop")
+        server.sql("CREATE TABLE shop.orders (id INT PRIMARY KEY, v VARCHAR(64))")
+        server.sql("INSERT INTO shop.orders VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+        first_set = take(sock)
+        server.sql("INSERT INTO shop.orders VALUES (4, 'good')")
+        good = record_instant(server, "shop")
+        server.sql("DELETE FROM shop.orders")  # the accident, then the abandoned history
+        server.sql("INSERT INTO shop.orders VALUES (66, 'abandoned')")
+        wait_for(lambda: archived_exactly(sock, server, 1), "the first history's archive")
+        daemon.stop()
+        server.stop()
+    finally:
+        data.thaw()
+    storage = write_config({"storage": config["storage"]}, "storage.toml")
+    fresh = write_config({"storage": config["storage"], "snapshot": config["snapshot"]}, "x.toml")
+    record = Catalog(FileStore(workdir / "repo")).get(first_set["set_id"])
+    directory = load_config(fresh).snapshot.local.directory
+    try:
+        with materialised(record, directory, workdir / "restored") as mounts:
+            promoted = start_scratch(record, mounts, workdir / "srv")
+            try:
+                at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(good.time))
+                code, doc = run_json(
+                    "--config", str(storage), "--json", "restore", "replay", "--to", at,
+                    "--target-socket", promoted.socket, "--target-user", "root",
+                )  # fmt: skip
+                assert code == 0, doc
+                with promoted.connect() as conn, conn.cursor() as cur:
+                    cur.execute("SET GLOBAL server_id = 7")  # promoted under the same id
+                    cur.execute("INSERT INTO shop.orders VALUES (5, 'promoted history')")
+                after = promoted_checksums(promoted)
+                config["mysql"]["socket"] = promoted.socket
+                config["snapshot"]["mounts"] = [str(next(iter(mounts.values())))]
+                start_daemon(write_config(config, "promoted.toml"))
+                wait_for(lambda: status(sock).get("timeline") == 2, "timeline 2")
+                time.sleep(max(0.0, int(time.time()) + 1.05 - time.time()))  # 1 s timestamps
+                moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+                wait_for(lambda: archived_scratch(sock, promoted), "the promoted archive")
+                view = Archive(FileStore(workdir / "repo"), CLUSTER).read()
+                history = view.get(2).history
+                # the restored copy's first file is shorter than archived: a rewind, like a
+                # crash that lost a tail; either way the branch point is not known exactly
+                assert history.reason in ("promotion", "rewind") and not history.crossable
+
+                code, refused = run_json(
+                    "--config", str(fresh), "--json", "restore", "plan", "--to", moment,
+                )  # fmt: skip
+                assert code != 0 and "timeline 2 cannot be crossed" in json.dumps(refused)
+
+                second_set = take(sock)
+                assert second_set["timeline"] == 2, second_set
+                with promoted.connect() as conn, conn.cursor() as cur:
+                    cur.execute("INSERT INTO shop.orders VALUES (6, 'after the new set')")
+                after = promoted_checksums(promoted)
+                time.sleep(max(0.0, int(time.time()) + 1.05 - time.time()))  # 1 s timestamps
+                moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+                wait_for(lambda: archived_scratch(sock, promoted), "the promoted archive")
+                code, drilled = run_json(
+                    "--config", str(fresh), "--json", "drill", "--to", moment,
+                    "--work-dir", str(workdir / "drill"),
+                )  # fmt: skip
+                assert code == 0, drilled
+                assert drilled["snapshot"]["set_id"] == second_set["set_id"]
+                assert mine(drilled["tables"], "shop") == after
+            finally:
+                promoted.stop()
+    finally:
+        data.destroy()
+
+
+def promoted_checksums(server: Any) -> dict[str, int]:
+    with server.connect() as conn, conn.cursor() as cur:
+        cur.execute("CHECKSUM TABLE shop.orders")
+        return {"`shop`.`orders`": int(cur.fetchone()[1])}
+
+
+def archived_scratch(sock: str, server: Any) -> bool:
+    """The archive holds everything the (scratch) server has written, on timeline 2."""
+    with server.connect() as conn, conn.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        file, pos = cur.fetchone()[:2]
+    doc = status(sock)
+    return bool(doc.get("timeline") == 2 and doc["archived_coordinate"] == f"{file}:{pos}")
