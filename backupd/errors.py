@@ -228,6 +228,12 @@ class ControlBusy(BackupdError):
     http_status = 503
 
 
+class ThawFailed(BackupdError):
+    """Thaw of {mount} failed: {reason}; it may still be frozen: run `backupd thaw-all`"""
+
+    code = "thaw_failed"
+
+
 _BY_CODE: dict[str, type[BackupdError]] = {}
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backupd import __version__
+from backupd import __version__, freeze_record
 from backupd.binlog.archive import Archive, cluster_name
 from backupd.config import Config
 from backupd.errors import (
@@ -23,6 +23,7 @@ from backupd.errors import (
     HookFailed,
     LongQueriesRunning,
     SnapshotStillPending,
+    ThawFailed,
 )
 from backupd.log import get_logger
 from backupd.snapshot import freezer
@@ -35,8 +36,9 @@ from backupd.snapshot.catalog import (
     SnapshotSet,
     VolumeSnapshot,
 )
-from backupd.snapshot.dblock import DatabaseLock, LongQuery
+from backupd.snapshot.dblock import DatabaseLock
 from backupd.snapshot.hooks import run_hooks
+from backupd.snapshot.long_queries import LongQuery
 from backupd.snapshot.providers import base
 from backupd.snapshot.providers.base import SnapshotProvider, Target
 
@@ -282,7 +284,11 @@ class Coordinator:
     ) -> tuple[SnapshotSet, list[VolumeSnapshot]]:
         section = self.config.snapshot
         lock = self.lock_factory(self.config.mysql, section.lock_timeout_seconds)
-        frozen = freezer.FrozenMounts(section.mounts, section.max_freeze_seconds)
+        frozen = freezer.FrozenMounts(
+            section.mounts,
+            section.max_freeze_seconds,
+            freeze_record.record_path(self.config.daemon.socket),
+        )
         try:
             self._phase("pre-check")
             self._clear_long_queries(lock)
@@ -313,6 +319,12 @@ class Coordinator:
             record = record.with_(unlocked_at=unlocked, lock_seconds=unlocked - record.locked_at)
         if frozen.watchdog_fired:
             self.provider.delete(record.with_(volumes=volumes))
+            if frozen.thaw_failed:
+                raise ThawFailed(
+                    mount=",".join(section.mounts),
+                    reason="the watchdog's FITHAW failed after max_freeze_seconds="
+                    f"{section.max_freeze_seconds}; the snapshot was discarded",
+                )
             raise FreezeFailed(
                 mount=",".join(section.mounts),
                 reason=f"held longer than max_freeze_seconds={section.max_freeze_seconds}; "
@@ -358,8 +370,12 @@ class Coordinator:
                 return
             if action == "kill":
                 for query in queries:
-                    _log.warning("killing long read-only statement", query=query.describe())
-                    lock.kill_query(query.thread_id)
+                    killed = lock.kill_query(query)
+                    _log.warning(
+                        "killed long read-only statement" if killed else "statement already ended",
+                        query=query.describe(),
+                        query_id=query.query_id or None,
+                    )
             elif action == "skip" or self.stop.wait(LONG_QUERY_POLL_SECONDS):
                 raise LongQueriesRunning(
                     count=len(queries),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,36 +20,10 @@ from backupd import database
 from backupd.config import MysqlSection
 from backupd.database import ServerVersion
 from backupd.errors import LockFailed
+from backupd.snapshot.long_queries import LongQuery, kill_statement, list_long_queries
 
-# Statements that never wait for the lock and that the lock never waits for.
-_IDLE_COMMANDS = (
-    "Sleep",
-    "Daemon",
-    "Binlog Dump",
-    "Binlog Dump GTID",
-    "Slave_IO",
-    "Slave_SQL",
-    "Slave_worker",
-)
-_READ_ONLY = re.compile(r"^\s*(\(\s*)*(SELECT|WITH)\b", re.IGNORECASE)
-_WRITES_ANYWAY = re.compile(r"\b(FOR\s+UPDATE|LOCK\s+IN\s+SHARE\s+MODE|INTO)\b", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class LongQuery:
-    thread_id: int
-    user: str
-    seconds: float
-    command: str
-    info: str
-
-    @property
-    def read_only(self) -> bool:
-        """A plain SELECT that may be killed without losing a write (kill-selects)."""
-        return bool(_READ_ONLY.match(self.info)) and not _WRITES_ANYWAY.search(self.info)
-
-    def describe(self) -> str:
-        return f"thread {self.thread_id} ({self.user}, {self.seconds:.0f}s): {self.info[:80]}"
+# The server's answer to a kill whose statement or thread is gone: nothing left to kill.
+_GONE = (1094, 1957)  # ER_NO_SUCH_THREAD, ER_NO_SUCH_QUERY
 
 
 @dataclass(frozen=True)
@@ -128,18 +101,16 @@ class DatabaseLock:
 
     def long_queries(self, older_than: float) -> list[LongQuery]:
         """Statements running for `older_than` seconds or more, which a lock would queue behind."""
-        with self.conn.cursor() as cursor:
-            cursor.execute(
-                "SELECT ID, USER, TIME, COMMAND, COALESCE(INFO, '') "
-                "FROM information_schema.PROCESSLIST "
-                "WHERE ID <> CONNECTION_ID() AND TIME >= %s AND COMMAND NOT IN %s",
-                (older_than, _IDLE_COMMANDS),
-            )
-            rows = cursor.fetchall()
-        return [LongQuery(int(r[0]), str(r[1]), float(r[2]), str(r[3]), str(r[4])) for r in rows]
+        return list_long_queries(self.conn, self.version, older_than)
 
-    def kill_query(self, thread_id: int) -> None:
-        self._execute(f"KILL QUERY {int(thread_id)}")
+    def kill_query(self, query: LongQuery) -> bool:
+        """Kill that statement (not its thread's next one); False when it already ended."""
+        try:
+            return kill_statement(self.conn, self.version, query)
+        except (pymysql.err.MySQLError, OSError) as exc:
+            if isinstance(exc, pymysql.err.MySQLError) and exc.args and exc.args[0] in _GONE:
+                return False
+            raise LockFailed(statement="KILL QUERY", reason=database.describe(exc)) from exc
 
     def flush_tables(self) -> None:
         """Unlocked flush first so the flush done under the lock has little left to do."""

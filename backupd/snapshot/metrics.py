@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from backupd.errors import ThawFailed
 from backupd.metrics import PREFIX
 from backupd.snapshot.catalog import COMPLETED, PENDING, SnapshotSet
 
@@ -77,9 +78,16 @@ class SnapshotMetrics:
             "Snapshot sets started but not yet completed by the provider (followed up)",
             registry=registry,
         )
+        self.thaw_failures = Counter(
+            f"{PREFIX}_thaw_failures",
+            "Runs whose FITHAW failed (by the daemon or its watchdog): a mount may be frozen",
+            registry=registry,
+        )
 
     def observe(self, record: SnapshotSet) -> None:
         """A run that ended: its lock and freeze, and its outcome unless still pending."""
+        if record.error_code == ThawFailed.code:
+            self.thaw_failures.inc()
         if record.freeze_seconds:
             self.freeze.observe(record.freeze_seconds)
         if record.lock_seconds:
