@@ -1,5 +1,9 @@
 """One snapshot run: pre-check, flush, block commits, read the coordinate, freeze, start the
 set, thaw, unlock, wait, record. One try/finally records the outcome whatever happens.
+
+Commits stay blocked for at most `max_freeze_seconds`: the lock, the freeze and the provider's
+start share that one budget (deadline.py). A locked section that failed in a way that may pass
+is retried with a fresh lock, up to `lock_attempts`.
 """
 
 from __future__ import annotations
@@ -9,7 +13,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +23,10 @@ from backupd.errors import (
     FreezeFailed,
     FreezeRefused,
     HookFailed,
+    LockDeadlineExceeded,
+    LockFailed,
     LongQueriesRunning,
+    ProviderError,
 )
 from backupd.log import get_logger
 from backupd.snapshot import freezer
@@ -34,7 +40,9 @@ from backupd.snapshot.catalog import (
     VolumeSnapshot,
 )
 from backupd.snapshot.dblock import DatabaseLock, LongQuery
+from backupd.snapshot.deadline import LockDeadline
 from backupd.snapshot.hooks import run_hooks
+from backupd.snapshot.protocols import CommitLock, Freezer, FreezerFactory, LockFactory
 from backupd.snapshot.providers import base
 from backupd.snapshot.providers.base import SnapshotProvider, Target
 
@@ -43,6 +51,8 @@ _log = get_logger("snapshot")
 KILL_GRACE_SECONDS = 5.0
 LONG_QUERY_POLL_SECONDS = 1.0
 TAG_VALUE_MAX = 255
+# Failures of a locked section that a fresh lock a little later may not meet again.
+RETRYABLE = (LockDeadlineExceeded, LockFailed, ProviderError)
 
 
 def long_query_action(policy: str, queries: list[LongQuery], waited: float, budget: float) -> str:
@@ -120,7 +130,8 @@ class Coordinator:
         catalog: Catalog,
         owner: str,
         stop: threading.Event,
-        lock_factory: Callable[..., Any] = DatabaseLock,
+        lock_factory: LockFactory = DatabaseLock,
+        freezer_factory: FreezerFactory = freezer.FrozenMounts,
     ) -> None:
         self.config = config
         self.provider = provider
@@ -128,6 +139,7 @@ class Coordinator:
         self.owner = owner
         self.stop = stop
         self.lock_factory = lock_factory
+        self.freezer_factory = freezer_factory
         self.progress: Progress | None = None
         self._latest: SnapshotSet  # the run's record as far as it got (failures keep it)
 
@@ -202,6 +214,9 @@ class Coordinator:
         if gone:
             _log.warning("discarded a partial set", set_id=record.set_id, snapshots=gone)
 
+    def _current_phase(self) -> str:
+        return self.progress.phase if self.progress else ""
+
     def _phase(self, phase: str) -> None:
         if self.progress is not None:
             self.progress.phase = phase
@@ -221,7 +236,7 @@ class Coordinator:
         targets = self.provider.prepare(section.mounts)
         for mount in section.mounts:
             syncfs(mount)
-        record, volumes = self._locked_capture(record, targets)
+        record, volumes = self._attempts(record, targets)
         record = self._latest = record.with_(volumes=volumes)  # a failure now keeps the set
         self._phase("waiting")
         self._save(record)  # pending: visible while it completes
@@ -234,18 +249,70 @@ class Coordinator:
         )
         return record.with_(volumes=volumes, state=COMPLETED)
 
-    def _locked_capture(
+    def _attempts(
         self, record: SnapshotSet, targets: list[Target]
+    ) -> tuple[SnapshotSet, list[VolumeSnapshot]]:
+        """The locked section, retried with a fresh lock after a failure that may pass."""
+        section = self.config.snapshot
+        failures: list[str] = []
+        attempt = 1
+        while True:
+            record = self._latest = record.with_(attempts=attempt, attempt_errors=failures)
+            try:
+                return self._attempt(record, targets)
+            except RETRYABLE as exc:
+                if attempt >= section.lock_attempts:
+                    raise
+                failures = [*failures, f"{exc.code}: {exc.message}"]
+                _log.warning(
+                    "locked section failed; retrying with a fresh lock",
+                    set_id=record.set_id,
+                    attempt=attempt,
+                    error=exc.message,
+                )
+                self._discard_partial(self._latest)
+                if self.stop.wait(section.lock_retry_delay_seconds):
+                    raise
+            attempt += 1
+
+    def _attempt(
+        self, record: SnapshotSet, targets: list[Target]
+    ) -> tuple[SnapshotSet, list[VolumeSnapshot]]:
+        """One locked section; a capture the deadline overtook fails, whatever it returned."""
+        deadline = LockDeadline(self.config.snapshot.max_freeze_seconds)
+        try:
+            captured = self._locked_capture(record, targets, deadline)
+        except BackupdError as exc:
+            if deadline.missed:
+                raise self._overrun(deadline) from exc
+            raise
+        if deadline.missed:
+            raise self._overrun(deadline)
+        return captured
+
+    def _overrun(self, deadline: LockDeadline) -> LockDeadlineExceeded:
+        phase = deadline.during
+        during = {
+            "locking": "while taking the lock or running the pre_freeze hooks",
+            "frozen": f"while the {self.provider.name} provider's start call ran",
+        }
+        return LockDeadlineExceeded(
+            seconds=deadline.seconds, during=during.get(phase, f"in phase {phase}")
+        )
+
+    def _locked_capture(
+        self, record: SnapshotSet, targets: list[Target], deadline: LockDeadline
     ) -> tuple[SnapshotSet, list[VolumeSnapshot]]:
         section = self.config.snapshot
         lock = self.lock_factory(self.config.mysql, section.lock_timeout_seconds)
-        frozen = freezer.FrozenMounts(section.mounts, section.max_freeze_seconds)
+        frozen = self.freezer_factory(section.mounts, section.max_freeze_seconds)
         try:
             self._phase("pre-check")
             self._clear_long_queries(lock)
             lock.flush_tables()
             frozen.prepare()  # descriptors and watchdog ready before commits are blocked
             self._phase("locking")
+            deadline.start([frozen.thaw_now, lock.abort], phase=self._current_phase)
             state = lock.lock()
             record = self._latest = record.with_(
                 coordinate=state.coordinate,
@@ -256,13 +323,14 @@ class Coordinator:
                 **_layout_fields(lock),
             )
             run_hooks(section.hooks.pre_freeze, section.hooks.timeout_seconds)
-            record, volumes = self._frozen_capture(record, targets, frozen)
+            record, volumes = self._frozen_capture(record, targets, frozen, deadline)
         finally:
             try:
                 lock.unlock()
             except BackupdError as exc:  # closing the session below drops the lock anyway
                 _log.warning("unlock failed; closing the lock connection", error=exc.message)
             finally:
+                deadline.cancel()  # its release actions are done before the lock is closed
                 lock.close()
                 unlocked = time.time()
                 frozen.close()
@@ -278,31 +346,38 @@ class Coordinator:
         return record.with_(state=PENDING), volumes
 
     def _frozen_capture(
-        self, record: SnapshotSet, targets: list[Target], frozen: freezer.FrozenMounts
+        self,
+        record: SnapshotSet,
+        targets: list[Target],
+        frozen: Freezer,
+        deadline: LockDeadline,
     ) -> tuple[SnapshotSet, list[VolumeSnapshot]]:
         section = self.config.snapshot
         self._phase("frozen")
+        tags = snapshot_tags(record, section.ebs.tags)
         volumes: list[VolumeSnapshot] | None = None
+        if deadline.expired:  # the lock is gone already: freezing now would only stall writers
+            raise FreezeFailed(mount=",".join(section.mounts), reason="the lock deadline passed")
         try:
             with frozen:
-                volumes = self.provider.start(
-                    record.set_id, targets, snapshot_tags(record, section.ebs.tags)
-                )
+                volumes = self.provider.start(record.set_id, targets, tags, deadline.at)
+                deadline.captured()
         except FreezeFailed as exc:
-            if volumes is not None or not section.crash_consistent_fallback:
+            if volumes is not None or deadline.expired or not section.crash_consistent_fallback:
                 raise
             _log.warning("freeze failed; taking a crash-consistent snapshot", error=exc.message)
             record = record.with_(consistency="crash")
             volumes = self.provider.start(
-                record.set_id, targets, snapshot_tags(record, section.ebs.tags)
+                record.set_id, targets, snapshot_tags(record, section.ebs.tags), deadline.at
             )
+            deadline.captured()
             return record, volumes
         record = record.with_(
             frozen_at=frozen.frozen_at, thawed_at=frozen.thawed_at, freeze_seconds=frozen.seconds
         )
         return record, volumes
 
-    def _clear_long_queries(self, lock: Any) -> None:
+    def _clear_long_queries(self, lock: CommitLock) -> None:
         section = self.config.snapshot
         started = time.monotonic()
         while True:

@@ -141,6 +141,7 @@ class FrozenMounts:
         self.frozen_at = 0.0
         self.thawed_at = 0.0
         self.watchdog_fired = False
+        self.aborted = False  # thaw_now() ran: freeze nothing more
 
     def prepare(self) -> None:
         if self.watchdog is not None:
@@ -165,6 +166,8 @@ class FrozenMounts:
                 except OSError as exc:
                     raise FreezeFailed(mount=mount, reason=exc.strerror or str(exc)) from exc
                 self.frozen.append(fd)
+                if self.aborted:  # the deadline thawed meanwhile; this one too, below
+                    raise FreezeFailed(mount=mount, reason="the lock deadline passed")
         except BaseException:
             self._thaw()
             raise
@@ -208,3 +211,16 @@ class FrozenMounts:
         for fd in self.fds:
             os.close(fd)
         self.fds.clear()
+
+    def thaw_now(self) -> None:
+        """From the deadline thread: thaw every mount at once (FITHAW on held descriptors is
+        safe beside the owner's thaw; "not frozen" counts as thawed)."""
+        self.aborted = True
+        errors = []
+        for fd in reversed(list(self.fds)):
+            try:
+                freeze.thaw_fd(fd)
+            except OSError as exc:
+                errors.append(exc)
+        if errors:
+            raise FreezeFailed(mount="*", reason=f"thaw at the deadline failed: {errors[0]}")

@@ -8,7 +8,7 @@ from backupd.binlog import retention
 from backupd.config import RetentionSection
 from backupd.errors import BackupdError
 from backupd.log import get_logger
-from backupd.snapshot.catalog import Catalog
+from backupd.snapshot.catalog import FAILED, Catalog
 from backupd.snapshot.providers.base import SnapshotProvider
 from backupd.snapshot.retention import plan_retention
 
@@ -34,7 +34,7 @@ def prune(
             errors.append(f"{set_id}: taken by the {record.provider} provider; left in place")
             continue
         try:
-            if record.volumes:
+            if record.volumes or record.state == FAILED:  # late arrivals of a failed set too
                 provider.delete(record)
             catalog.delete(set_id)
             deleted.append(set_id)

@@ -1,7 +1,8 @@
 """A TCP proxy on 127.0.0.1 in front of an endpoint (moto), for tests of a misbehaving one:
 it can hold back requests containing a marker (e.g. the EC2 action `CreateSnapshots`: a slow
-endpoint while frozen) and it can be cut (refuse and drop connections: an endpoint that went
-away) and restored."""
+endpoint while frozen), or hang them (accept, never answer, drop the connection after
+`delay`: an endpoint that stopped answering), and it can be cut (refuse and drop connections:
+an endpoint that went away) and restored. `matches` counts the marked requests."""
 
 from __future__ import annotations
 
@@ -11,10 +12,18 @@ import threading
 
 
 class DelayingProxy:
-    def __init__(self, upstream_port: int, marker: bytes | None = None, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        marker: bytes | None = None,
+        delay: float = 0.0,
+        hang: bool = False,
+    ) -> None:
         self.upstream_port = upstream_port
         self.marker = marker
         self.delay = delay
+        self.hang = hang  # marked requests are never forwarded; dropped after `delay`
+        self.matches = 0
         self.seen = threading.Event()  # set when a marked request arrived (and is held)
         self._stop = threading.Event()
         self._cut = threading.Event()
@@ -67,8 +76,10 @@ class DelayingProxy:
         try:
             while chunk := src.recv(65536):
                 if hold and self.marker is not None and self.marker in chunk:
+                    with self._lock:
+                        self.matches += 1
                     self.seen.set()
-                    if self._stop.wait(self.delay):
+                    if self._stop.wait(self.delay) or self.hang:
                         return
                 dst.sendall(chunk)
         except OSError:
