@@ -286,6 +286,36 @@ def test_volumes_found_from_nvme_links_and_instance_from_imdsv2(
     assert ("GET", "/latest/meta-data/instance-id", TOKEN) in imds.requests
 
 
+def test_without_imds_one_create_snapshots_covers_both_volumes(
+    ebs_config: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    moto: MotoServer,
+    instance: dict[str, Any],
+) -> None:
+    """No IMDS, no instance_id: the instance comes from the volumes' attachment."""
+    proxy = DelayingProxy(moto.port, b"Action=CreateSnapshot").start()  # counts, no delay
+    ebs = ebs_config["snapshot"]["ebs"]
+    ebs.update(
+        {
+            "endpoint_url": proxy.url,
+            "instance_id": "",
+            "imds_url": "http://127.0.0.1:9",  # nothing listens: no metadata service
+            "volumes": [instance["data"], instance["other"]],
+        }
+    )
+    try:
+        start_daemon(write_config(ebs_config))
+        record = take(ebs_config["daemon"]["socket"])
+    finally:
+        proxy.stop()
+    assert record["state"] == "completed", record
+    assert [v["method"] for v in record["volumes"]] == ["create-snapshots"] * 2
+    assert proxy.matches == 1  # one CreateSnapshots call, no CreateSnapshot per volume
+    snaps = set_snapshots(moto.url, record["set_id"])
+    assert sorted(s["VolumeId"] for s in snaps) == sorted([instance["data"], instance["other"]])
+
+
 def test_copies_to_other_regions_and_pending_sets_resume_after_restart(
     ebs_config: dict[str, Any],
     write_config: ConfigFactory,
