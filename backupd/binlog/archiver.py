@@ -24,6 +24,7 @@ from backupd.binlog.client import BinlogStream, ServerError, StreamEnded
 from backupd.binlog.events import EventError
 from backupd.binlog.metrics import BinlogMetrics
 from backupd.binlog.segmenter import Segment, Segmenter
+from backupd.binlog.source import BinlogSource
 from backupd.binlog.spool import Spool, SpoolEntry
 from backupd.binlog.state import Progress, resume_point
 from backupd.config import BinlogSection, MysqlSection
@@ -70,8 +71,10 @@ class Archiver:
         metrics: BinlogMetrics,
         alarms: Alarms,
         stop: threading.Event,
+        connect: Callable[[MysqlSection], BinlogSource] = BinlogStream.connect,
     ) -> None:
         self.mysql = mysql
+        self._connect = connect
         self.binlog = binlog
         self._store = store
         self.server = server
@@ -172,7 +175,7 @@ class Archiver:
         _log.error("binlog gap: the server purged binlogs before they were archived", gap=text)
 
     def _stream_once(self) -> None:
-        stream = BinlogStream.connect(self.mysql)
+        stream = self._connect(self.mysql)
         try:
             if self.segmenter is None:
                 self.segmenter = self._resolve(stream.binary_logs())

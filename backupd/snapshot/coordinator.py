@@ -203,7 +203,8 @@ class Coordinator:
         return record
 
     def _discard_partial(self, record: SnapshotSet) -> None:
-        """A run that failed inside the provider's start may have left part of a set."""
+        """A run that failed in or after the provider's start (its error, the deadline, the
+        watchdog) may have left a set, or part of one: delete it by its set id."""
         if self.progress is None or self.progress.phase != "frozen" or record.volumes:
             return
         try:
@@ -336,8 +337,7 @@ class Coordinator:
                 frozen.close()
         if record.locked_at:
             record = record.with_(unlocked_at=unlocked, lock_seconds=unlocked - record.locked_at)
-        if frozen.watchdog_fired:
-            self.provider.delete(record.with_(volumes=volumes))
+        if frozen.watchdog_fired:  # run() discards the set (one discard path for every failure)
             raise FreezeFailed(
                 mount=",".join(section.mounts),
                 reason=f"held longer than max_freeze_seconds={section.max_freeze_seconds}; "

@@ -248,5 +248,6 @@ class LocalProvider:
         set_dir = Path(self.directory) / record.set_id
         if record.provider != self.name or not set_dir.is_dir():
             return []
+        images = sorted(f"{record.set_id}/{image.name}" for image in set_dir.iterdir())
         shutil.rmtree(set_dir)
-        return [v.snapshot_id for v in record.volumes]
+        return images
