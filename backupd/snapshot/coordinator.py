@@ -51,8 +51,14 @@ _log = get_logger("snapshot")
 KILL_GRACE_SECONDS = 5.0
 LONG_QUERY_POLL_SECONDS = 1.0
 TAG_VALUE_MAX = 255
-# Failures of a locked section that a fresh lock a little later may not meet again.
-RETRYABLE = (LockDeadlineExceeded, LockFailed, ProviderError)
+
+
+def retryable(exc: BackupdError) -> bool:
+    """A failed locked section that a fresh lock a little later may not meet again: the
+    deadline, a lock not granted, a provider error marked transient (EC2 timeout, 5xx)."""
+    if isinstance(exc, ProviderError):
+        return bool(exc.fields.get("transient"))
+    return isinstance(exc, LockDeadlineExceeded | LockFailed)
 
 
 def long_query_action(policy: str, queries: list[LongQuery], waited: float, budget: float) -> str:
@@ -261,8 +267,8 @@ class Coordinator:
             record = self._latest = record.with_(attempts=attempt, attempt_errors=failures)
             try:
                 return self._attempt(record, targets)
-            except RETRYABLE as exc:
-                if attempt >= section.lock_attempts:
+            except BackupdError as exc:
+                if not retryable(exc) or attempt >= section.lock_attempts:
                     raise
                 failures = [*failures, f"{exc.code}: {exc.message}"]
                 _log.warning(

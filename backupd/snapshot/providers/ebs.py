@@ -85,8 +85,20 @@ def attached_instance(volumes: list[dict[str, Any]]) -> str:
     return owners.pop() if len(owners) == 1 else ""
 
 
+THROTTLED = ("Throttling", "RequestLimitExceeded", "SnapshotCreationPerVolumeRateExceeded")
+
+
+def transient(exc: Exception) -> bool:
+    """A failure a later try may not meet: no answer, a timeout, throttling, a 5xx."""
+    if not isinstance(exc, ClientError):
+        return True  # BotoCoreError: connection refused or reset, timeouts
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return error.get("Code", "") in THROTTLED or int(status) >= 500
+
+
 def _fail(action: str, exc: Exception) -> ProviderError:
-    return ProviderError(message=f"{action}: {exc}")
+    return ProviderError(message=f"{action}: {exc}", transient=transient(exc))
 
 
 class EbsProvider:
