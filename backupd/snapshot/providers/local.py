@@ -18,6 +18,7 @@ import fcntl
 import os
 import shutil
 import stat
+import struct
 import tempfile
 import time
 from pathlib import Path
@@ -28,9 +29,11 @@ from backupd.snapshot.catalog import COMPLETED, SnapshotSet, VolumeSnapshot
 from backupd.snapshot.providers.base import Target
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int)
+FICLONERANGE = 0x4020940D  # _IOW(0x94, 13, struct file_clone_range)
 CHUNK = 8 * 1024 * 1024
 COPY_STEP = 64 * 1024 * 1024  # copy_file_range per call, so the deadline is checked often
 MIB = 1024 * 1024
+NO_REFLINK = (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.EBADF)
 SYS_BLOCK = "/sys/dev/block"
 
 
@@ -56,7 +59,7 @@ def reflink(src_fd: int, dst_fd: int) -> bool:
     try:
         fcntl.ioctl(dst_fd, FICLONE, src_fd)
     except OSError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.EBADF):
+        if exc.errno in NO_REFLINK:
             return False
         raise
     return True
@@ -159,12 +162,21 @@ def data_bytes(source: str) -> int:
 
 
 def can_reflink(source: str, directory: str) -> bool:
-    """Whether `source` clones into `directory` (tried for real on a scratch file, unlocked)."""
+    """Whether `source` clones into `directory`: one block cloned for real into a scratch file
+    (FICLONERANGE, so a large live image is not locked for a whole clone)."""
     src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     try:
         dst, scratch = tempfile.mkstemp(prefix=".reflink-probe-", dir=directory)
         try:
-            return reflink(src, dst)
+            block = os.fstatvfs(dst).f_bsize
+            length = block if os.lseek(src, 0, os.SEEK_END) >= block else 0  # 0: to the end
+            fcntl.ioctl(dst, FICLONERANGE, struct.pack("qQQQ", src, 0, length, 0))
+        except OSError as exc:
+            if exc.errno in NO_REFLINK:
+                return False
+            raise
+        else:
+            return True
         finally:
             os.close(dst)
             os.unlink(scratch)
