@@ -4,6 +4,7 @@ each writes what happened to one shared journal, so a unit test can assert the o
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -53,7 +54,7 @@ class FakeLock:
             raise LockFailed(statement="BACKUP STAGE BLOCK_COMMIT", reason="fake")
         self.locked = True
         self.journal.add("lock")
-        return LockedState("mysql-bin.000001:42", "0-1-7", 1.0)
+        return LockedState("mysql-bin.000001:42", "0-1-7", time.time())
 
     def unlock(self) -> None:
         if self.locked:

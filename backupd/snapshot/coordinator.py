@@ -339,10 +339,10 @@ class Coordinator:
             finally:
                 deadline.cancel()  # its release actions are done before the lock is closed
                 lock.close()
-                unlocked = time.time()
+                unlocked = deadline.released_at or time.time()
                 frozen.close()
-        if record.locked_at:
-            record = record.with_(unlocked_at=unlocked, lock_seconds=unlocked - record.locked_at)
+                self._latest = _unlocked(self._latest, unlocked)  # failures keep it too
+        record = _unlocked(record, unlocked)
         if frozen.watchdog_fired:  # run() discards the set (one discard path for every failure)
             raise FreezeFailed(
                 mount=",".join(section.mounts),
@@ -404,6 +404,13 @@ class Coordinator:
                     seconds=section.long_query_seconds,
                     detail="; ".join(q.describe() for q in queries[:3]),
                 )
+
+
+def _unlocked(record: SnapshotSet, at: float) -> SnapshotSet:
+    """When commits flowed again (the deadline's release, or the unlock and close)."""
+    if not record.locked_at:
+        return record
+    return record.with_(unlocked_at=at, lock_seconds=at - record.locked_at)
 
 
 def _layout_fields(lock: Any) -> dict[str, str]:

@@ -25,6 +25,7 @@ class LockDeadline:
         self.on_expiry: list[Callable[[], None]] = []
         self.phase: Callable[[], str] = str
         self.during = ""  # the run's phase when the budget passed
+        self.released_at = 0.0  # time.time() when the release actions had run (0: never)
         self.at = 0.0  # time.monotonic() when the budget ends (0: not armed)
         self.expired = False  # the budget passed and the release actions ran (or run)
         self.capture_done = False  # the provider's start returned in time
@@ -77,3 +78,4 @@ class LockDeadline:
                 _log.error(
                     "lock deadline: release action failed", action=str(action), error=str(exc)
                 )
+        self.released_at = time.time()

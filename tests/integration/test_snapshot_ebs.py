@@ -202,6 +202,7 @@ def test_hung_create_snapshots_is_cut_off_at_the_lock_deadline(
     assert record["error_code"] == "lock_deadline_exceeded", record
     assert "max_freeze_seconds" in record["error"]
     assert record["attempts"] == 2 and proxy.matches == 2  # retried once with a fresh lock
+    assert budget - 0.5 < record["lock_seconds"] < budget + 0.5  # released at the deadline
     assert writable_within(data_fs.mount_point, 2)
     live_mariadb.sql("INSERT INTO deadline.commits (at) VALUES (0)")
     assert set_snapshots(moto.url, record["set_id"]) == []

@@ -78,6 +78,7 @@ def test_deadline_hit_releases_the_lock_thaws_and_discards_the_set(tmp_path: Pat
     assert "provider's start call" in record.error
     assert before(journal, "lock", "freeze", "start", "thaw_now", "abort", "close", "delete")
     assert "unlock" not in journal.steps  # the session was killed: nothing left to unlock
+    assert 0.2 <= record.lock_seconds < 5  # until the deadline's release, recorded on failure
     assert provider.deleted == ["set-1"] and record.volumes == []
     assert Catalog(FileStore(tmp_path / "repo")).get("set-1").state == "failed"
 
