@@ -15,8 +15,9 @@ from typing import Any
 from backupd import database
 from backupd.binlog import layout
 from backupd.binlog.archive import Archive, cluster_name
-from backupd.binlog.archiver import Alarms, Archiver, describe_server, server_logs
+from backupd.binlog.archiver import Alarms, Archiver, server_logs
 from backupd.binlog.compactor import Compactor
+from backupd.binlog.continuity import describe_server
 from backupd.binlog.metrics import BinlogMetrics
 from backupd.binlog.refill import refill
 from backupd.binlog.spool import Spool, SpoolEntry

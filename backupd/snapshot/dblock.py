@@ -3,13 +3,15 @@
 MariaDB >= 10.4: `BACKUP STAGE START` + `BACKUP STAGE BLOCK_COMMIT` (reads and non-committing
 writes go on); MySQL and older MariaDB: `FLUSH TABLES WITH READ LOCK`. A short
 `lock_wait_timeout` bounds how long the lock request can hold writers behind it. The lock is
-connection-scoped: if this process dies the server drops it with the connection.
+connection-scoped: if this process dies the server drops it with the connection, and
+`abort()` (the deadline thread) ends it from a second connection with `KILL CONNECTION`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +21,12 @@ import pymysql
 from backupd import database
 from backupd.config import MysqlSection
 from backupd.database import ServerVersion
-from backupd.errors import LockFailed
+from backupd.errors import DatabaseUnavailable, LockFailed
+from backupd.log import get_logger
 from backupd.snapshot.long_queries import LongQuery, kill_statement, list_long_queries
+
+_log = get_logger("snapshot")
+RELEASER_TIMEOUT = 5  # seconds for the KILL on the second connection
 
 # The server's answer to a kill whose statement or thread is gone: nothing left to kill.
 _GONE = (1094, 1957)  # ER_NO_SUCH_THREAD, ER_NO_SUCH_QUERY
@@ -81,7 +87,10 @@ class DatabaseLock:
         self.conn: Any = database.connect(
             section, read_timeout=io_timeout, write_timeout=io_timeout
         )
+        self.section = section
         self.locked = False
+        self.aborted = False
+        self.releaser: Any = None  # the second connection abort() kills the lock from
         try:
             self.version = database.server_version(self.conn)
             self.layout = read_layout(self.conn, self.version)
@@ -119,6 +128,7 @@ class DatabaseLock:
     def lock(self) -> LockedState:
         """Block commits, then read the coordinate and GTID state they are frozen at."""
         block, _release = lock_statements(self.version)
+        self._open_releaser()
         for statement in block:
             self.locked = True  # from the first statement on, release must run
             self._execute(statement)
@@ -130,7 +140,32 @@ class DatabaseLock:
             raise LockFailed(statement="read binlog state", reason=database.describe(exc)) from exc
         return LockedState(str(coordinate) if coordinate else "", gtid, locked_at)
 
+    def _open_releaser(self) -> None:
+        """Connect the second session before commits are blocked, so a release never waits on
+        a new connection; without it, abort() still closes the lock's socket."""
+        try:
+            self.releaser = database.connect(
+                self.section, read_timeout=RELEASER_TIMEOUT, write_timeout=RELEASER_TIMEOUT
+            )
+        except DatabaseUnavailable as exc:
+            _log.warning("no second connection to release the lock from", error=exc.message)
+
+    def abort(self) -> None:
+        """From another thread: end the lock's session now (the server then drops the lock)."""
+        self.aborted = True
+        session = self.conn.thread_id()
+        try:
+            with self.releaser.cursor() as cursor:
+                cursor.execute(f"KILL CONNECTION {int(session)}")
+            _log.warning("commit lock released by KILL CONNECTION", session=session)
+        except (AttributeError, pymysql.err.MySQLError, OSError) as exc:
+            _log.warning("KILL CONNECTION failed; closing the lock's socket", error=str(exc))
+            with contextlib.suppress(AttributeError, OSError):
+                self.conn._sock.shutdown(socket.SHUT_RDWR)
+
     def unlock(self) -> None:
+        if self.aborted:  # the session is gone, and the lock with it
+            self.locked = False
         if not self.locked:
             return
         _block, release = lock_statements(self.version)
@@ -144,3 +179,6 @@ class DatabaseLock:
         """Closing drops any lock still held (the server releases it with the session)."""
         with contextlib.suppress(Exception):  # already gone: the lock went with it
             self.conn.close()
+        if self.releaser is not None:
+            with contextlib.suppress(Exception):
+                self.releaser.close()

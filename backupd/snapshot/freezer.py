@@ -157,6 +157,7 @@ class FrozenMounts:
         self.watchdog_fired = False
         self.thaw_failed = False  # ours or the watchdog's FITHAW failed
         self.left_frozen = False  # ours failed: a mount may still be frozen
+        self.aborted = False  # thaw_now() ran: freeze nothing more
 
     def prepare(self) -> None:
         if self.watchdog is not None:
@@ -182,6 +183,8 @@ class FrozenMounts:
                 except OSError as exc:
                     raise FreezeFailed(mount=mount, reason=exc.strerror or str(exc)) from exc
                 self.frozen.append(fd)
+                if self.aborted:  # the deadline thawed meanwhile; this one too, below
+                    raise FreezeFailed(mount=mount, reason="the lock deadline passed")
         except BaseException:
             self._thaw()
             raise
@@ -252,3 +255,16 @@ class FrozenMounts:
         self.fds.clear()
         if not self.left_frozen:
             self._clear_record()
+
+    def thaw_now(self) -> None:
+        """From the deadline thread: thaw every mount at once (FITHAW on held descriptors is
+        safe beside the owner's thaw; "not frozen" counts as thawed)."""
+        self.aborted = True
+        errors = []
+        for fd in reversed(list(self.fds)):
+            try:
+                freeze.thaw_fd(fd)
+            except OSError as exc:
+                errors.append(exc)
+        if errors:
+            raise FreezeFailed(mount="*", reason=f"thaw at the deadline failed: {errors[0]}")
