@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from backupd import __version__
+from backupd import __version__, freeze_record
 from backupd.cli_help import document
 from backupd.config import DEFAULT_CONFIG_PATH, Config
 from backupd.config_checks import host_problems, impossible_combinations
@@ -23,7 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in (
         ("run", "run the daemon in the foreground (systemd runs this)"),
         ("check-config", "validate the config offline; exit 78 naming every bad key"),
-        ("thaw-all", "thaw every configured filesystem (already thawed is success)"),
+        (
+            "thaw-all",
+            "thaw every filesystem the daemon recorded as frozen and every configured one "
+            "(already thawed is success; works without a valid config)",
+        ),
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="config file (TOML)")
@@ -61,15 +67,58 @@ def check_config(path: str) -> int:
     return EXIT_OK
 
 
-def run_thaw_all(config: Config) -> int:
-    failed = False
-    for result in thaw_all(config.snapshot.mounts):
-        if result.error:
-            failed = True
-            print(f"{result.mount}: {result.error}", file=sys.stderr)
+def record_paths(config: Config | None) -> list[Path]:
+    """Every place a daemon may have left its freeze record (see freeze_record)."""
+    socket = config.daemon.socket if config is not None else None
+    candidates = [
+        freeze_record.record_path(socket),
+        Path(socket).parent / freeze_record.RECORD_NAME if socket else None,
+        Path(freeze_record.DEFAULT_RUNTIME_DIR) / freeze_record.RECORD_NAME,
+    ]
+    return list(dict.fromkeys(path for path in candidates if path is not None))
+
+
+def recorded_mounts(paths: list[Path]) -> tuple[dict[Path, list[str]], bool]:
+    """The mounts each existing record names, and whether every record could be read."""
+    found: dict[Path, list[str]] = {}
+    readable = True
+    for path in paths:
+        try:
+            mounts = freeze_record.read_record(path)
+        except (freeze_record.RecordUnreadable, OSError) as exc:
+            print(f"{path}: cannot read the freeze record: {exc}", file=sys.stderr)
+            readable = False
+            continue
+        if mounts:
+            found[path] = mounts
+    return found, readable
+
+
+def run_thaw_all(path: str) -> int:
+    """Thaw what the daemon recorded and what the config names; a broken config (or none)
+    still thaws the recorded mounts: leaving a filesystem frozen is never the safe choice."""
+    config = load_or_report(path) if os.path.exists(path) else None
+    if config is None:
+        why = "invalid, ignored" if os.path.exists(path) else "missing"
+        print(f"{path}: {why}; thawing the recorded mounts only", file=sys.stderr)
+    records, ok = recorded_mounts(record_paths(config))
+    recorded = [mount for mounts in records.values() for mount in mounts]
+    configured = list(config.snapshot.mounts) if config is not None else []
+    failed: set[str] = set()
+    for result in thaw_all(dict.fromkeys([*recorded, *configured])):
+        source = "recorded" if result.mount in recorded else "configured"
+        if result.error and result.mount not in configured and not os.path.exists(result.mount):
+            print(f"{result.mount}: gone (recorded)")
+        elif result.error:
+            failed.add(result.mount)
+            print(f"{result.mount}: {result.error} ({source})", file=sys.stderr)
         else:
-            print(f"{result.mount}: {'thawed' if result.thawed else 'not frozen'}")
-    return EXIT_FAILED if failed else EXIT_OK
+            print(f"{result.mount}: {'thawed' if result.thawed else 'not frozen'} ({source})")
+    for record, mounts in records.items():
+        if not failed & set(mounts):
+            freeze_record.clear_record(record)
+            print(f"{record}: cleared")
+    return EXIT_FAILED if failed or not ok else EXIT_OK
 
 
 def run_daemon(config: Config, path: str) -> int:
@@ -91,11 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.config)
+    if args.command == "thaw-all":
+        return run_thaw_all(args.config)
     config = load_or_report(args.config)
     if config is None:
         return EXIT_CONFIG
-    if args.command == "thaw-all":
-        return run_thaw_all(config)
     if problems := impossible_combinations(config):
         report(args.config, problems)
         return EXIT_CONFIG

@@ -207,6 +207,7 @@ class EbsSection(Section):
 
 class LocalSection(Section):
     directory: str = "/var/lib/backupd/snapshots"
+    copy_bytes_per_second: PositiveInt = 200 * 1024 * 1024
 
     @field_validator("directory")
     @classmethod
@@ -227,6 +228,8 @@ class SnapshotSection(Section):
     on_long_query: Literal["skip", "wait", "kill-selects"] = "skip"
     long_query_wait_seconds: Annotated[float, Field(ge=0)] = 300.0
     crash_consistent_fallback: bool = False
+    lock_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    lock_retry_delay_seconds: Annotated[float, Field(ge=0, le=600)] = 5.0
     hooks: HooksSection = Field(default_factory=HooksSection)
     retention: RetentionSection = Field(default_factory=RetentionSection)
     ebs: EbsSection = Field(default_factory=EbsSection)

@@ -228,6 +228,26 @@ class ControlBusy(BackupdError):
     http_status = 503
 
 
+class ThawFailed(BackupdError):
+    """Thaw of {mount} failed: {reason}; it may still be frozen: run `backupd thaw-all`"""
+
+    code = "thaw_failed"
+
+
+class LockDeadlineExceeded(BackupdError):
+    """Commits stayed blocked for max_freeze_seconds={seconds} before the snapshot was started ({during}); the lock was released, the filesystems thawed and the set discarded"""  # noqa: E501
+
+    code = "lock_deadline_exceeded"
+    http_status = 504
+
+
+class CopyTooSlow(BackupdError):
+    """Refusing a local copy of {mount} while commits are blocked: {size_mib} MiB at {rate_mib} MiB/s takes about {seconds} s, over max_freeze_seconds={budget}; put snapshot.local.directory on a reflink filesystem (XFS reflink=1, btrfs) with the data, or raise snapshot.local.copy_bytes_per_second if the disk is faster"""  # noqa: E501
+
+    code = "copy_too_slow"
+    http_status = 400
+
+
 _BY_CODE: dict[str, type[BackupdError]] = {}
 
 

@@ -6,9 +6,14 @@ Prints JSON: commit latency p50/p99/max at baseline and during the snapshots, th
 latency over the baseline p99, and each run's lock and freeze durations.
 
     .venv/bin/python -m bench.snapshot_stall [--snapshots 5] [--provider local|ebs] [--reflink]
+    .venv/bin/python -m bench.snapshot_stall --provider ebs --ec2-latency 0.15 --volumes 2 --no-imds
 
 `--reflink` puts the data image and the local snapshot directory on an XFS (reflink=1) loop
 mount, so the local provider clones (FICLONE) instead of copying while frozen.
+`--ec2-latency S` puts a proxy in front of moto that holds every EC2 request S seconds (a
+distant endpoint); the JSON then adds the stall over that latency (goal: under 60 ms).
+`--volumes N` attaches N volumes; `--no-imds` leaves instance_id empty with no metadata
+service, so the instance must come from DescribeVolumes.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 from backupd.control.client import ControlClient
 from tests.testbed.bed import LocalBed
 from tests.testbed.daemon import DaemonProcess, NotifyListener, render_toml
+from tests.testbed.proxy import DelayingProxy
 from tests.testbed.writer import Commit, Writer
 
 
@@ -40,11 +46,14 @@ def latency_summary(commits: list[Commit]) -> dict[str, float]:
     }
 
 
-def configure(bed: LocalBed, provider: str) -> Path:
+def configure(bed: LocalBed, args: argparse.Namespace, endpoint: str) -> Path:
     config: dict[str, Any] = bed.config()
-    config["snapshot"].update({"enabled": False, "provider": provider})
-    if provider == "ebs":
-        config["snapshot"]["ebs"] = bed.ebs_section()
+    config["snapshot"].update({"enabled": False, "provider": args.provider})
+    if args.provider == "ebs":
+        ebs = config["snapshot"]["ebs"] = bed.ebs_section(args.volumes)
+        ebs["endpoint_url"] = endpoint
+        if args.no_imds:
+            ebs.update({"instance_id": "", "imds_url": "http://127.0.0.1:9"})
     path = bed.base / "bench.toml"
     path.write_text(render_toml(config))
     return path
@@ -73,6 +82,7 @@ def measure(bed: LocalBed, sock: str, args: argparse.Namespace) -> dict[str, Any
         "during_snapshots": dur,
         "extra_over_baseline_p99_ms": round(dur.get("max_ms", 0) - base.get("p99_ms", 0), 3),
         "target_extra_ms": 50,
+        **latency_fields(args, dur, runs),
         "runs": [
             {
                 "state": r["state"],
@@ -85,6 +95,27 @@ def measure(bed: LocalBed, sock: str, args: argparse.Namespace) -> dict[str, Any
     }
 
 
+def latency_fields(
+    args: argparse.Namespace, during: dict[str, float], runs: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """With an injected EC2 latency: the stall beyond that one API call (the worst commit,
+    and the median time commits stayed blocked, each minus the latency)."""
+    if not args.ec2_latency:
+        return {}
+    latency_ms = args.ec2_latency * 1000
+    locked = [r["lock_seconds"] * 1000 for r in runs if r["lock_seconds"]]
+    return {
+        "ec2_latency_ms": latency_ms,
+        "volumes": args.volumes,
+        "no_imds": args.no_imds,
+        "extra_over_api_latency_ms": round(during.get("max_ms", 0) - latency_ms, 3),
+        "lock_over_api_latency_p50_ms": round(statistics.median(locked) - latency_ms, 3)
+        if locked
+        else None,
+        "target_extra_over_api_ms": 60,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--base", default="/var/tmp/backupd-bench")
@@ -94,16 +125,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.01, help="pause between commits")
     parser.add_argument("--provider", choices=("local", "ebs"), default="local")
     parser.add_argument("--reflink", action="store_true", help="data image on XFS reflink=1")
+    parser.add_argument("--ec2-latency", type=float, default=0.0, help="seconds per EC2 call")
+    parser.add_argument("--volumes", type=int, default=1, help="EBS volumes in the set")
+    parser.add_argument("--no-imds", action="store_true", help="no instance_id, no IMDS")
     args = parser.parse_args(argv)
     bed = LocalBed(Path(args.base), reflink=args.reflink).up()
+    proxy = DelayingProxy(bed.moto.port, b"Action=", delay=args.ec2_latency).start()
     notify = NotifyListener(bed.base / "notify.sock")
-    daemon = DaemonProcess(configure(bed, args.provider), bed.base / "backupd.log", notify)
+    config = configure(bed, args, proxy.url)
+    daemon = DaemonProcess(config, bed.base / "backupd.log", notify)
     try:
         daemon.start()
         result = measure(bed, str(bed.base / "run" / "control.sock"), args)
     finally:
         daemon.stop()
         notify.close()
+        proxy.stop()
         bed.down()
     print(json.dumps(result, indent=2))
     return 0

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import zstandard
 
 from backupd.binlog import events as ev
+from backupd.binlog.client import StreamEnded
 
 ROWS = 23  # WRITE_ROWS_EVENT_V1: the body is opaque to the archiver
 
@@ -207,3 +208,42 @@ def framed(events: list[bytes], seq: int = 1) -> bytes:
         out += struct.pack("<I", len(raw) + 1)[:3] + bytes([seq, 0]) + raw
         seq = (seq + 1) & 0xFF
     return bytes(out)
+
+
+class FakeBinlogSource:
+    """A BinlogSource serving a FakeFile from the dump position, framed as the server sends
+    it; once everything was read it ends the dump (StreamEnded), as a server restart would."""
+
+    def __init__(self, fake: FakeFile) -> None:
+        self.fake = fake
+        self.checksum_alg = 1  # CRC32, as the bed's servers declare
+        self.dumps: list[tuple[str, int]] = []
+        self.closed = False
+        self._wire = b""
+        self._offset = 0
+        self._seq = 1
+
+    def binary_logs(self) -> list[tuple[str, int]]:
+        return [(self.fake.name, len(self.fake.data))]
+
+    def dump(self, server_id: int, file: str, position: int, heartbeat_seconds: float) -> None:
+        self.dumps.append((file, position))
+        self._wire = framed(self.fake.stream(position))
+
+    def buffered(self) -> tuple[bytes, int, int]:
+        return self._wire, self._offset, self._seq
+
+    def consumed(self, offset: int, seq: int) -> None:
+        self._offset, self._seq = offset, seq
+
+    def next_event(self, timeout: float) -> bytes | None:
+        if self._offset >= len(self._wire):
+            raise StreamEnded("the fake source has nothing more")
+        length = int.from_bytes(self._wire[self._offset : self._offset + 3], "little")
+        payload = self._wire[self._offset + 4 : self._offset + 4 + length]
+        self._offset += 4 + length
+        self._seq = (self._seq + 1) & 0xFF
+        return payload[1:]
+
+    def close(self) -> None:
+        self.closed = True

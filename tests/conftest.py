@@ -68,15 +68,6 @@ def data_fs(scratch: Path) -> Iterator[LoopFilesystem]:
         fs.destroy()  # thaws first
 
 
-@pytest.fixture
-def thawed(data_fs: LoopFilesystem) -> Iterator[LoopFilesystem]:
-    """The shared data filesystem, guaranteed thawed after the test whatever happened."""
-    try:
-        yield data_fs
-    finally:
-        data_fs.thaw()
-
-
 @pytest.fixture(scope="session")
 def reflink_volume(scratch: Path) -> Iterator[ReflinkVolume]:
     """Opt-in: an ext4 data image and a snapshot directory on an XFS (reflink=1) loop mount."""

@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import pymysql
 
@@ -28,6 +27,7 @@ from backupd.binlog.client import BinlogStream, ServerError, StreamEnded
 from backupd.binlog.events import EventError
 from backupd.binlog.metrics import BinlogMetrics
 from backupd.binlog.segmenter import Segment, Segmenter
+from backupd.binlog.source import BinlogSource
 from backupd.binlog.spool import Spool, SpoolEntry
 from backupd.binlog.state import Progress, resume_point
 from backupd.binlog.uploader import Target
@@ -78,8 +78,12 @@ class Archiver:
         metrics: BinlogMetrics,
         alarms: Alarms,
         stop: threading.Event,
+        connect: Callable[[MysqlSection], BinlogSource] = BinlogStream.connect,
+        probe: continuity.ServerProbe | None = None,
     ) -> None:
         self.mysql = mysql
+        self._connect = connect
+        self.probe = probe or continuity.MysqlProbe(mysql)
         self.binlog = binlog
         self._store = store
         self.cluster = cluster
@@ -145,7 +149,7 @@ class Archiver:
         """Where to stream from: the end of repository + spool on the latest timeline (a new
         one when continuity broke), checked against the server's binary logs (`logs`)."""
         self._drain()
-        self.identity = self._identity()
+        self.identity = self.probe.identity()
         archive = Archive(self._store(), self.cluster)
         # The spool first: an entry gone by the time the repository is listed was uploaded
         # before it was removed, so one of the two listings always shows it.
@@ -155,7 +159,7 @@ class Archiver:
         pending = [_as_key(latest.stream, e) for e in spooled]
         end = continuity.archive_end(latest, pending)
         head = self._archived_head(latest, pending, end)
-        server = continuity.view(self.mysql, self.identity, logs, end, head)
+        server = self.probe.view(self.identity, logs, end, head)
         decision = timeline.decide(end, server)
         start_file = ""
         if decision.branch:
@@ -176,13 +180,6 @@ class Archiver:
             self.binlog.segment_max_bytes,
             resume.inside_transaction,
         )
-
-    def _identity(self) -> str:
-        conn = database.connect(self.mysql)
-        try:
-            return describe_server(conn)
-        finally:
-            conn.close()
 
     def _first_timeline(self, archive: Archive, view: ArchiveView) -> Timeline:
         """Timeline 1: adopts this server's archive from before timelines, if there is one."""
@@ -230,11 +227,7 @@ class Archiver:
         self._wait_spool_empty()
         child_start, start_file = "", ""
         if decision.parent_end:
-            conn = database.connect(self.mysql)
-            try:
-                child_start = continuity.locate_after(conn, server.logs, end.gtid)
-            finally:
-                conn.close()
+            child_start = self.probe.locate_after(server.logs, end.gtid)
             start_file = child_start.rpartition(":")[0]
         elif end.file in dict(server.logs):
             start_file = end.file
@@ -289,7 +282,7 @@ class Archiver:
         _log.error("binlog gap: the server purged binlogs before they were archived", gap=text)
 
     def _stream_once(self) -> None:
-        stream = BinlogStream.connect(self.mysql)
+        stream = self._connect(self.mysql)
         try:
             if self.segmenter is None:
                 self.segmenter = self._resolve(stream.binary_logs())
@@ -392,14 +385,3 @@ class Archiver:
 def _as_key(stream: str, entry: SpoolEntry) -> layout.SegmentKey:
     """A spooled segment as the key it will have (checksums unknown until it is encoded)."""
     return layout.SegmentKey(stream, entry.extent, "", "", "bin")
-
-
-def describe_server(conn: Any) -> str:
-    """The server identity used in keys: server_uuid on MySQL, server_id on MariaDB."""
-    try:
-        version = database.server_version(conn)
-        variable = database.identity_variable(version)
-        row = database.query_one(conn, f"SELECT @@GLOBAL.{variable} AS ident")
-    except pymysql.err.MySQLError as exc:
-        raise DatabaseUnavailable(message=database.describe(exc)) from exc
-    return str(row["ident"]) if row else "unknown"

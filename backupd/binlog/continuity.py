@@ -8,7 +8,7 @@ decision can be tested apart.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import pymysql
 
@@ -97,6 +97,63 @@ def locate_after(conn: Any, logs: list[tuple[str, int]], archived: dict[int, int
 
 def _quote(name: str) -> str:
     return name.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def describe_server(conn: Any) -> str:
+    """The server identity used in keys: server_uuid on MySQL, server_id on MariaDB."""
+    try:
+        version = database.server_version(conn)
+        variable = database.identity_variable(version)
+        row = database.query_one(conn, f"SELECT @@GLOBAL.{variable} AS ident")
+    except pymysql.err.MySQLError as exc:
+        raise DatabaseUnavailable(message=database.describe(exc)) from exc
+    return str(row["ident"]) if row else "unknown"
+
+
+class ServerProbe(Protocol):
+    """What the archiver asks the server about continuity (a fake in unit tests)."""
+
+    def identity(self) -> str: ...
+
+    def view(
+        self,
+        identity: str,
+        logs: list[tuple[str, int]],
+        end: ArchiveEnd,
+        archived_head: bytes | None,
+    ) -> ServerView: ...
+
+    def locate_after(self, logs: list[tuple[str, int]], archived: dict[int, int]) -> str: ...
+
+
+class MysqlProbe:
+    """The real server, over its own short connections."""
+
+    def __init__(self, section: MysqlSection) -> None:
+        self.section = section
+
+    def identity(self) -> str:
+        conn = database.connect(self.section)
+        try:
+            return describe_server(conn)
+        finally:
+            conn.close()
+
+    def view(
+        self,
+        identity: str,
+        logs: list[tuple[str, int]],
+        end: ArchiveEnd,
+        archived_head: bytes | None,
+    ) -> ServerView:
+        return view(self.section, identity, logs, end, archived_head)
+
+    def locate_after(self, logs: list[tuple[str, int]], archived: dict[int, int]) -> str:
+        conn = database.connect(self.section)
+        try:
+            return locate_after(conn, logs, archived)
+        finally:
+            conn.close()
 
 
 def view(

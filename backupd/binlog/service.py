@@ -15,8 +15,9 @@ from typing import Any
 from backupd import database
 from backupd.binlog import layout
 from backupd.binlog.archive import Archive, cluster_name
-from backupd.binlog.archiver import Alarms, Archiver, describe_server, server_logs
+from backupd.binlog.archiver import Alarms, Archiver, server_logs
 from backupd.binlog.compactor import Compactor
+from backupd.binlog.continuity import describe_server
 from backupd.binlog.metrics import BinlogMetrics
 from backupd.binlog.refill import refill
 from backupd.binlog.spool import Spool, SpoolEntry
@@ -165,12 +166,27 @@ class BinlogService:
         file, position, _kind = latest.end()
         if file:
             self.progress.restore(file, position, latest.last_time())
+        self._cross_check(latest.stream, file, position)
         return latest.stream, [
             (found.stream, name)
             for found in view.timelines.values()
             for name, parts in layout.group_by_file(found.segments).items()
             if len(parts) > 1 and any(part.kind == "eof" for part in parts)
         ]
+
+    def _cross_check(self, stream: str, file: str, position: int) -> None:
+        """The state file says how far the last run saw the repository go; holding less now
+        means objects were lost after upload (deleted, a bucket restored from an older copy).
+        Resume re-archives them while the server has them (else a gap is recorded)."""
+        saved = self.state.load()
+        if saved.get("stream") != stream or not isinstance(saved.get("file"), str):
+            return
+        then = (layout.file_order(str(saved["file"])), int(str(saved.get("position", 0))))
+        if then > (layout.file_order(file), position):
+            lost = f"{file or '(nothing)'}:{position} .. {saved['file']}:{saved['position']}"
+            self.alarms.holes = [f"{lost} (stored before, missing from the repository now)"]
+            self.metrics.holes.set(1)
+            _log.error("binlog objects missing from the repository after upload", range=lost)
 
     def _uploaded(self, entry: SpoolEntry, key: layout.SegmentKey, object_size: int) -> None:
         assert self.spool is not None
@@ -186,7 +202,8 @@ class BinlogService:
                     # every byte of it is stored (on the timeline being written)
                     self.compactor.submit(self.archiver.target.stream, closed)
             try:
-                self.state.save(self.server, self.progress.file, self.progress.position)
+                stream = self.archiver.target.stream if self.archiver is not None else ""
+                self.state.save(stream, self.progress.file, self.progress.position)
             except OSError as exc:  # a hint for operators and benchmarks, not the truth
                 _log.warning("cannot write the binlog state file", error=str(exc))
 

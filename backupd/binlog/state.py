@@ -137,7 +137,8 @@ class Progress:
 
 
 class StateFile:
-    """The last archived coordinate on local disk: a cross-check for the repository."""
+    """The last archived coordinate and its timeline's stream on local disk: at start the
+    service checks that the repository still holds that much (BinlogService._cross_check)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -150,12 +151,12 @@ class StateFile:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def save(self, server: str, file: str, position: int) -> None:
+    def save(self, stream: str, file: str, position: int) -> None:
         """Replace the file atomically; uploads finish on several threads, hence the lock."""
         with self._lock:
             private_dir(self.path.parent)
             tmp = self.path.with_suffix(".tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
             with open(fd, "w") as handle:
-                handle.write(json.dumps({"server": server, "file": file, "position": position}))
+                handle.write(json.dumps({"stream": stream, "file": file, "position": position}))
             os.replace(tmp, self.path)

@@ -74,6 +74,8 @@ class SnapshotSet:
     freeze_seconds: float = 0.0
     error: str = ""
     error_code: str = ""
+    attempts: int = 0  # locked sections tried (snapshot.lock_attempts); 0: none reached
+    attempt_errors: list[str] = field(default_factory=list)  # "code: message" of retried ones
 
     @property
     def key(self) -> str:

@@ -1,5 +1,9 @@
 """One snapshot run: pre-check, flush, block commits, read the coordinate, freeze, start the
 set, thaw, unlock, wait, record. One try/finally records the outcome whatever happens.
+
+Commits stay blocked for at most `max_freeze_seconds`: the lock, the freeze and the provider's
+start share that one budget (deadline.py). A locked section that failed in a way that may pass
+is retried with a fresh lock, up to `lock_attempts`.
 """
 
 from __future__ import annotations
@@ -9,11 +13,10 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backupd import __version__
+from backupd import __version__, freeze_record
 from backupd.binlog.archive import Archive, cluster_name
 from backupd.config import Config
 from backupd.errors import (
@@ -21,8 +24,12 @@ from backupd.errors import (
     FreezeFailed,
     FreezeRefused,
     HookFailed,
+    LockDeadlineExceeded,
+    LockFailed,
     LongQueriesRunning,
+    ProviderError,
     SnapshotStillPending,
+    ThawFailed,
 )
 from backupd.log import get_logger
 from backupd.snapshot import freezer
@@ -35,8 +42,11 @@ from backupd.snapshot.catalog import (
     SnapshotSet,
     VolumeSnapshot,
 )
-from backupd.snapshot.dblock import DatabaseLock, LongQuery
+from backupd.snapshot.dblock import DatabaseLock
+from backupd.snapshot.deadline import LockDeadline
 from backupd.snapshot.hooks import run_hooks
+from backupd.snapshot.long_queries import LongQuery
+from backupd.snapshot.protocols import CommitLock, Freezer, FreezerFactory, LockFactory
 from backupd.snapshot.providers import base
 from backupd.snapshot.providers.base import SnapshotProvider, Target
 
@@ -45,6 +55,14 @@ _log = get_logger("snapshot")
 KILL_GRACE_SECONDS = 5.0
 LONG_QUERY_POLL_SECONDS = 1.0
 TAG_VALUE_MAX = 255
+
+
+def retryable(exc: BackupdError) -> bool:
+    """A failed locked section that a fresh lock a little later may not meet again: the
+    deadline, a lock not granted, a provider error marked transient (EC2 timeout, 5xx)."""
+    if isinstance(exc, ProviderError):
+        return bool(exc.fields.get("transient"))
+    return isinstance(exc, LockDeadlineExceeded | LockFailed)
 
 
 def long_query_action(policy: str, queries: list[LongQuery], waited: float, budget: float) -> str:
@@ -139,7 +157,8 @@ class Coordinator:
         catalog: Catalog,
         owner: str,
         stop: threading.Event,
-        lock_factory: Callable[..., Any] = DatabaseLock,
+        lock_factory: LockFactory = DatabaseLock,
+        freezer_factory: FreezerFactory = freezer.FrozenMounts,
     ) -> None:
         self.config = config
         self.provider = provider
@@ -147,6 +166,7 @@ class Coordinator:
         self.owner = owner
         self.stop = stop
         self.lock_factory = lock_factory
+        self.freezer_factory = freezer_factory
         self.progress: Progress | None = None
         self._latest: SnapshotSet  # the run's record as far as it got (failures keep it)
 
@@ -219,7 +239,8 @@ class Coordinator:
         return record
 
     def _discard_partial(self, record: SnapshotSet) -> None:
-        """A run that failed inside the provider's start may have left part of a set."""
+        """A run that failed in or after the provider's start (its error, the deadline, the
+        watchdog) may have left a set, or part of one: delete it by its set id."""
         if self.progress is None or self.progress.phase != "frozen" or record.volumes:
             return
         try:
@@ -229,6 +250,9 @@ class Coordinator:
             return
         if gone:
             _log.warning("discarded a partial set", set_id=record.set_id, snapshots=gone)
+
+    def _current_phase(self) -> str:
+        return self.progress.phase if self.progress else ""
 
     def _phase(self, phase: str) -> None:
         if self.progress is not None:
@@ -256,7 +280,7 @@ class Coordinator:
         targets = self.provider.prepare(section.mounts)
         for mount in section.mounts:
             syncfs(mount)
-        record, volumes = self._locked_capture(record, targets)
+        record, volumes = self._attempts(record, targets)
         record = self._latest = record.with_(volumes=volumes)  # a failure now keeps the set
         self._phase("waiting")
         self._save(record)  # pending: visible while it completes
@@ -277,18 +301,74 @@ class Coordinator:
             return record.with_(volumes=exc.volumes, state=PENDING)
         return record.with_(volumes=volumes, state=COMPLETED)
 
-    def _locked_capture(
+    def _attempts(
         self, record: SnapshotSet, targets: list[Target]
+    ) -> tuple[SnapshotSet, list[VolumeSnapshot]]:
+        """The locked section, retried with a fresh lock after a failure that may pass."""
+        section = self.config.snapshot
+        failures: list[str] = []
+        attempt = 1
+        while True:
+            record = self._latest = record.with_(attempts=attempt, attempt_errors=failures)
+            try:
+                return self._attempt(record, targets)
+            except BackupdError as exc:
+                if not retryable(exc) or attempt >= section.lock_attempts:
+                    raise
+                failures = [*failures, f"{exc.code}: {exc.message}"]
+                _log.warning(
+                    "locked section failed; retrying with a fresh lock",
+                    set_id=record.set_id,
+                    attempt=attempt,
+                    error=exc.message,
+                )
+                self._discard_partial(self._latest)
+                if self.stop.wait(section.lock_retry_delay_seconds):
+                    raise
+            attempt += 1
+
+    def _attempt(
+        self, record: SnapshotSet, targets: list[Target]
+    ) -> tuple[SnapshotSet, list[VolumeSnapshot]]:
+        """One locked section; a capture the deadline overtook fails, whatever it returned."""
+        deadline = LockDeadline(self.config.snapshot.max_freeze_seconds)
+        try:
+            captured = self._locked_capture(record, targets, deadline)
+        except BackupdError as exc:
+            if deadline.missed:
+                raise self._overrun(deadline) from exc
+            raise
+        if deadline.missed:
+            raise self._overrun(deadline)
+        return captured
+
+    def _overrun(self, deadline: LockDeadline) -> LockDeadlineExceeded:
+        phase = deadline.during
+        during = {
+            "locking": "while taking the lock or running the pre_freeze hooks",
+            "frozen": f"while the {self.provider.name} provider's start call ran",
+        }
+        return LockDeadlineExceeded(
+            seconds=deadline.seconds, during=during.get(phase, f"in phase {phase}")
+        )
+
+    def _locked_capture(
+        self, record: SnapshotSet, targets: list[Target], deadline: LockDeadline
     ) -> tuple[SnapshotSet, list[VolumeSnapshot]]:
         section = self.config.snapshot
         lock = self.lock_factory(self.config.mysql, section.lock_timeout_seconds)
-        frozen = freezer.FrozenMounts(section.mounts, section.max_freeze_seconds)
+        frozen = self.freezer_factory(
+            section.mounts,
+            section.max_freeze_seconds,
+            freeze_record.record_path(self.config.daemon.socket),
+        )
         try:
             self._phase("pre-check")
             self._clear_long_queries(lock)
             lock.flush_tables()
             frozen.prepare()  # descriptors and watchdog ready before commits are blocked
             self._phase("locking")
+            deadline.start([frozen.thaw_now, lock.abort], phase=self._current_phase)
             state = lock.lock()
             record = self._latest = record.with_(
                 coordinate=state.coordinate,
@@ -299,20 +379,26 @@ class Coordinator:
                 **_layout_fields(lock),
             )
             run_hooks(section.hooks.pre_freeze, section.hooks.timeout_seconds)
-            record, volumes = self._frozen_capture(record, targets, frozen)
+            record, volumes = self._frozen_capture(record, targets, frozen, deadline)
         finally:
             try:
                 lock.unlock()
             except BackupdError as exc:  # closing the session below drops the lock anyway
                 _log.warning("unlock failed; closing the lock connection", error=exc.message)
             finally:
+                deadline.cancel()  # its release actions are done before the lock is closed
                 lock.close()
-                unlocked = time.time()
+                unlocked = deadline.released_at or time.time()
                 frozen.close()
-        if record.locked_at:
-            record = record.with_(unlocked_at=unlocked, lock_seconds=unlocked - record.locked_at)
-        if frozen.watchdog_fired:
-            self.provider.delete(record.with_(volumes=volumes))
+                self._latest = _unlocked(self._latest, unlocked)  # failures keep it too
+        record = _unlocked(record, unlocked)
+        if frozen.watchdog_fired:  # run() discards the set (one discard path for every failure)
+            if frozen.thaw_failed:
+                raise ThawFailed(
+                    mount=",".join(section.mounts),
+                    reason="the watchdog's FITHAW failed after max_freeze_seconds="
+                    f"{section.max_freeze_seconds}; the snapshot was discarded",
+                )
             raise FreezeFailed(
                 mount=",".join(section.mounts),
                 reason=f"held longer than max_freeze_seconds={section.max_freeze_seconds}; "
@@ -321,31 +407,38 @@ class Coordinator:
         return record.with_(state=PENDING), volumes
 
     def _frozen_capture(
-        self, record: SnapshotSet, targets: list[Target], frozen: freezer.FrozenMounts
+        self,
+        record: SnapshotSet,
+        targets: list[Target],
+        frozen: Freezer,
+        deadline: LockDeadline,
     ) -> tuple[SnapshotSet, list[VolumeSnapshot]]:
         section = self.config.snapshot
         self._phase("frozen")
+        tags = snapshot_tags(record, section.ebs.tags)
         volumes: list[VolumeSnapshot] | None = None
+        if deadline.expired:  # the lock is gone already: freezing now would only stall writers
+            raise FreezeFailed(mount=",".join(section.mounts), reason="the lock deadline passed")
         try:
             with frozen:
-                volumes = self.provider.start(
-                    record.set_id, targets, snapshot_tags(record, section.ebs.tags)
-                )
+                volumes = self.provider.start(record.set_id, targets, tags, deadline.at)
+                deadline.captured()
         except FreezeFailed as exc:
-            if volumes is not None or not section.crash_consistent_fallback:
+            if volumes is not None or deadline.expired or not section.crash_consistent_fallback:
                 raise
             _log.warning("freeze failed; taking a crash-consistent snapshot", error=exc.message)
             record = record.with_(consistency="crash")
             volumes = self.provider.start(
-                record.set_id, targets, snapshot_tags(record, section.ebs.tags)
+                record.set_id, targets, snapshot_tags(record, section.ebs.tags), deadline.at
             )
+            deadline.captured()
             return record, volumes
         record = record.with_(
             frozen_at=frozen.frozen_at, thawed_at=frozen.thawed_at, freeze_seconds=frozen.seconds
         )
         return record, volumes
 
-    def _clear_long_queries(self, lock: Any) -> None:
+    def _clear_long_queries(self, lock: CommitLock) -> None:
         section = self.config.snapshot
         started = time.monotonic()
         while True:
@@ -358,14 +451,25 @@ class Coordinator:
                 return
             if action == "kill":
                 for query in queries:
-                    _log.warning("killing long read-only statement", query=query.describe())
-                    lock.kill_query(query.thread_id)
+                    killed = lock.kill_query(query)
+                    _log.warning(
+                        "killed long read-only statement" if killed else "statement already ended",
+                        query=query.describe(),
+                        query_id=query.query_id or None,
+                    )
             elif action == "skip" or self.stop.wait(LONG_QUERY_POLL_SECONDS):
                 raise LongQueriesRunning(
                     count=len(queries),
                     seconds=section.long_query_seconds,
                     detail="; ".join(q.describe() for q in queries[:3]),
                 )
+
+
+def _unlocked(record: SnapshotSet, at: float) -> SnapshotSet:
+    """When commits flowed again (the deadline's release, or the unlock and close)."""
+    if not record.locked_at:
+        return record
+    return record.with_(unlocked_at=at, lock_seconds=at - record.locked_at)
 
 
 def _layout_fields(lock: Any) -> dict[str, str]:

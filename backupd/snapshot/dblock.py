@@ -3,14 +3,15 @@
 MariaDB >= 10.4: `BACKUP STAGE START` + `BACKUP STAGE BLOCK_COMMIT` (reads and non-committing
 writes go on); MySQL and older MariaDB: `FLUSH TABLES WITH READ LOCK`. A short
 `lock_wait_timeout` bounds how long the lock request can hold writers behind it. The lock is
-connection-scoped: if this process dies the server drops it with the connection.
+connection-scoped: if this process dies the server drops it with the connection, and
+`abort()` (the deadline thread) ends it from a second connection with `KILL CONNECTION`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import re
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,37 +21,15 @@ import pymysql
 from backupd import database
 from backupd.config import MysqlSection
 from backupd.database import ServerVersion
-from backupd.errors import LockFailed
+from backupd.errors import DatabaseUnavailable, LockFailed
+from backupd.log import get_logger
+from backupd.snapshot.long_queries import LongQuery, kill_statement, list_long_queries
 
-# Statements that never wait for the lock and that the lock never waits for.
-_IDLE_COMMANDS = (
-    "Sleep",
-    "Daemon",
-    "Binlog Dump",
-    "Binlog Dump GTID",
-    "Slave_IO",
-    "Slave_SQL",
-    "Slave_worker",
-)
-_READ_ONLY = re.compile(r"^\s*(\(\s*)*(SELECT|WITH)\b", re.IGNORECASE)
-_WRITES_ANYWAY = re.compile(r"\b(FOR\s+UPDATE|LOCK\s+IN\s+SHARE\s+MODE|INTO)\b", re.IGNORECASE)
+_log = get_logger("snapshot")
+RELEASER_TIMEOUT = 5  # seconds for the KILL on the second connection
 
-
-@dataclass(frozen=True)
-class LongQuery:
-    thread_id: int
-    user: str
-    seconds: float
-    command: str
-    info: str
-
-    @property
-    def read_only(self) -> bool:
-        """A plain SELECT that may be killed without losing a write (kill-selects)."""
-        return bool(_READ_ONLY.match(self.info)) and not _WRITES_ANYWAY.search(self.info)
-
-    def describe(self) -> str:
-        return f"thread {self.thread_id} ({self.user}, {self.seconds:.0f}s): {self.info[:80]}"
+# The server's answer to a kill whose statement or thread is gone: nothing left to kill.
+_GONE = (1094, 1957)  # ER_NO_SUCH_THREAD, ER_NO_SUCH_QUERY
 
 
 @dataclass(frozen=True)
@@ -108,7 +87,10 @@ class DatabaseLock:
         self.conn: Any = database.connect(
             section, read_timeout=io_timeout, write_timeout=io_timeout
         )
+        self.section = section
         self.locked = False
+        self.aborted = False
+        self.releaser: Any = None  # the second connection abort() kills the lock from
         try:
             self.version = database.server_version(self.conn)
             self.layout = read_layout(self.conn, self.version)
@@ -128,18 +110,16 @@ class DatabaseLock:
 
     def long_queries(self, older_than: float) -> list[LongQuery]:
         """Statements running for `older_than` seconds or more, which a lock would queue behind."""
-        with self.conn.cursor() as cursor:
-            cursor.execute(
-                "SELECT ID, USER, TIME, COMMAND, COALESCE(INFO, '') "
-                "FROM information_schema.PROCESSLIST "
-                "WHERE ID <> CONNECTION_ID() AND TIME >= %s AND COMMAND NOT IN %s",
-                (older_than, _IDLE_COMMANDS),
-            )
-            rows = cursor.fetchall()
-        return [LongQuery(int(r[0]), str(r[1]), float(r[2]), str(r[3]), str(r[4])) for r in rows]
+        return list_long_queries(self.conn, self.version, older_than)
 
-    def kill_query(self, thread_id: int) -> None:
-        self._execute(f"KILL QUERY {int(thread_id)}")
+    def kill_query(self, query: LongQuery) -> bool:
+        """Kill that statement (not its thread's next one); False when it already ended."""
+        try:
+            return kill_statement(self.conn, self.version, query)
+        except (pymysql.err.MySQLError, OSError) as exc:
+            if isinstance(exc, pymysql.err.MySQLError) and exc.args and exc.args[0] in _GONE:
+                return False
+            raise LockFailed(statement="KILL QUERY", reason=database.describe(exc)) from exc
 
     def flush_tables(self) -> None:
         """Unlocked flush first so the flush done under the lock has little left to do."""
@@ -148,6 +128,7 @@ class DatabaseLock:
     def lock(self) -> LockedState:
         """Block commits, then read the coordinate and GTID state they are frozen at."""
         block, _release = lock_statements(self.version)
+        self._open_releaser()
         for statement in block:
             self.locked = True  # from the first statement on, release must run
             self._execute(statement)
@@ -159,7 +140,32 @@ class DatabaseLock:
             raise LockFailed(statement="read binlog state", reason=database.describe(exc)) from exc
         return LockedState(str(coordinate) if coordinate else "", gtid, locked_at)
 
+    def _open_releaser(self) -> None:
+        """Connect the second session before commits are blocked, so a release never waits on
+        a new connection; without it, abort() still closes the lock's socket."""
+        try:
+            self.releaser = database.connect(
+                self.section, read_timeout=RELEASER_TIMEOUT, write_timeout=RELEASER_TIMEOUT
+            )
+        except DatabaseUnavailable as exc:
+            _log.warning("no second connection to release the lock from", error=exc.message)
+
+    def abort(self) -> None:
+        """From another thread: end the lock's session now (the server then drops the lock)."""
+        self.aborted = True
+        session = self.conn.thread_id()
+        try:
+            with self.releaser.cursor() as cursor:
+                cursor.execute(f"KILL CONNECTION {int(session)}")
+            _log.warning("commit lock released by KILL CONNECTION", session=session)
+        except (AttributeError, pymysql.err.MySQLError, OSError) as exc:
+            _log.warning("KILL CONNECTION failed; closing the lock's socket", error=str(exc))
+            with contextlib.suppress(AttributeError, OSError):
+                self.conn._sock.shutdown(socket.SHUT_RDWR)
+
     def unlock(self) -> None:
+        if self.aborted:  # the session is gone, and the lock with it
+            self.locked = False
         if not self.locked:
             return
         _block, release = lock_statements(self.version)
@@ -173,3 +179,6 @@ class DatabaseLock:
         """Closing drops any lock still held (the server releases it with the session)."""
         with contextlib.suppress(Exception):  # already gone: the lock went with it
             self.conn.close()
+        if self.releaser is not None:
+            with contextlib.suppress(Exception):
+                self.releaser.close()

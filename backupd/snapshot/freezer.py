@@ -18,11 +18,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
-from backupd import freeze
-from backupd.errors import FreezeFailed, FreezeRefused
+from backupd import freeze, freeze_record
+from backupd.errors import FreezeFailed, FreezeRefused, ThawFailed
+from backupd.log import get_logger
+
+_log = get_logger("freezer")
 
 WATCHDOG_SCRIPT = str(Path(__file__).with_name("watchdog.py"))
+WATCHDOG_COMMAND = [sys.executable, "-I", "-S", "-B", WATCHDOG_SCRIPT]  # isolated, stdlib only
 WATCHDOG_READY_SECONDS = 10.0
+LOG_FD = 1  # the watchdog reports on our stdout: refusals() keeps it off every frozen mount
+WATCHDOG_CLOCK, WATCHDOG_THAW_FAILED = 2, 4  # exit codes of watchdog.py
 
 
 def device_of(path: str) -> int:
@@ -88,16 +94,17 @@ class Watchdog:
         self._ack_r, ack_w = os.pipe()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-B", WATCHDOG_SCRIPT, str(max_seconds),
+                [*WATCHDOG_COMMAND, str(max_seconds),
                  str(control_r), str(ack_w), *map(str, fds)],
                 pass_fds=(control_r, ack_w, *fds),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=LOG_FD,
                 cwd="/", start_new_session=True,
             )  # fmt: skip
         finally:
             os.close(control_r)
             os.close(ack_w)
         self.fired = False
+        self.thaw_failed = False  # it had to thaw and a FITHAW failed: maybe still frozen
         if self._read_ack(WATCHDOG_READY_SECONDS) != b"R":
             self.close()
             raise FreezeFailed(mount="*", reason="the freeze watchdog did not start")
@@ -117,32 +124,40 @@ class Watchdog:
     def close(self) -> None:
         """Reap it, and learn whether it had to thaw before we did."""
         self.thawed()
-        if self._read_ack(0) == b"X":
-            self.fired = True
+        ack = self._read_ack(0)
         try:
             self.process.wait(5)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)
-        if self.process.returncode == 2:
-            self.fired = True
+        code = self.process.returncode
+        self.thaw_failed = ack == b"E" or code == WATCHDOG_THAW_FAILED
+        self.fired = self.thaw_failed or ack == b"X" or code == WATCHDOG_CLOCK
         os.close(self._control_w)
         os.close(self._ack_r)
 
 
 class FrozenMounts:
     """prepare() (descriptors, watchdog) ahead of the lock; `with`: freeze in order on enter,
-    thaw in reverse on exit (always); close() reaps the watchdog once commits flow again."""
+    thaw in reverse on exit (always); close() reaps the watchdog once commits flow again.
+    With `record`, prepare() writes the mounts there (before the lock: no fsync while commits
+    wait) and close() removes it unless a thaw failed (freeze_record: what `thaw-all` finds)."""
 
-    def __init__(self, mounts: list[str], max_freeze_seconds: float) -> None:
+    def __init__(
+        self, mounts: list[str], max_freeze_seconds: float, record: Path | None = None
+    ) -> None:
         self.mounts = mounts
         self.max_freeze_seconds = max_freeze_seconds
+        self.record = record
         self.fds: list[int] = []
         self.frozen: list[int] = []
         self.watchdog: Watchdog | None = None
         self.frozen_at = 0.0
         self.thawed_at = 0.0
         self.watchdog_fired = False
+        self.thaw_failed = False  # ours or the watchdog's FITHAW failed
+        self.left_frozen = False  # ours failed: a mount may still be frozen
+        self.aborted = False  # thaw_now() ran: freeze nothing more
 
     def prepare(self) -> None:
         if self.watchdog is not None:
@@ -151,6 +166,7 @@ class FrozenMounts:
             for mount in self.mounts:
                 self.fds.append(freeze.open_mount(mount))
             self.watchdog = Watchdog(self.fds, self.max_freeze_seconds)
+            self._write_record()
         except BaseException:
             self.close()
             raise
@@ -167,6 +183,8 @@ class FrozenMounts:
                 except OSError as exc:
                     raise FreezeFailed(mount=mount, reason=exc.strerror or str(exc)) from exc
                 self.frozen.append(fd)
+                if self.aborted:  # the deadline thawed meanwhile; this one too, below
+                    raise FreezeFailed(mount=mount, reason="the lock deadline passed")
         except BaseException:
             self._thaw()
             raise
@@ -184,29 +202,69 @@ class FrozenMounts:
     def seconds(self) -> float:
         return max(0.0, self.thawed_at - self.frozen_at) if self.frozen_at else 0.0
 
+    def _write_record(self) -> None:
+        if self.record is None:
+            return
+        try:
+            freeze_record.write_record(self.record, self.mounts)
+        except OSError as exc:  # no record, no freeze: a crash now would leave no trace
+            raise FreezeFailed(
+                mount=",".join(self.mounts), reason=f"cannot write {self.record}: {exc}"
+            ) from exc
+
+    def _clear_record(self) -> None:
+        if self.record is None:
+            return
+        try:
+            freeze_record.clear_record(self.record)
+        except OSError as exc:  # harmless: thaw-all finds the mounts not frozen
+            _log.warning("cannot remove the freeze record", path=str(self.record), error=str(exc))
+
     def _thaw(self) -> None:
         errors = []
-        for fd in reversed(self.frozen):
+        for mount, fd in reversed(list(zip(self.mounts, self.fds, strict=False))):
+            if fd not in self.frozen:
+                continue
             try:
                 freeze.thaw_fd(fd)
             except OSError as exc:
-                errors.append(exc)
+                errors.append(f"{mount}: {exc.strerror or exc}")
         self.thawed_at = time.time()
         self.frozen.clear()
         if self.watchdog is not None:
             self.watchdog.thawed()
         if errors:
-            raise FreezeFailed(mount="*", reason=f"thaw failed: {errors[0]}")
+            self.thaw_failed = self.left_frozen = True
+            _log.error("thaw failed; the mount may still be frozen", failures="; ".join(errors))
+            raise ThawFailed(mount=",".join(self.mounts), reason="; ".join(errors))
 
     def close(self) -> None:
         """Reap the watchdog and close the descriptors (idempotent; thaws first if needed)."""
         if self.frozen:
-            with contextlib.suppress(FreezeFailed):
+            with contextlib.suppress(ThawFailed):
                 self._thaw()
         if self.watchdog is not None:
             self.watchdog.close()
             self.watchdog_fired = self.watchdog.fired
+            if self.watchdog.thaw_failed:
+                self.thaw_failed = True
+                _log.error("the freeze watchdog could not thaw; the mount may still be frozen")
             self.watchdog = None
         for fd in self.fds:
             os.close(fd)
         self.fds.clear()
+        if not self.left_frozen:
+            self._clear_record()
+
+    def thaw_now(self) -> None:
+        """From the deadline thread: thaw every mount at once (FITHAW on held descriptors is
+        safe beside the owner's thaw; "not frozen" counts as thawed)."""
+        self.aborted = True
+        errors = []
+        for fd in reversed(list(self.fds)):
+            try:
+                freeze.thaw_fd(fd)
+            except OSError as exc:
+                errors.append(exc)
+        if errors:
+            raise FreezeFailed(mount="*", reason=f"thaw at the deadline failed: {errors[0]}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from backupd.errors import ThawFailed
 from backupd.metrics import PREFIX
-from backupd.snapshot.catalog import COMPLETED, PENDING, SnapshotSet
+from backupd.snapshot.catalog import COMPLETED, FAILED, PENDING, SnapshotSet
 
 _SHORT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _LONG = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0)
@@ -58,6 +59,16 @@ class SnapshotMetrics:
             buckets=_SHORT,
             registry=registry,
         )
+        self.lock_deadline_exceeded = Counter(
+            f"{PREFIX}_snapshot_lock_deadline_exceeded",
+            "Locked sections cut off at max_freeze_seconds (thawed, unlocked, set discarded)",
+            registry=registry,
+        )
+        self.lock_retries = Counter(
+            f"{PREFIX}_snapshot_lock_retries",
+            "Locked sections retried with a fresh lock (snapshot.lock_attempts)",
+            registry=registry,
+        )
 
         self.prune_refused = _counter(
             registry,
@@ -77,9 +88,16 @@ class SnapshotMetrics:
             "Snapshot sets started but not yet completed by the provider (followed up)",
             registry=registry,
         )
+        self.thaw_failures = Counter(
+            f"{PREFIX}_thaw_failures",
+            "Runs whose FITHAW failed (by the daemon or its watchdog): a mount may be frozen",
+            registry=registry,
+        )
 
     def observe(self, record: SnapshotSet) -> None:
         """A run that ended: its lock and freeze, and its outcome unless still pending."""
+        if record.error_code == ThawFailed.code:
+            self.thaw_failures.inc()
         if record.freeze_seconds:
             self.freeze.observe(record.freeze_seconds)
         if record.lock_seconds:
@@ -94,3 +112,8 @@ class SnapshotMetrics:
             self.duration.observe(record.completed_at - record.started_at)
         if record.state == COMPLETED:
             self.last_success.set(record.completed_at)
+        codes = [error.split(":", 1)[0] for error in record.attempt_errors]
+        if record.state == FAILED:
+            codes.append(record.error_code)
+        self.lock_deadline_exceeded.inc(codes.count("lock_deadline_exceeded"))
+        self.lock_retries.inc(len(record.attempt_errors))

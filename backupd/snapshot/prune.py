@@ -16,7 +16,7 @@ from backupd.binlog import retention
 from backupd.config import RetentionSection
 from backupd.errors import ArchiveCorrupt, BackupdError, PruneRefused, StorageError
 from backupd.log import get_logger
-from backupd.snapshot.catalog import Catalog, SnapshotSet
+from backupd.snapshot.catalog import FAILED, Catalog, SnapshotSet
 from backupd.snapshot.providers.base import SnapshotProvider
 from backupd.snapshot.retention import plan_retention
 
@@ -117,7 +117,7 @@ def prune(
             errors.append(f"{set_id}: taken by the {record.provider} provider; left in place")
             continue
         try:
-            if record.volumes:
+            if record.volumes or record.state == FAILED:  # late arrivals of a failed set too
                 provider.delete(record)
             catalog.delete(set_id)
             deleted.append(set_id)

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from backupd import freeze_record
 from backupd.control.server import LongPoll, Request, Route
 from backupd.errors import (
     PruneRefused,
@@ -124,11 +125,28 @@ class SnapshotService:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._thaw_leftovers()
         if self.context.config.snapshot.enabled:
             self.schedule = Schedule(self.context.config.snapshot, self._scheduled, self.metrics)
             self.schedule.start()
         self._thread = threading.Thread(target=self._work, name="snapshot", daemon=True)
         self._thread.start()
+
+    def _thaw_leftovers(self) -> None:
+        path = freeze_record.record_path(self.context.config.daemon.socket)
+        try:
+            results = freeze_record.thaw_leftovers(path)
+        except (freeze_record.RecordUnreadable, OSError) as exc:
+            _log.error("cannot read the freeze record", path=str(path), error=str(exc))
+            return
+        for result in results:
+            log = _log.error if result.error else _log.warning
+            log(
+                "a previous run left a freeze record",
+                mount=result.mount,
+                thawed_now=result.thawed,
+                error=result.error or None,
+            )
 
     def stop(self) -> None:
         if self.schedule is not None:
@@ -415,4 +433,20 @@ class SnapshotService:
                 )
         if self.prune_refusal:
             found.append(self.prune_refusal)
-        return found
+        return found + self._left_frozen()
+
+    def _left_frozen(self) -> list[str]:
+        """The freeze record outlives a run only if a thaw failed or a daemon died frozen."""
+        if self._busy.locked() or self.progress() is not None:
+            return []
+        path = freeze_record.record_path(self.context.config.daemon.socket)
+        try:
+            mounts = freeze_record.read_record(path)
+        except (freeze_record.RecordUnreadable, OSError) as exc:
+            return [f"unreadable freeze record: {exc}"]
+        if not mounts:
+            return []
+        return [
+            f"{', '.join(mounts)} may still be frozen ({path} outlived its run): "
+            "run `backupd thaw-all`"
+        ]

@@ -18,7 +18,7 @@ import pytest
 
 from tests.clients import BIN_DIR
 from tests.conftest import ConfigFactory
-from tests.integration.test_snapshot_local import snap_config  # noqa: F401
+from tests.integration.test_snapshot_local import snap_config, thawed  # noqa: F401
 from tests.testbed.loopfs import LoopFilesystem
 
 pytestmark = pytest.mark.integration
@@ -110,7 +110,7 @@ def drill_on_ebs(config: dict[str, Any], _fs: LoopFilesystem, _work: Path) -> No
 )
 def test_each_lie_is_one_line(
     snap_config: dict[str, Any],  # noqa: F811
-    thawed: LoopFilesystem,
+    thawed: LoopFilesystem,  # noqa: F811
     workdir: Path,
     write_config: ConfigFactory,
     mutate: Mutation | None,

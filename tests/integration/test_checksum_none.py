@@ -21,7 +21,7 @@ from tests.integration.test_binlog import (
     wait_archived,
 )
 from tests.integration.test_restore import checksums, mine, run_json
-from tests.integration.test_snapshot_local import snap_config, take  # noqa: F401
+from tests.integration.test_snapshot_local import snap_config, take, thawed  # noqa: F401
 from tests.testbed.daemon import DaemonProcess
 from tests.testbed.mariadb import MariaDB
 

@@ -15,6 +15,7 @@ import pytest
 
 from tests.clients import backupctl_json
 from tests.conftest import ConfigFactory
+from tests.integration.test_snapshot_local import thawed  # noqa: F401
 from tests.testbed.daemon import DaemonProcess
 from tests.testbed.loopfs import LoopFilesystem
 
@@ -44,7 +45,7 @@ def test_snapshot_runs_on_success_and_a_hanging_notifier_blocks_nothing(
     base_config: dict[str, Any],
     write_config: ConfigFactory,
     start_daemon: Callable[..., DaemonProcess],
-    thawed: LoopFilesystem,
+    thawed: LoopFilesystem,  # noqa: F811
     workdir: Path,
 ) -> None:
     fifo = workdir / "events.fifo"

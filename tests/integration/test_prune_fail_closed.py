@@ -15,7 +15,7 @@ from backupd.binlog import layout
 from tests.clients import backupctl, backupctl_json
 from tests.conftest import ConfigFactory
 from tests.integration.test_binlog import binlog_config, wait_archived
-from tests.integration.test_snapshot_local import snap_config, take  # noqa: F401
+from tests.integration.test_snapshot_local import snap_config, take, thawed  # noqa: F401
 from tests.integration.test_snapshot_schedule import scrape
 from tests.testbed.daemon import DaemonProcess
 from tests.testbed.mariadb import MariaDB

@@ -23,7 +23,7 @@ from backupd.storage.filestore import FileStore
 from tests.clients import backupctl, backupctl_json
 from tests.conftest import ConfigFactory
 from tests.integration.test_binlog import binlog_config, master, wait_archived
-from tests.integration.test_snapshot_local import snap_config, take  # noqa: F401
+from tests.integration.test_snapshot_local import snap_config, take, thawed  # noqa: F401
 from tests.integration.test_snapshot_schedule import scrape
 from tests.testbed.daemon import DaemonProcess
 from tests.testbed.mariadb import MariaDB

@@ -24,9 +24,11 @@ from tests.integration.test_snapshot_local import take, writable_within
 from tests.testbed.daemon import DaemonProcess
 from tests.testbed.imds import TOKEN, ImdsStub
 from tests.testbed.loopfs import LoopFilesystem
+from tests.testbed.mariadb import MariaDB
 from tests.testbed.moto import MotoServer
 from tests.testbed.proxy import DelayingProxy
 from tests.testbed.util import run
+from tests.testbed.writer import Writer
 
 pytestmark = pytest.mark.integration
 
@@ -146,25 +148,89 @@ def test_hung_provider_is_thawed_by_the_clock_and_the_run_fails(
     moto: MotoServer,
     data_fs: LoopFilesystem,
 ) -> None:
-    proxy = DelayingProxy(moto.port, b"CreateSnapshots", delay=6).start()
+    proxy = DelayingProxy(moto.port, b"CreateSnapshots", delay=30, hang=True).start()
     ebs_config["snapshot"]["ebs"]["endpoint_url"] = proxy.url
-    ebs_config["snapshot"]["max_freeze_seconds"] = 2.0
+    ebs_config["snapshot"].update({"max_freeze_seconds": 2.0, "lock_attempts": 1})
     try:
         start_daemon(write_config(ebs_config))
         sock = ebs_config["daemon"]["socket"]
         code, answer = backupctl_json("--socket", sock, "snapshot")
         assert code == 0 and proxy.seen.wait(30)
-        assert writable_within(data_fs.mount_point, 2.0 + 3)
         _code, busy = backupctl_json("--socket", sock, "snapshot")
         assert busy["error"]["code"] == "snapshot_in_progress"
+        assert writable_within(data_fs.mount_point, 2.0 + 3)
         record = ControlClient(sock).request(
             "GET", f"/v1/snapshot?set_id={answer['set_id']}&wait=60", timeout=70
         )
-        assert record["state"] == "failed" and record["error_code"] == "freeze_failed"
-        assert "watchdog thawed" in record["error"]
+        assert record["state"] == "failed" and record["error_code"] == "lock_deadline_exceeded"
+        assert "the filesystems thawed" in record["error"]
         assert set_snapshots(moto.url, answer["set_id"]) == []  # discarded: not consistent
     finally:
         proxy.stop()
+
+
+def snapshot_while_writing(server: MariaDB, sock: str) -> tuple[dict[str, Any], float]:
+    """One run while a writer commits every 10 ms: the record and the longest commit."""
+    writer = Writer(server, "deadline.commits", interval=0.01).start()
+    try:
+        writer.wait_for_commits(20)
+        record = take(sock)
+        writer.wait_for_commits(len(writer.commits) + 20, timeout=10)  # commits flow again
+    finally:
+        commits = writer.stop()
+    return record, max(c.latency for c in commits)
+
+
+def test_hung_create_snapshots_is_cut_off_at_the_lock_deadline(
+    ebs_config: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    moto: MotoServer,
+    data_fs: LoopFilesystem,
+    live_mariadb: MariaDB,
+) -> None:
+    """CreateSnapshots never answers: commits wait at most the budget (+1 s), the lock is
+    released and the mount thawed at the deadline, one retry with a fresh lock, then failed."""
+    budget = 2.0
+    proxy = DelayingProxy(moto.port, b"Action=CreateSnapshots", delay=60, hang=True).start()
+    ebs_config["snapshot"]["ebs"]["endpoint_url"] = proxy.url
+    ebs_config["snapshot"].update(
+        {"max_freeze_seconds": budget, "lock_attempts": 2, "lock_retry_delay_seconds": 0.5}
+    )
+    try:
+        start_daemon(write_config(ebs_config))
+        record, worst = snapshot_while_writing(live_mariadb, ebs_config["daemon"]["socket"])
+    finally:
+        proxy.stop()
+    assert worst < budget + 1, f"a commit waited {worst:.2f}s"
+    assert record["state"] == "failed", record
+    assert record["error_code"] == "lock_deadline_exceeded", record
+    assert "max_freeze_seconds" in record["error"]
+    assert record["attempts"] == 2 and proxy.matches == 2  # retried once with a fresh lock
+    assert budget - 0.5 < record["lock_seconds"] < budget + 0.5  # released at the deadline
+    assert writable_within(data_fs.mount_point, 2)
+    live_mariadb.sql("INSERT INTO deadline.commits (at) VALUES (0)")
+    assert set_snapshots(moto.url, record["set_id"]) == []
+
+
+def test_a_hung_pre_freeze_hook_loses_the_lock_at_the_deadline(
+    ebs_config: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    moto: MotoServer,
+    live_mariadb: MariaDB,
+) -> None:
+    """The hook outlives the budget: the deadline thread KILLs the lock's session at once."""
+    budget = 1.5
+    ebs_config["snapshot"].update({"max_freeze_seconds": budget, "lock_attempts": 1})
+    ebs_config["snapshot"]["hooks"] = {"pre_freeze": ["sleep 5"], "timeout_seconds": 10}
+    start_daemon(write_config(ebs_config))
+    record, worst = snapshot_while_writing(live_mariadb, ebs_config["daemon"]["socket"])
+    assert worst < budget + 1, f"a commit waited {worst:.2f}s"
+    assert record["state"] == "failed" and record["attempts"] == 1, record
+    assert record["error_code"] == "lock_deadline_exceeded", record
+    assert "pre_freeze" in record["error"]
+    assert set_snapshots(moto.url, record["set_id"]) == []
 
 
 def test_freeze_failure_aborts_or_falls_back_to_crash_consistent(
@@ -224,6 +290,36 @@ def test_volumes_found_from_nvme_links_and_instance_from_imdsv2(
     assert volume["volume"] == instance["data"] and volume["method"] == "create-snapshots"
     assert ("PUT", "/latest/api/token", "") in imds.requests
     assert ("GET", "/latest/meta-data/instance-id", TOKEN) in imds.requests
+
+
+def test_without_imds_one_create_snapshots_covers_both_volumes(
+    ebs_config: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    moto: MotoServer,
+    instance: dict[str, Any],
+) -> None:
+    """No IMDS, no instance_id: the instance comes from the volumes' attachment."""
+    proxy = DelayingProxy(moto.port, b"Action=CreateSnapshot").start()  # counts, no delay
+    ebs = ebs_config["snapshot"]["ebs"]
+    ebs.update(
+        {
+            "endpoint_url": proxy.url,
+            "instance_id": "",
+            "imds_url": "http://127.0.0.1:9",  # nothing listens: no metadata service
+            "volumes": [instance["data"], instance["other"]],
+        }
+    )
+    try:
+        start_daemon(write_config(ebs_config))
+        record = take(ebs_config["daemon"]["socket"])
+    finally:
+        proxy.stop()
+    assert record["state"] == "completed", record
+    assert [v["method"] for v in record["volumes"]] == ["create-snapshots"] * 2
+    assert proxy.matches == 1  # one CreateSnapshots call, no CreateSnapshot per volume
+    snaps = set_snapshots(moto.url, record["set_id"])
+    assert sorted(s["VolumeId"] for s in snaps) == sorted([instance["data"], instance["other"]])
 
 
 def test_copies_to_other_regions_and_pending_sets_resume_after_restart(

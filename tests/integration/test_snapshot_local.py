@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,15 @@ def writable_within(path: Path, timeout: float) -> bool:
         return probe.wait(timeout) == 0
     except subprocess.TimeoutExpired:
         return False  # it stays blocked until teardown thaws; then it finishes on its own
+
+
+@pytest.fixture
+def thawed(data_fs: LoopFilesystem) -> Iterator[LoopFilesystem]:
+    """The shared data filesystem, guaranteed thawed after the test whatever happened."""
+    try:
+        yield data_fs
+    finally:
+        data_fs.thaw()
 
 
 @pytest.fixture
@@ -369,3 +378,21 @@ def test_dead_database_fails_the_run_without_freezing(
     assert record["state"] == "failed" and record["error_code"] == "database_unavailable"
     assert record["locked_at"] == 0 and record["frozen_at"] == 0
     assert writable_within(thawed.mount_point, 10)
+
+
+def test_a_copy_that_cannot_fit_the_budget_is_refused_before_locking(
+    snap_config: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    workdir: Path,
+) -> None:
+    """No reflink between the data image and the snapshot directory: the estimate at 1 MiB/s
+    exceeds the 1 s budget, so the run fails before commits are ever blocked."""
+    snap_config["snapshot"]["max_freeze_seconds"] = 1.0
+    snap_config["snapshot"]["local"]["copy_bytes_per_second"] = 1024 * 1024
+    start_daemon(write_config(snap_config))
+    record = take(snap_config["daemon"]["socket"])
+    assert record["state"] == "failed" and record["error_code"] == "copy_too_slow", record
+    assert "reflink" in record["error"] and "max_freeze_seconds=1.0" in record["error"]
+    assert record["locked_at"] == 0 and record["frozen_at"] == 0
+    assert not (Path(snap_config["snapshot"]["local"]["directory"]) / record["set_id"]).exists()

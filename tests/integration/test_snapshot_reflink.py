@@ -56,6 +56,9 @@ def test_reflink_snapshot_is_a_point_in_time_clone(
     write_synced(marker, b"before")
     base_config["snapshot"].update({"mounts": [str(data.mount_point)], "lock_timeout_seconds": 2.0})
     base_config["snapshot"]["local"]["directory"] = str(reflink_volume.snapshot_dir)
+    # A copy at 1 KiB/s could never fit the budget: the run completes only because the
+    # pre-lock probe found that the image clones.
+    base_config["snapshot"]["local"]["copy_bytes_per_second"] = 1024
     try:
         start_daemon(write_config(base_config))
         _code, record = backupctl_json(

@@ -15,7 +15,7 @@ import pytest
 from backupd.snapshot.catalog import SnapshotSet
 from tests.clients import backupctl, backupctl_json
 from tests.conftest import ConfigFactory
-from tests.integration.test_snapshot_local import snap_config, take  # noqa: F401
+from tests.integration.test_snapshot_local import snap_config, take, thawed  # noqa: F401
 from tests.testbed.daemon import DaemonProcess
 
 pytestmark = pytest.mark.integration

@@ -20,10 +20,10 @@ import pytest
 from backupd.binlog.archive import Archive
 from backupd.storage.filestore import FileStore
 from tests.conftest import ConfigFactory
-from tests.integration.test_binlog import StartDaemon, binlog_config, status, wait_for
+from tests.integration.test_binlog import StartDaemon, status, wait_for
 from tests.integration.test_restore import mine, record_instant, run_json
 from tests.integration.test_snapshot_local import take
-from tests.integration.test_timelines import archived_exactly
+from tests.integration.test_timelines import archived_exactly, config_for
 from tests.testbed.loopfs import LoopFilesystem
 from tests.testbed.mariadb import BACKUPD_PASSWORD, BACKUPD_USER, MariaDB
 
@@ -65,13 +65,7 @@ def pair(workdir: Path) -> Iterator[Pair]:
 
 
 def daemon_config(base: dict[str, Any], pair: Pair, server: MariaDB, workdir: Path) -> dict:
-    config = binlog_config(base)
-    config["mysql"] = {
-        "socket": server.socket,
-        "option_file": str(server.option_file),
-        "reconnect_max_seconds": 1.0,
-    }
-    config["storage"] = {**base["storage"], "cluster": CLUSTER}
+    config = config_for(base, server, CLUSTER)
     config["snapshot"].update(
         mounts=[str(pair.data.mount_point)],
         lock_timeout_seconds=2.0,

@@ -38,7 +38,7 @@ from tests.integration.test_binlog import (
 )
 from tests.integration.test_binlog import Archive as Arch
 from tests.integration.test_restore import mine, record_instant, run_json
-from tests.integration.test_snapshot_local import snap_config, take  # noqa: F401
+from tests.integration.test_snapshot_local import snap_config, take, thawed  # noqa: F401
 from tests.testbed.loopfs import LoopFilesystem
 from tests.testbed.mariadb import MariaDB
 
@@ -57,14 +57,14 @@ def own_server(workdir: Path) -> Iterator[MariaDB]:
         server.stop()
 
 
-def config_for(base: dict[str, Any], server: MariaDB) -> dict[str, Any]:
+def config_for(base: dict[str, Any], server: MariaDB, cluster: str = CLUSTER) -> dict[str, Any]:
     config = binlog_config(base)
     config["mysql"] = {
         "socket": server.socket,
         "option_file": str(server.option_file),
         "reconnect_max_seconds": 1.0,
     }
-    config["storage"] = {**base["storage"], "cluster": CLUSTER}
+    config["storage"] = {**base["storage"], "cluster": cluster}
     return config
 
 

@@ -55,19 +55,22 @@ class LocalBed:
     def s3(self) -> Any:
         return boto3.client("s3", endpoint_url=self.moto.url, region_name="us-east-1")
 
-    def ebs_section(self) -> dict[str, Any]:
-        """An EC2 instance with one attached data volume in moto, as `[snapshot.ebs]`."""
+    def ebs_section(self, volumes: int = 1) -> dict[str, Any]:
+        """An EC2 instance with attached data volumes in moto, as `[snapshot.ebs]`."""
         ec2 = boto3.client("ec2", endpoint_url=self.moto.url, region_name="us-east-1")
         image = ec2.describe_images()["Images"][0]["ImageId"]
         inst = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]
         zone = inst["Placement"]["AvailabilityZone"]
-        volume = ec2.create_volume(Size=8, AvailabilityZone=zone)["VolumeId"]
-        ec2.attach_volume(VolumeId=volume, InstanceId=inst["InstanceId"], Device="/dev/sdf")
+        ids = []
+        for device in ("/dev/sdf", "/dev/sdg", "/dev/sdh", "/dev/sdi")[:volumes]:
+            volume = ec2.create_volume(Size=8, AvailabilityZone=zone)["VolumeId"]
+            ec2.attach_volume(VolumeId=volume, InstanceId=inst["InstanceId"], Device=device)
+            ids.append(volume)
         return {
             "region": "us-east-1",
             "endpoint_url": self.moto.url,
             "instance_id": inst["InstanceId"],
-            "volumes": [volume],
+            "volumes": ids,
         }
 
     def config(self) -> dict[str, dict[str, Any]]:

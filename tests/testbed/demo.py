@@ -16,6 +16,8 @@ from pathlib import Path
 
 from tests.testbed.bed import LocalBed
 from tests.testbed.daemon import BIN_DIR, DaemonProcess, NotifyListener, render_toml
+from tests.testbed.proxy import DelayingProxy
+from tests.testbed.writer import Writer
 
 
 def show(*args: str) -> int:
@@ -103,6 +105,10 @@ def switch_to_ebs(bed: LocalBed, config: Path, daemon: DaemonProcess) -> int:
     settings["snapshot"].update({"provider": "ebs", "ebs": bed.ebs_section()})
     config.write_text(render_toml(settings))
     print('\ndemo: [snapshot] provider = "ebs" (moto), then SIGHUP', flush=True)
+    return reload(daemon)
+
+
+def reload(daemon: DaemonProcess) -> int:
     daemon.signal(signal.SIGHUP)
     try:
         daemon.notify.wait_for("STATUS", "config reloaded")
@@ -110,6 +116,36 @@ def switch_to_ebs(bed: LocalBed, config: Path, daemon: DaemonProcess) -> int:
         print(f"demo: reload failed: {exc}")
         return 1
     return 0
+
+
+def deadline_step(bed: LocalBed, config: Path, daemon: DaemonProcess, sock: list[str]) -> int:
+    """EC2 stops answering mid-snapshot (two volumes, no instance metadata): commits wait at
+    most max_freeze_seconds, the run fails with the reason, the lock is gone."""
+    saved = config.read_text()
+    proxy = DelayingProxy(bed.moto.port, b"Action=CreateSnapshots", delay=60, hang=True).start()
+    settings = bed.config()
+    ebs = bed.ebs_section(volumes=2)
+    ebs.update({"endpoint_url": proxy.url, "instance_id": "", "imds_url": "http://127.0.0.1:9"})
+    settings["snapshot"].update(
+        {"provider": "ebs", "ebs": ebs, "max_freeze_seconds": 2.0, "lock_attempts": 1}
+    )
+    config.write_text(render_toml(settings))
+    print(
+        "\ndemo: EC2 now accepts CreateSnapshots and never answers; max_freeze_seconds = 2, "
+        "a writer commits every 10 ms",
+        flush=True,
+    )
+    writer = Writer(bed.db, "demo.commits", interval=0.01).start()
+    try:
+        failures = reload(daemon)
+        failures += show(*sock, "snapshot", "--wait") == 0  # expected to fail: the deadline
+    finally:
+        commits = writer.stop()
+        proxy.stop()
+        config.write_text(saved)
+    worst = max(c.latency for c in commits)
+    print(f"demo: the longest commit waited {worst:.2f}s (budget 2s); the lock was released")
+    return failures + (worst > 3.0) + reload(daemon)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         failures += show(*sock, "snapshot", "--wait") != 0  # local provider: an image file
         failures += switch_to_ebs(bed, config, daemon)
         failures += show(*sock, "snapshot", "--wait") != 0  # EBS against moto's EC2
+        failures += deadline_step(bed, config, daemon, sock)
         failures += show(*sock, "snapshots") != 0
         failures += show(*sock, "prune", "--dry-run") != 0
         failures += binlog_step(bed, sock, config) != 0

@@ -1,9 +1,11 @@
 """A TCP proxy on 127.0.0.1 in front of an endpoint (moto), for tests of a misbehaving one:
 it can hold back requests containing a marker (e.g. the EC2 action `CreateSnapshots`: a slow
-endpoint while frozen) and it can be cut (refuse and drop connections: an endpoint that went
-away) and restored. In front of S3 it can also fail the GETs of selected keys with a
-`503 SlowDown` (a throttled read of one object while the rest of the store answers). It counts
-the HTTP requests it receives by S3 operation (`requests`), which is what an S3 bill counts."""
+endpoint while frozen), or hang them (accept, never answer, drop the connection after
+`delay`: an endpoint that stopped answering), and it can be cut (refuse and drop connections:
+an endpoint that went away) and restored. `matches` counts the marked requests. In front of
+S3 it can also fail the GETs of selected keys with a `503 SlowDown` (a throttled read of one
+object while the rest of the store answers). It counts the HTTP requests it receives by S3
+operation (`requests`), which is what an S3 bill counts."""
 
 from __future__ import annotations
 
@@ -45,10 +47,18 @@ SLOW_DOWN = (
 
 
 class DelayingProxy:
-    def __init__(self, upstream_port: int, marker: bytes | None = None, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        marker: bytes | None = None,
+        delay: float = 0.0,
+        hang: bool = False,
+    ) -> None:
         self.upstream_port = upstream_port
         self.marker = marker
         self.delay = delay
+        self.hang = hang  # marked requests are never forwarded; dropped after `delay`
+        self.matches = 0
         self.seen = threading.Event()  # set when a marked request arrived (and is held)
         self._stop = threading.Event()
         self._cut = threading.Event()
@@ -121,8 +131,10 @@ class DelayingProxy:
                     src.sendall(SLOW_DOWN)
                     return  # the finally closes both sides, as S3 may after an error
                 if hold and self.marker is not None and self.marker in chunk:
+                    with self._lock:
+                        self.matches += 1
                     self.seen.set()
-                    if self._stop.wait(self.delay):
+                    if self._stop.wait(self.delay) or self.hang:
                         return
                 dst.sendall(chunk)
         except OSError:

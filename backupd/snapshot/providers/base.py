@@ -43,9 +43,12 @@ class SnapshotProvider(Protocol):
         """Resolve volumes before anything is locked (API calls and lookups go here)."""
 
     def start(
-        self, set_id: str, targets: list[Target], tags: dict[str, str]
+        self, set_id: str, targets: list[Target], tags: dict[str, str], deadline: float
     ) -> list[VolumeSnapshot]:
-        """Start the point-in-time capture of every target; called while frozen, so be quick."""
+        """Start the point-in-time capture of every target; called while frozen, so be quick.
+
+        `deadline` (time.monotonic()) ends the lock budget: a capture not done by then is
+        discarded, so stop working on it there."""
 
     def wait(
         self,

@@ -2,8 +2,11 @@
 tagged with the set, the coordinate and the owner; after the thaw, DescribeSnapshots until
 every snapshot completed (a set still pending at the timeout is followed up later).
 
-Per-volume CreateSnapshot is the fallback, used only when the instance id is unknown or a
-configured volume is not attached to it. Deletes touch only snapshots carrying our owner tag.
+The instance comes from the config, else IMDSv2, else the configured volumes' attachment
+(DescribeVolumes). Per-volume CreateSnapshot calls, made concurrently, are the fallback only
+when the volumes are not all attached to that one instance. Calls made while commits are
+blocked go through a client with timeouts inside the lock budget and no automatic retries (the
+coordinator retries with a fresh lock). Deletes touch only snapshots carrying our owner tag.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 import os
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from backupd.config import EbsSection
@@ -68,25 +73,67 @@ def volume_of_mount(mount: str, by_id: str = BY_ID) -> str:
     raise ProviderError(message=f"{mount}: no EBS volume found under {by_id}")
 
 
+def locked_config(budget_seconds: float) -> Config:
+    """For calls made while commits are blocked: one try, each wait inside the budget."""
+    return Config(
+        connect_timeout=budget_seconds,
+        read_timeout=budget_seconds,
+        retries={"total_max_attempts": 1, "mode": "standard"},
+    )
+
+
+def attached_instance(volumes: list[dict[str, Any]]) -> str:
+    """The one instance every volume is attached to (DescribeVolumes), else ""."""
+    owners = set()
+    for volume in volumes:
+        attached = [a for a in volume.get("Attachments", []) if a.get("State") == "attached"]
+        if len(attached) != 1:
+            return ""
+        owners.add(attached[0]["InstanceId"])
+    return owners.pop() if len(owners) == 1 else ""
+
+
+THROTTLED = ("Throttling", "RequestLimitExceeded", "SnapshotCreationPerVolumeRateExceeded")
+
+
+def transient(exc: Exception) -> bool:
+    """A failure a later try may not meet: no answer, a timeout, throttling, a 5xx."""
+    if not isinstance(exc, ClientError):
+        return True  # BotoCoreError: connection refused or reset, timeouts
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return error.get("Code", "") in THROTTLED or int(status) >= 500
+
+
 def _fail(action: str, exc: Exception) -> ProviderError:
-    return ProviderError(message=f"{action}: {exc}")
+    return ProviderError(message=f"{action}: {exc}", transient=transient(exc))
 
 
 class EbsProvider:
     name = "ebs"
 
-    def __init__(self, section: EbsSection, owner: str, client: Any = None) -> None:
+    def __init__(
+        self, section: EbsSection, owner: str, client: Any = None, locked_seconds: float = 10.0
+    ) -> None:
         self.section = section
         self.owner = owner
-        self.client: Any = client or boto3.client(
-            "ec2",
-            region_name=section.region or None,
-            endpoint_url=section.endpoint_url or None,
-        )
+        self.client: Any = client or self._client()
+        self.locked_seconds = locked_seconds  # snapshot.max_freeze_seconds
+        self.locked_client: Any = client  # made in prepare(), before anything is locked
         self.instance_id = section.instance_id
         self.exclude: list[str] = []  # attached data volumes not in the set
 
+    def _client(self, config: Config | None = None) -> Any:
+        return boto3.client(
+            "ec2",
+            region_name=self.section.region or None,
+            endpoint_url=self.section.endpoint_url or None,
+            config=config,
+        )
+
     def prepare(self, mounts: list[str]) -> list[Target]:
+        if self.locked_client is None:
+            self.locked_client = self._client(locked_config(self.locked_seconds))
         volumes = list(self.section.volumes)
         if not volumes:
             volumes = [volume_of_mount(mount, self.section.device_links) for mount in mounts]
@@ -94,7 +141,7 @@ class EbsProvider:
             try:
                 self.instance_id = imds_instance_id(self.section.imds_url)
             except OSError:
-                self.instance_id = ""  # fall back to one CreateSnapshot per volume
+                self.instance_id = self._instance_of(volumes)  # "" : one call per volume
         if self.instance_id:
             self.exclude = [v for v in self.attached() if v not in volumes]
         mount_of = dict(zip(volumes, mounts, strict=False))
@@ -102,40 +149,63 @@ class EbsProvider:
 
     def attached(self) -> list[str]:
         """The volumes attached to our instance."""
+        filters = [{"Name": "attachment.instance-id", "Values": [self.instance_id]}]
+        return [v["VolumeId"] for v in self._describe(Filters=filters)]
+
+    def _instance_of(self, volumes: list[str]) -> str:
+        """Without IMDS: the instance the volumes are attached to, so one call covers them."""
+        return attached_instance(self._describe(VolumeIds=volumes))
+
+    def _describe(self, **kwargs: Any) -> list[dict[str, Any]]:
+        """DescribeVolumes through the locked client first, which opens the connection the
+        call made while locked reuses; through the retrying client when that fails."""
         try:
-            answer = self.client.describe_volumes(
-                Filters=[{"Name": "attachment.instance-id", "Values": [self.instance_id]}]
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise _fail("DescribeVolumes", exc) from exc
-        return [v["VolumeId"] for v in answer.get("Volumes", [])]
+            answer = self.locked_client.describe_volumes(**kwargs)
+        except (BotoCoreError, ClientError):
+            try:
+                answer = self.client.describe_volumes(**kwargs)
+            except (BotoCoreError, ClientError) as exc:
+                raise _fail("DescribeVolumes", exc) from exc
+        return list(answer.get("Volumes", []))
 
     def start(
-        self, set_id: str, targets: list[Target], tags: dict[str, str]
+        self, set_id: str, targets: list[Target], tags: dict[str, str], deadline: float
     ) -> list[VolumeSnapshot]:
+        """Bounded by the locked client's timeouts; the deadline itself is the coordinator's."""
         wanted = {t.volume: t for t in targets}
         tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
         made: dict[str, VolumeSnapshot] = {}
         attached = set(wanted) - set(self.exclude) if self.instance_id else set()
         if self.instance_id and attached:
             made.update(self._create_multi(set_id, wanted, tag_list))
-        for volume, target in wanted.items():
-            if volume not in made:
-                made[volume] = self._create_one(set_id, target, tag_list)
+        rest = [target for volume, target in wanted.items() if volume not in made]
+        made.update(self._create_each(set_id, rest, tag_list))
         return [made[v] for v in wanted]
+
+    def _create_each(
+        self, set_id: str, targets: list[Target], tag_list: list[dict[str, str]]
+    ) -> dict[str, VolumeSnapshot]:
+        """One CreateSnapshot per volume, all at once: the stall is one call, not N."""
+        if len(targets) <= 1:
+            return {t.volume: self._create_one(set_id, t, tag_list) for t in targets}
+        with ThreadPoolExecutor(len(targets), thread_name_prefix="create-snapshot") as pool:
+            futures = [pool.submit(self._create_one, set_id, t, tag_list) for t in targets]
+            return {t.volume: f.result() for t, f in zip(targets, futures, strict=True)}
 
     def _create_multi(
         self, set_id: str, wanted: dict[str, Target], tag_list: list[dict[str, str]]
     ) -> dict[str, VolumeSnapshot]:
         try:
-            answer = self.client.create_snapshots(**self.create_snapshots_request(set_id, tag_list))
+            answer = self.locked_client.create_snapshots(
+                **self.create_snapshots_request(set_id, tag_list)
+            )
         except (BotoCoreError, ClientError) as exc:
             raise _fail("CreateSnapshots", exc) from exc
         made = {}
         for snap in answer.get("Snapshots", []):
             volume, snapshot_id = snap["VolumeId"], snap["SnapshotId"]
             if volume not in wanted:  # an endpoint that ignored the exclusions: not ours to keep
-                self._delete_ids([snapshot_id])
+                self._delete_ids([snapshot_id], self.locked_client)
                 continue
             made[volume] = VolumeSnapshot(
                 wanted[volume].mount, volume, snapshot_id, method="create-snapshots"
@@ -162,7 +232,7 @@ class EbsProvider:
     ) -> VolumeSnapshot:
         tags = [*tag_list, {"Key": TAG_MOUNT, "Value": target.mount}]
         try:
-            snap = self.client.create_snapshot(
+            snap = self.locked_client.create_snapshot(
                 VolumeId=target.volume,
                 Description=f"backupd {set_id}",
                 TagSpecifications=[{"ResourceType": "snapshot", "Tags": tags}],
