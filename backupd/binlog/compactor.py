@@ -18,18 +18,22 @@ import threading
 from backupd.binlog import layout
 from backupd.binlog.extent import Extent
 from backupd.binlog.fetch import load_segment
+from backupd.binlog.recent import RecentSegments
 from backupd.binlog.uploader import Target, encode
 from backupd.errors import BackupdError
 from backupd.log import get_logger
+from backupd.storage import ObjectStore
 
 _log = get_logger("binlog.compactor")
 
 MAX_BYTES = 256 * 1024 * 1024
 
 
-def compact_file(target: Target, stream: str, file: str) -> layout.SegmentKey | None:
+def compact_file(
+    target: Target, stream: str, file: str, recent: RecentSegments | None = None
+) -> layout.SegmentKey | None:
     """Compact one closed file of one timeline's `stream`; None when there is nothing to do
-    (or it is not closed)."""
+    (or it is not closed). Segments still in `recent` are not downloaded again."""
     store = target.store()
     segments = [
         seg
@@ -42,7 +46,7 @@ def compact_file(target: Target, stream: str, file: str) -> layout.SegmentKey | 
     parts = [seg for seg in found.segments if seg.size > 0]
     if len(parts) == 1 and parts[0].start == 0 and len(segments) == len(found.segments):
         return None  # already one object
-    raw = b"".join(load_segment(store, seg) for seg in parts)
+    raw = b"".join(_raw(store, seg, recent) for seg in parts)
     whole = _whole_extent(found, parts)
     encoded = encode(stream, whole, raw, target.compression, target.level)
     store.put(encoded.key.key, encoded.body)
@@ -58,6 +62,13 @@ def compact_file(target: Target, stream: str, file: str) -> layout.SegmentKey | 
         if seg.key != encoded.key.key:
             store.delete(seg.key)
     return encoded.key
+
+
+def _raw(store: ObjectStore, seg: layout.SegmentKey, recent: RecentSegments | None) -> bytes:
+    kept = recent.take(seg.raw_sha256) if recent is not None else None
+    if kept is not None and len(kept) == seg.size:
+        return kept
+    return load_segment(store, seg)
 
 
 def _whole_extent(found: layout.FileChain, parts: list[layout.SegmentKey]) -> Extent:
@@ -78,8 +89,11 @@ def _whole_extent(found: layout.FileChain, parts: list[layout.SegmentKey]) -> Ex
 class Compactor:
     """A thread compacting files as their last segment lands (and leftovers at start)."""
 
-    def __init__(self, target: Target, stop: threading.Event) -> None:
+    def __init__(
+        self, target: Target, stop: threading.Event, recent: RecentSegments | None = None
+    ) -> None:
         self.target = target
+        self.recent = recent
         self._stop = stop
         self._queue: queue.Queue[tuple[str, str]] = queue.Queue(1024)
         self._thread = threading.Thread(target=self._run, name="binlog-compact", daemon=True)
@@ -105,7 +119,7 @@ class Compactor:
             except queue.Empty:
                 continue
             try:
-                key = compact_file(self.target, stream, file)
+                key = compact_file(self.target, stream, file, self.recent)
             except BackupdError as exc:
                 _log.warning("compaction failed; segments kept", file=file, error=exc.message)
                 continue

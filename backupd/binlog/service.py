@@ -7,6 +7,7 @@ archive with the server once a second for the status, the lag and the recovery p
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from backupd.binlog.archiver import Alarms, Archiver, server_logs
 from backupd.binlog.compactor import Compactor
 from backupd.binlog.continuity import describe_server
 from backupd.binlog.metrics import BinlogMetrics
+from backupd.binlog.recent import RecentSegments
 from backupd.binlog.refill import refill
 from backupd.binlog.spool import Spool, SpoolEntry
 from backupd.binlog.state import Progress, StateFile
@@ -56,6 +58,7 @@ class BinlogService:
         self.state = StateFile(Path(self.config.daemon.state_dir) / "binlog.json")
         self.server = ""
         self.cluster = ""
+        self.recent = RecentSegments()  # what compaction need not download again
         self.spool: Spool | None = None
         self.uploader: Uploader | None = None
         self.archiver: Archiver | None = None
@@ -125,7 +128,7 @@ class BinlogService:
         # Spooled segments belong to the latest timeline: a new one begins only after the
         # spool is empty (Archiver._branch).
         target = Target(self.store, stream, binlog.compression, binlog.level)
-        self.compactor = Compactor(target, self._stop)
+        self.compactor = Compactor(target, self._stop, self.recent)
         self.uploader = Uploader(
             target,
             self._uploaded,
@@ -190,6 +193,8 @@ class BinlogService:
 
     def _uploaded(self, entry: SpoolEntry, key: layout.SegmentKey, object_size: int) -> None:
         assert self.spool is not None
+        with contextlib.suppress(OSError):  # unreadable: compaction downloads it instead
+            self.recent.keep(key.raw_sha256, entry.read())  # for compaction: no GET later
         self.spool.remove(entry)
         self.alarms.upload_error = ""
         if entry.spooled_at and self.archiver is not None:

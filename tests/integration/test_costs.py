@@ -8,6 +8,7 @@ bench/repository_costs.py and docs/costs.md.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import urllib.request
@@ -99,5 +100,53 @@ def test_requests_per_flush_and_idle_match_the_daemons_count(
         assert daemon_requests(sock) == (seen, seen)
         text = backupctl("--socket", sock, "status").stdout
         assert f"PutObject {proxy.requests['PutObject']}" in text
+    finally:
+        proxy.stop()
+
+
+def test_compaction_downloads_nothing_the_daemon_just_uploaded(
+    base_config: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: Callable[..., DaemonProcess],
+    live_mariadb: MariaDB,
+    moto: MotoServer,
+) -> None:
+    """A closed file's one-second segments are joined from memory, not GET back from S3."""
+    bucket = f"compact-{random.randrange(1 << 30)}"
+    s3 = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    proxy = DelayingProxy(moto.port).start()
+    try:
+        config = base_config
+        config["storage"] = {
+            "url": f"s3://{bucket}/archive",
+            "endpoint_url": proxy.url,
+            "region": "us-east-1",
+        }
+        config["binlog"] = {"flush_seconds": 0.2}
+        db = live_mariadb
+        db.sql("FLUSH BINARY LOGS")
+        closing = str(db.sql("SHOW MASTER STATUS")[0][0])
+        daemon = start_daemon(write_config(config))
+        daemon.notify.wait_for("READY", "1")
+        measure(proxy, db, 2.0, table="costs.c", interval=0.01)  # many segments in `closing`
+        db.sql("FLUSH BINARY LOGS")
+        head = db.sql("SHOW MASTER STATUS")[0]
+        wait_archived(["--socket", config["daemon"]["socket"]], f"{head[0]}:{head[1]}")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # compaction has no event a test can wait on
+            listed = s3.list_objects_v2(Bucket=bucket, Prefix="archive/binlog/")
+            keys = [o["Key"] for o in listed.get("Contents", [])]
+            if any(k.endswith(f"/{closing}/manifest.json") for k in keys):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"{closing} was not compacted")
+        manifest_key = next(k for k in keys if k.endswith(f"/{closing}/manifest.json"))
+        replaced = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
+        assert len(replaced["replaced"]) > 5, replaced  # many segments became one object
+        # The only GETs are of the timeline's history object (at start and at each resume
+        # or chain check), never of the segments compaction joined.
+        assert proxy.requests["GetObject"] <= 3, dict(proxy.requests)
     finally:
         proxy.stop()

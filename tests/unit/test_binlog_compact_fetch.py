@@ -11,6 +11,7 @@ import pytest
 from backupd.binlog import layout
 from backupd.binlog.compactor import compact_file
 from backupd.binlog.fetch import fetch
+from backupd.binlog.recent import RecentSegments
 from backupd.binlog.segmenter import Segmenter
 from backupd.binlog.spool import Spool
 from backupd.binlog.uploader import Target, encode
@@ -19,7 +20,13 @@ from backupd.storage.filestore import FileStore
 from tests.binlog_fakes import FakeFile, Txn
 
 
-def archive(tmp_path: Path, store: FileStore, fake: FakeFile, max_bytes: int = 300) -> int:
+def archive(
+    tmp_path: Path,
+    store: FileStore,
+    fake: FakeFile,
+    max_bytes: int = 300,
+    recent: RecentSegments | None = None,
+) -> int:
     """Segment, spool and upload `fake` as the daemon would; returns the segment count."""
     seg = Segmenter(fake.name, 4, 0.0, max_bytes)
     spool = Spool(tmp_path / "spool", 1 << 20, threading.Event())
@@ -29,8 +36,10 @@ def archive(tmp_path: Path, store: FileStore, fake: FakeFile, max_bytes: int = 3
         for segment in seg.feed(raw, 1.0):
             entry = spool.write(segment)
             assert entry is not None
-            encoded = encode("1", entry, entry.read(), "zstd", 3)
+            encoded = encode("1", entry.extent, entry.read(), "zstd", 3)
             store.put(encoded.key.key, encoded.body)
+            if recent is not None:
+                recent.keep(encoded.key.raw_sha256, entry.read())
             spool.remove(entry)
             count += 1
     return count
@@ -94,3 +103,32 @@ def test_backupctl_binlog_fetch_without_a_daemon(
     assert doc["files"][0]["closed"] is False and doc["server"] == "1"
     assert (tmp_path / "out" / "mysql-bin.000002").read_bytes() == bytes(files[1].data)
     assert not (tmp_path / "out" / "mysql-bin.000001").exists()
+
+
+class CountingStore(FileStore):
+    gets = 0
+
+    def get(self, key: str) -> bytes:
+        self.gets += 1
+        return super().get(key)
+
+
+def test_compaction_takes_recently_uploaded_segments_from_memory(tmp_path: Path) -> None:
+    """What the daemon just uploaded is not downloaded again (a GET per segment, each file)."""
+    store = CountingStore(tmp_path / "repo")
+    fake = FakeFile("mysql-bin.000001")
+    for n in range(20):
+        fake.transaction(Txn([50 + n]))
+    fake.rotate("mysql-bin.000002")
+    recent = RecentSegments()
+    segments = archive(tmp_path, store, fake, recent=recent)
+    key = compact_file(Target(lambda: store, "1", "zstd", 3), "1", fake.name, recent)
+    assert key is not None and store.gets == 0 and recent.size == 0
+    fetch(store, tmp_path / "out", "1")
+    assert (tmp_path / "out" / fake.name).read_bytes() == bytes(fake.data)
+    evicted = RecentSegments(max_bytes=200)  # too small: what it lost is downloaded
+    store2 = CountingStore(tmp_path / "repo2")
+    (tmp_path / "second").mkdir()
+    archive(tmp_path / "second", store2, fake, recent=evicted)
+    assert compact_file(Target(lambda: store2, "1", "zstd", 3), "1", fake.name, evicted)
+    assert 0 < store2.gets < segments + 1
