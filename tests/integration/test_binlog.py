@@ -94,10 +94,6 @@ def fetch(config: Path, dest: Path, first: str) -> dict[str, Any]:
     result = backupctl(
         "--config", str(config), "--json", "binlog", "fetch", "--dest", str(dest), "--from", first
     )
-    if result.returncode != 0:  # DEBUG
-        import shutil
-
-        shutil.copytree(config.parent, "/tmp/bl-exp/fail", dirs_exist_ok=True)
     assert result.returncode == 0, result.stdout + result.stderr
     doc: dict[str, Any] = json.loads(result.stdout)
     return doc
