@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from backupd.check import access
-from backupd.check.result import FAIL, NAGIOS_UNKNOWN, nagios, report
+from backupd.check.result import FAIL, NAGIOS_UNKNOWN, Result, nagios, report
 from backupd.check.runner import run_checks
-from backupd.config import DEFAULT_CONFIG_PATH
+from backupd.config import DEFAULT_CONFIG_PATH, Config
 from backupd.config_loader import load_config
 from backupd.ctl_support import Subparsers
 from backupd.errors import EXIT_FAILED, EXIT_OK, ConfigError
+from backupd.notifications import Event, run_notifier
 
 
 def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
@@ -25,6 +27,11 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     )
     check.add_argument(
         "--nagios", action="store_true", help="one line, Nagios exit codes (0 OK, 1 WARN, 2 CRIT)"
+    )
+    check.add_argument(
+        "--notify",
+        action="store_true",
+        help="run [notify] on_failure when something failed (for a check run from cron)",
     )
     check.add_argument(
         "--user",
@@ -44,6 +51,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"BACKUPD CHECK UNKNOWN - {path}: {exc.message}")
         return NAGIOS_UNKNOWN
     results = run_checks(config, args.user)
+    if args.notify:
+        notify_failures(config, results)
     if args.nagios:
         code, line = nagios(results)
         print(line)
@@ -58,3 +67,23 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{counts['OK']} ok, {counts['WARN']} warnings, {counts['FAIL']} failed")
     sys.stdout.flush()
     return EXIT_FAILED if document["status"] == FAIL else EXIT_OK
+
+
+def notify_failures(config: Config, results: list[Result]) -> None:
+    """`--notify`: a failing check runs `[notify] on_failure` as the daemon's events do
+    (BACKUPD_EVENT=check); the notifier's own failure is reported, never fatal."""
+    failed = [r for r in results if r.status == FAIL]
+    argv = config.notify.on_failure
+    if not failed or not argv:
+        return
+    event = Event(
+        "check",
+        "failed",
+        f"backupctl check: {len(failed)} failed, first {failed[0].name}",
+        error=f"{failed[0].name}: {failed[0].detail}",
+    )
+    outcome = run_notifier(
+        list(argv), {**os.environ, **event.environment()}, config.notify.timeout_seconds
+    )
+    if outcome.result != "ok":
+        print(f"notify: {argv[0]} {outcome.result}: {outcome.output}", file=sys.stderr)

@@ -27,7 +27,7 @@ _backupctl() {
         "restore volumes") opts="--allow-crash-consistent --availability-zone --cluster --config --dest --device --help --instance-id --json --server --socket --timeline --to --work-dir -h"; subs="" ;;
         "drill") opts="--allow-crash-consistent --cluster --config --help --json --server --socket --timeline --to --work-dir -h"; subs="" ;;
         "verify") opts="--config --help --json --sample --socket -h"; subs="" ;;
-        "check") opts="--config --help --json --nagios --socket --user -h"; subs="" ;;
+        "check") opts="--config --help --json --nagios --notify --socket --user -h"; subs="" ;;
     esac
     if [[ $cur == -* || -z $subs ]]; then
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))

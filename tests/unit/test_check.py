@@ -147,3 +147,24 @@ def test_file_repository_probe_and_a_missing_directory_is_not_created(tmp_path: 
 def test_binlog_client_id_must_differ_from_the_servers() -> None:
     assert mysql.check_client_id(4000000001, "1").status == OK
     assert mysql.check_client_id(7, "7").status == FAIL
+
+
+def test_notify_runs_on_failure_with_the_first_failure(tmp_path: Path) -> None:
+    from backupd.check.ctl import notify_failures
+    from backupd.check.result import Result
+    from backupd.config import Config
+
+    out = tmp_path / "env"
+    config = Config.model_validate(
+        {"notify": {"on_failure": ["/bin/sh", "-c", f"env > {out}"], "timeout_seconds": 10.0}}
+    )
+    notify_failures(config, [Result("mysql.connect", "OK", "fine")])
+    assert not out.exists()  # nothing failed: nothing runs
+    notify_failures(
+        config,
+        [Result("storage.put", "FAIL", "NoSuchBucket"), Result("mysql.grants", "FAIL", "x")],
+    )
+    env = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+    assert env["BACKUPD_EVENT"] == "check" and env["BACKUPD_RESULT"] == "failed"
+    assert env["BACKUPD_ERROR"] == "storage.put: NoSuchBucket"
+    assert "2 failed" in env["BACKUPD_MESSAGE"]
