@@ -248,6 +248,13 @@ class CopyTooSlow(BackupdError):
     http_status = 400
 
 
+class ProtectedServer(BackupdError):
+    """Refusing to replay into the server backupd protects: {why}; replay into the restored copy (--target-socket or --target-host/--target-port of the server started on the restored data)"""  # noqa: E501
+
+    code = "protected_server"
+    http_status = 409
+
+
 _BY_CODE: dict[str, type[BackupdError]] = {}
 
 

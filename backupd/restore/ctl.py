@@ -24,6 +24,7 @@ from backupd.restore import apply as applying
 from backupd.restore import drill as drilling
 from backupd.restore import repository, volumes
 from backupd.restore import verify as verifying
+from backupd.restore.guard import refuse_protected
 from backupd.restore.plan import make_plan
 from backupd.restore.prepare import Prepared, prepare
 from backupd.restore.replay import Progress, ReplayServer
@@ -46,7 +47,9 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     where = replay.add_mutually_exclusive_group(required=True)
     where.add_argument("--target-socket", help="the restored server's socket")
     where.add_argument("--target-host", help="the restored server's host (TCP)")
-    replay.add_argument("--target-port", type=int, default=3306)
+    replay.add_argument(
+        "--target-port", type=int, help="with --target-host (no default: 3306 is production's)"
+    )
     replay.add_argument("--target-user", default="", help="user (default: the client's)")
     replay.add_argument("--target-option-file", default="", help="client option file")
     replay.set_defaults(func=cmd_replay)
@@ -176,13 +179,16 @@ def progress_printer(args: argparse.Namespace) -> Any:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    if args.target_host and args.target_port is None:
+        raise UsageError("--target-host needs --target-port (there is no default port)")
     server = ReplayServer(
         socket=args.target_socket or "",
         host=args.target_host or "",
-        port=args.target_port,
+        port=args.target_port or 0,
         user=args.target_user,
         option_file=args.target_option_file,
     )
+    refuse_protected(server, storage_config(args).mysql)
     with work_dir(args) as workdir:
         prepared = _prepare(args, workdir)
         applied = applying.apply(prepared, server, progress_printer(args))

@@ -38,7 +38,7 @@ class ReplayServer:
 
     socket: str = ""
     host: str = ""
-    port: int = 3306
+    port: int = 0  # no default: 3306 is usually the production server
     user: str = ""
     option_file: str = ""
 
@@ -46,6 +46,8 @@ class ReplayServer:
         args = [f"--defaults-extra-file={self.option_file}"] if self.option_file else []
         if self.socket:
             args.append(f"--socket={self.socket}")
+        elif not self.port:
+            raise ReplayFailed("no target: give its socket, or its host and port")
         else:
             args += [f"--host={self.host or '127.0.0.1'}", f"--port={self.port}", "--protocol=TCP"]
         if self.user:
