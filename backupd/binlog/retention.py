@@ -79,14 +79,19 @@ class ArchiveListing:
 
     files: list[ArchivedFile]
     strangers: list[str]
+    clusters: list[str]  # those with timeline history objects
 
 
 def list_archive(store: ObjectStore) -> ArchiveListing:
     """One LIST of the archive; a failing LIST raises StorageError (no partial answer)."""
     found = set()
     strangers = []
+    clusters = set()
     for info in store.list(f"{layout.ROOT}/"):
-        if layout.parse_history(info.key) is not None or layout.parse_gap(info.key) is not None:
+        if history := layout.parse_history(info.key):
+            clusters.add(history[0])
+            continue
+        if layout.parse_gap(info.key) is not None:
             continue
         split = layout.split_stream(info.key)
         if (
@@ -97,55 +102,60 @@ def list_archive(store: ObjectStore) -> ArchiveListing:
             found.add(ArchivedFile(split[0], split[1][0]))
         else:
             strangers.append(info.key)
-    return ArchiveListing(sorted(found), strangers)
+    return ArchiveListing(sorted(found), strangers, sorted(clusters))
 
 
-def stream_finder(store: ObjectStore) -> Callable[[SnapshotSet], str]:
-    """Which stream each set was taken on: the timeline its server was writing then, or its
-    server identity in an archive from before timelines."""
-    views = [archive.Archive(store, c).read() for c in archive.clusters(store)]
-    broken = [problem for view in views for problem in view.broken]
-    if broken:  # which stream a set needs is unknowable: delete nothing (fail closed)
-        raise ArchiveCorrupt(
-            f"binlog retention refused, nothing deleted: unreadable timeline history {broken[0]}"
-        )
+@dataclass(frozen=True)
+class TimelineMap:
+    """Every cluster's timelines, read once per prune: which stream a set was taken on, and
+    where plans from kept sets enter later timelines."""
 
-    def stream_of(record: SnapshotSet) -> str:
-        for view in views:
-            if (
-                record.timeline
-                and record.cluster == view.cluster
-                and record.timeline in view.timelines
-            ):
-                return view.timelines[record.timeline].stream
+    views: list[archive.ArchiveView]
+
+    @classmethod
+    def read(cls, store: ObjectStore, clusters: Iterable[str]) -> TimelineMap:
+        """ArchiveCorrupt when a history object is unreadable: which stream a set needs is
+        then unknowable, so nothing may be deleted (fail closed)."""
+        views = [archive.Archive(store, cluster).read() for cluster in clusters]
+        broken = [problem for view in views for problem in view.broken]
+        if broken:
+            raise ArchiveCorrupt(
+                f"binlog retention refused, nothing deleted: unreadable timeline history "
+                f"{broken[0]}"
+            )
+        return cls(views)
+
+    def stream_of(self, record: SnapshotSet) -> str:
+        """The timeline its server was writing when the set was taken (as recorded, else by
+        identity and lock time), or its server identity in an archive from before them."""
+        for view in self.views:
+            recorded = (
+                view.timelines.get(record.timeline) if record.cluster == view.cluster else None
+            )
+            if recorded is not None:
+                return recorded.stream
         at = record.locked_at or record.started_at
-        for view in views:
+        for view in self.views:
             found = view.of_identity(record.server_identity, at)
             if found is not None:
                 return found.stream
         return record.server_identity
 
-    return stream_of
-
-
-def crossing_starts(
-    store: ObjectStore, kept: Iterable[SnapshotSet], stream_of: Callable[[SnapshotSet], str]
-) -> dict[str, list[str]]:
-    """Stream -> the files where plans from kept sets on an ancestor timeline enter it (its
-    `child_start`): a kept set needs those files as much as its own timeline's."""
-    streams_with_sets = {stream_of(record) for record in kept if coordinate_file(record)}
-    needed: dict[str, list[str]] = {}
-    for cluster in archive.clusters(store):
-        view = archive.Archive(store, cluster).read()
-        for timeline in view.timelines.values():
-            history = timeline.history
-            if not history.crossable:
-                continue
-            ancestors = view.lineage(timeline.id)[:-1]
-            if any(a.stream in streams_with_sets for a in ancestors):
-                file = history.child_start.rpartition(":")[0]
-                needed.setdefault(timeline.stream, []).append(file)
-    return needed
+    def crossings(self, kept: Iterable[SnapshotSet]) -> dict[str, list[str]]:
+        """Stream -> the files where plans from kept sets on an ancestor timeline enter it
+        (its `child_start`): a kept set needs those as much as its own timeline's files."""
+        streams_with_sets = {self.stream_of(record) for record in kept if coordinate_file(record)}
+        needed: dict[str, list[str]] = {}
+        for view in self.views:
+            for timeline in view.timelines.values():
+                history = timeline.history
+                if not history.crossable:
+                    continue
+                if any(a.stream in streams_with_sets for a in view.lineage(timeline.id)[:-1]):
+                    needed.setdefault(timeline.stream, []).append(
+                        history.child_start.rpartition(":")[0]
+                    )
+        return needed
 
 
 def delete_files(store: ObjectStore, victims: list[ArchivedFile]) -> list[str]:

@@ -8,8 +8,7 @@ the document's `refused` says why.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from backupd.binlog import retention
@@ -43,14 +42,14 @@ class Survey:
     unreadable: list[str]
     archived: list[retention.ArchivedFile]
     refusals: list[Refusal]
-    stream_of: Callable[[SnapshotSet], str] = lambda record: record.server_identity
+    timelines: retention.TimelineMap = field(default_factory=lambda: retention.TimelineMap([]))
 
 
 def survey(catalog: Catalog) -> Survey:
     try:
         listing = catalog.listing()
         archive = retention.list_archive(catalog.store)
-        stream_of = retention.stream_finder(catalog.store)
+        timelines = retention.TimelineMap.read(catalog.store, archive.clusters)
     except ArchiveCorrupt as exc:  # an unreadable timeline history: which stream is whose?
         return Survey([], [], [], [Refusal(UNPARSABLE_OBJECT, exc.message)])
     except StorageError as exc:
@@ -72,7 +71,7 @@ def survey(catalog: Catalog) -> Survey:
         if s.coordinate and not retention.coordinate_file(s)
     ]
     unreadable = [str(item) for item in listing.unreadable]
-    return Survey(listing.sets, unreadable, archive.files, refusals, stream_of)
+    return Survey(listing.sets, unreadable, archive.files, refusals, timelines)
 
 
 def refusal_document(refusals: list[Refusal]) -> dict[str, Any]:
@@ -126,8 +125,10 @@ def prune(
             errors.append(f"{set_id}: {exc.message}")
     gone = set(deleted if not dry_run else plan.delete)
     kept = [s for s in sets if s.set_id not in gone]
-    crossings = retention.crossing_starts(catalog.store, kept, found.stream_of)
-    old_binlogs = retention.deletable(kept, found.archived, found.stream_of, crossings)
+    timelines = found.timelines
+    old_binlogs = retention.deletable(
+        kept, found.archived, timelines.stream_of, timelines.crossings(kept)
+    )
     if not dry_run:
         errors += retention.delete_files(catalog.store, old_binlogs)
     return {
