@@ -244,53 +244,50 @@ class ArchiveView:
 
 
 class Archive:
-    """Reads and extends one cluster's archive in the repository."""
+    """Reads and extends one cluster's archive in the repository. Keep one per store: the
+    immutable history objects are then fetched once, not at every read."""
 
     def __init__(self, store: ObjectStore, cluster: str) -> None:
         self.store = store
         self.cluster = cluster
+        self._histories: dict[str, History] = {}
 
     def read(self) -> ArchiveView:
         """One LIST of the cluster (plus one per adopted legacy stream). A listing error
         raises StorageError: callers never act on a partial archive."""
-        timelines: dict[int, Timeline] = {}
-        broken: list[str] = []
-        by_stream: dict[str, Timeline] = {}
-        listed = list(self.store.list(layout.cluster_prefix(self.cluster)))
-        for info in listed:
-            found = layout.parse_history(info.key)
-            if found is None:
-                continue
-            try:
-                history = History.from_json(self.store.get(info.key))
-            except (ValueError, TypeError) as exc:
-                broken.append(f"{info.key}: {exc}")
-                continue
-            except StorageError as exc:
-                broken.append(f"{info.key}: {exc.message}")
-                continue
-            timeline = Timeline(history)
-            timelines[history.timeline] = timeline
-            by_stream[history.stream] = timeline
-        keys = [info.key for info in listed]
+        keys = [info.key for info in self.store.list(layout.cluster_prefix(self.cluster))]
+        timelines, broken = self._timelines(keys)
+        by_stream = {timeline.stream: timeline for timeline in timelines.values()}
         for legacy in {t.stream for t in timelines.values() if "/" not in t.stream}:
             keys += [info.key for info in self.store.list(layout.stream_prefix(legacy))]
         _assign(keys, by_stream)
         return ArchiveView(self.cluster, timelines, broken)
 
+    def _timelines(self, keys: Iterable[str]) -> tuple[dict[int, Timeline], list[str]]:
+        """The timelines whose history objects are among `keys`, and those unreadable."""
+        timelines: dict[int, Timeline] = {}
+        broken: list[str] = []
+        for key in keys:
+            if layout.parse_history(key) is None:
+                continue
+            try:
+                history = self._histories.get(key) or History.from_json(self.store.get(key))
+            except (ValueError, TypeError) as exc:
+                broken.append(f"{key}: {exc}")
+                continue
+            except StorageError as exc:
+                broken.append(f"{key}: {exc.message}")
+                continue
+            self._histories[key] = history
+            timelines[history.timeline] = Timeline(history)
+        return timelines, broken
+
     def timeline_of(self, identity: str, at: float) -> int:
         """The timeline `identity` was writing at time `at` (0: none), from the history
         objects alone (one small LIST)."""
-        histories = []
-        for info in self.store.list(f"{layout.cluster_prefix(self.cluster)}{layout.TIMELINES}/"):
-            if layout.parse_history(info.key) is None:
-                continue
-            try:
-                histories.append(History.from_json(self.store.get(info.key)))
-            except (ValueError, TypeError, StorageError):
-                continue
-        view = ArchiveView(self.cluster, {h.timeline: Timeline(h) for h in histories}, [])
-        found = view.of_identity(identity, at)
+        prefix = f"{layout.cluster_prefix(self.cluster)}{layout.TIMELINES}/"
+        timelines, _broken = self._timelines(info.key for info in self.store.list(prefix))
+        found = ArchiveView(self.cluster, timelines, []).of_identity(identity, at)
         return found.id if found else 0
 
     def begin(self, history: History) -> None:

@@ -90,6 +90,7 @@ class Archiver:
         self.target = target  # its stream is the timeline being written
         self.timeline = 0
         self.identity = ""
+        self._archive: Archive | None = None
         self.spool = spool
         self._submit = submit
         self.progress = progress
@@ -150,7 +151,7 @@ class Archiver:
         one when continuity broke), checked against the server's binary logs (`logs`)."""
         self._drain()
         self.identity = self.probe.identity()
-        archive = Archive(self._store(), self.cluster)
+        archive = self.archive()
         # The spool first: an entry gone by the time the repository is listed was uploaded
         # before it was removed, so one of the two listings always shows it.
         spooled = self.spool.entries()
@@ -180,6 +181,14 @@ class Archiver:
             self.binlog.segment_max_bytes,
             resume.inside_transaction,
         )
+
+    def archive(self) -> Archive:
+        """The cluster's archive reader, kept while the repository stays the same (a reload
+        may replace it): history objects are fetched once."""
+        store = self._store()
+        if self._archive is None or self._archive.store is not store:
+            self._archive = Archive(store, self.cluster)
+        return self._archive
 
     def _first_timeline(self, archive: Archive, view: ArchiveView) -> Timeline:
         """Timeline 1: adopts this server's archive from before timelines, if there is one."""

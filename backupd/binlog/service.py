@@ -219,7 +219,7 @@ class BinlogService:
         if archiver is None or not archiver.timeline or self.spool is None:
             return
         try:
-            latest = Archive(self.store(), self.cluster).read().get(archiver.timeline)
+            latest = archiver.archive().read().get(archiver.timeline)
         except BackupdError as exc:
             _log.warning("binlog chain check failed", error=exc.message)
             return
