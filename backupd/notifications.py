@@ -73,7 +73,8 @@ class AlarmWatcher:
     """Turns the daemon's status warnings into alarm events, edge-triggered.
 
     A warning is keyed by its text before the first ':' (the detail may change while the
-    cause stays). Binlog gaps notify at once and once each; other alarms once they have
+    cause stays), a binlog gap by its whole text (each gap is its own cause). Binlog gaps
+    notify at once and once each; other alarms once they have
     lasted `hold` seconds, and `alarm_cleared` follows when every notified alarm is gone.
     """
 
@@ -83,7 +84,7 @@ class AlarmWatcher:
         self._notified: set[str] = set()
 
     def changes(self, warnings: list[str], now: float) -> list[Event]:
-        current = {text.partition(":")[0]: text for text in warnings}
+        current = {_alarm_key(text): text for text in warnings}
         for key in list(self._since):
             if key not in current:
                 del self._since[key]
@@ -109,6 +110,10 @@ class AlarmWatcher:
                 )
             )
         return events
+
+
+def _alarm_key(warning: str) -> str:
+    return warning if warning.startswith(GAP_PREFIX) else warning.partition(":")[0]
 
 
 @dataclass(frozen=True)

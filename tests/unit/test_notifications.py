@@ -108,3 +108,12 @@ def test_config_requires_an_absolute_command() -> None:
     with pytest.raises(ValueError, match="absolute path"):
         Config.model_validate({"notify": {"on_failure": ["mail", "-s", "x"]}})
     assert Config.model_validate({"notify": {"on_success": ["/bin/true"]}}).notify.on_success
+
+
+def test_every_binlog_gap_notifies_once_even_while_an_earlier_one_stands() -> None:
+    watcher = AlarmWatcher(hold=60)
+    first = "binlog gap (purged before archived): mysql-bin.000003:120 .. mysql-bin.000005:0"
+    second = "binlog gap (purged before archived): mysql-bin.000009:4 .. mysql-bin.000011:0"
+    assert [e.message for e in watcher.changes([first], 0.0)] == [first]
+    assert [e.message for e in watcher.changes([first, second], 1.0)] == [second]
+    assert watcher.changes([first, second], 2.0) == []
