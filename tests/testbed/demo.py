@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from backupd.binlog.layout import file_order
 from tests.testbed.bed import LocalBed
 from tests.testbed.daemon import BIN_DIR, DaemonProcess, NotifyListener, render_toml
 from tests.testbed.proxy import DelayingProxy
@@ -44,7 +45,8 @@ def binlog_step(bed: LocalBed, sock: list[str], config: Path) -> int:
 
 
 def wait_archived(sock: list[str], coordinate: str, timeout: float = 60) -> None:
-    """Poll `binlog status` until the archive holds `coordinate` (its recovery point)."""
+    """Poll `binlog status` until the archive holds `coordinate` (its recovery point);
+    TimeoutError when it does not within `timeout` (callers measure or assert after it)."""
     file, pos = coordinate.rsplit(":", 1)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -56,10 +58,10 @@ def wait_archived(sock: list[str], coordinate: str, timeout: float = 60) -> None
         )
         archived = json.loads(result.stdout or "{}").get("archived_coordinate") or ":0"
         got_file, got_pos = archived.rsplit(":", 1)
-        if (got_file, int(got_pos)) >= (file, int(pos)):
+        if got_file and (file_order(got_file), int(got_pos)) >= (file_order(file), int(pos)):
             return
-        time.sleep(0.2)
-    print(f"demo: the archive did not reach {coordinate} within {timeout}s", flush=True)
+        time.sleep(0.2)  # the archived position has no event to wait on: poll
+    raise TimeoutError(f"the archive did not reach {coordinate} within {timeout}s")
 
 
 def restore_step(bed: LocalBed, sock: list[str], config: Path) -> int:
