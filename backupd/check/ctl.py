@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+
+from prometheus_client import CollectorRegistry
 
 from backupd.check import access
 from backupd.check.result import FAIL, NAGIOS_UNKNOWN, Result, nagios, report
@@ -14,7 +15,7 @@ from backupd.config import DEFAULT_CONFIG_PATH, Config
 from backupd.config_loader import load_config
 from backupd.ctl_support import Subparsers
 from backupd.errors import EXIT_FAILED, EXIT_OK, ConfigError
-from backupd.notifications import Event, run_notifier
+from backupd.notifications import Event, Notifications
 
 
 def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
@@ -73,8 +74,7 @@ def notify_failures(config: Config, results: list[Result]) -> None:
     """`--notify`: a failing check runs `[notify] on_failure` as the daemon's events do
     (BACKUPD_EVENT=check); the notifier's own failure is reported, never fatal."""
     failed = [r for r in results if r.status == FAIL]
-    argv = config.notify.on_failure
-    if not failed or not argv:
+    if not failed:
         return
     event = Event(
         "check",
@@ -82,8 +82,6 @@ def notify_failures(config: Config, results: list[Result]) -> None:
         f"backupctl check: {len(failed)} failed, first {failed[0].name}",
         error=f"{failed[0].name}: {failed[0].detail}",
     )
-    outcome = run_notifier(
-        list(argv), {**os.environ, **event.environment()}, config.notify.timeout_seconds
-    )
-    if outcome.result != "ok":
-        print(f"notify: {argv[0]} {outcome.result}: {outcome.output}", file=sys.stderr)
+    outcome = Notifications(config.notify, CollectorRegistry()).deliver(event)
+    if outcome is not None and outcome.result != "ok":
+        print(f"notify: {outcome.result}: {outcome.output}", file=sys.stderr)
