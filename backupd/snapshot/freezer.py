@@ -155,8 +155,10 @@ class FrozenMounts:
         self.frozen_at = 0.0
         self.thawed_at = 0.0
         self.watchdog_fired = False
-        self.thaw_failed = False  # ours or the watchdog's FITHAW failed
-        self.left_frozen = False  # ours failed: a mount may still be frozen
+        self.thaw_failed = False  # a FITHAW failed (ours, the deadline's or the watchdog's)
+        self.left_frozen = False  # ours or the deadline's failed: a mount may still be
+        # frozen, so the freeze record is kept for `thaw-all` (a watchdog failure followed
+        # by our own good thaw leaves nothing frozen)
         self.aborted = False  # thaw_now() ran: freeze nothing more
 
     def prepare(self) -> None:
@@ -220,23 +222,30 @@ class FrozenMounts:
         except OSError as exc:  # harmless: thaw-all finds the mounts not frozen
             _log.warning("cannot remove the freeze record", path=str(self.record), error=str(exc))
 
-    def _thaw(self) -> None:
+    def _fithaw(self, fds: list[int]) -> None:
+        """FITHAW each of `fds` (last frozen first); ThawFailed naming every mount that
+        failed ("not frozen" counts as thawed), after trying them all."""
+        mount_of = dict(zip(self.fds, self.mounts, strict=False))
         errors = []
-        for mount, fd in reversed(list(zip(self.mounts, self.fds, strict=False))):
-            if fd not in self.frozen:
-                continue
+        for fd in reversed(fds):
             try:
                 freeze.thaw_fd(fd)
             except OSError as exc:
-                errors.append(f"{mount}: {exc.strerror or exc}")
-        self.thawed_at = time.time()
-        self.frozen.clear()
-        if self.watchdog is not None:
-            self.watchdog.thawed()
+                errors.append(f"{mount_of.get(fd, fd)}: {exc.strerror or exc}")
         if errors:
             self.thaw_failed = self.left_frozen = True
             _log.error("thaw failed; the mount may still be frozen", failures="; ".join(errors))
             raise ThawFailed(mount=",".join(self.mounts), reason="; ".join(errors))
+
+    def _thaw(self) -> None:
+        frozen = [fd for fd in self.fds if fd in self.frozen]
+        try:
+            self._fithaw(frozen)
+        finally:
+            self.thawed_at = time.time()
+            self.frozen.clear()
+            if self.watchdog is not None:
+                self.watchdog.thawed()
 
     def close(self) -> None:
         """Reap the watchdog and close the descriptors (idempotent; thaws first if needed)."""
@@ -260,11 +269,4 @@ class FrozenMounts:
         """From the deadline thread: thaw every mount at once (FITHAW on held descriptors is
         safe beside the owner's thaw; "not frozen" counts as thawed)."""
         self.aborted = True
-        errors = []
-        for fd in reversed(list(self.fds)):
-            try:
-                freeze.thaw_fd(fd)
-            except OSError as exc:
-                errors.append(exc)
-        if errors:
-            raise FreezeFailed(mount="*", reason=f"thaw at the deadline failed: {errors[0]}")
+        self._fithaw(list(self.fds))
