@@ -28,11 +28,12 @@ from backupd.storage import ObjectStore
 
 
 def cluster_name(section: StorageSection) -> str:
-    """`[storage] cluster`, or this host's short name made key-safe."""
+    """`[storage] cluster`, or this host's short name made key-safe (the config's rule:
+    letters, digits, '.', '_', '-', at most 63)."""
     if section.cluster:
         return section.cluster
     host = socket.gethostname().split(".")[0]
-    return re.sub(r"[^A-Za-z0-9._-]", "-", host).strip("-._") or "default"
+    return re.sub(r"[^A-Za-z0-9._-]", "-", host).strip("-._")[:63] or "default"
 
 
 REASONS = ("start", "migration", "reset", "promotion", "failover", "rewind")

@@ -22,7 +22,7 @@ import pymysql
 
 from backupd import database
 from backupd.binlog import continuity, fetch, layout, timeline
-from backupd.binlog.archive import Archive, ArchiveView, History, Timeline, legacy_streams
+from backupd.binlog.archive import Archive, ArchiveView, History, Timeline
 from backupd.binlog.client import BinlogStream, ServerError, StreamEnded
 from backupd.binlog.events import EventError
 from backupd.binlog.metrics import BinlogMetrics
@@ -192,7 +192,7 @@ class Archiver:
 
     def _first_timeline(self, archive: Archive, view: ArchiveView) -> Timeline:
         """Timeline 1: adopts this server's archive from before timelines, if there is one."""
-        if self.identity in legacy_streams(archive.store):
+        if self._has_legacy_archive(archive):
             history = History(
                 timeline=1,
                 stream=self.identity,
@@ -206,6 +206,15 @@ class Archiver:
         archive.begin(history)
         _log.info("binlog timeline begins", timeline=1, reason=history.reason)
         return archive.read().get(1)
+
+    def _has_legacy_archive(self, archive: Archive) -> bool:
+        """Segments under `binlog/<server identity>/` (written before timelines): one LIST
+        of that prefix, not of every cluster's archive."""
+        prefix = layout.stream_prefix(self.identity)
+        return any(
+            (seg := layout.parse_segment(info.key)) is not None and seg.stream == self.identity
+            for info in archive.store.list(prefix)
+        )
 
     def _archived_head(
         self, latest: Timeline, pending: list[layout.SegmentKey], end: timeline.ArchiveEnd

@@ -15,14 +15,12 @@ import pymysql
 from backupd import database
 from backupd.binlog import archive, layout
 from backupd.binlog.client import BinlogStream, ServerError, StreamEnded
-from backupd.binlog.events import MAGIC, Header
+from backupd.binlog.events import HEARTBEATS, MAGIC, ROTATE, Header
 from backupd.binlog.timeline import ArchiveEnd, ServerView
 from backupd.config import MysqlSection
 from backupd.errors import DatabaseUnavailable
 
-HEAD_BYTES = 64 * 1024
-_ROTATE = 4
-_HEARTBEAT = 27  # how much of a file's beginning is compared with the archive
+HEAD_BYTES = 64 * 1024  # how much of a file's beginning is compared with the archive
 
 
 def server_state(conn: Any) -> tuple[str | None, float]:
@@ -51,10 +49,10 @@ def server_head(section: MysqlSection, server_id: int, file: str, length: int) -
             if raw is None:
                 break  # nothing more written yet: the file is shorter
             header = Header.parse(raw)
-            if header.artificial or header.log_pos == 0 or header.type_code == _HEARTBEAT:
+            if header.artificial or header.log_pos == 0 or header.type_code in HEARTBEATS:
                 continue  # the fake ROTATE and heartbeats are not in the file
             head += raw
-            if header.type_code == _ROTATE:
+            if header.type_code == ROTATE:
                 break  # the file's last event: what follows belongs to the next file
     except (StreamEnded, ServerError):
         pass  # the file ends (or is gone): compare what there is

@@ -31,6 +31,7 @@ MYSQL_ANONYMOUS_GTID = 34
 MYSQL_PREVIOUS_GTIDS = 35
 MYSQL_TRANSACTION_PAYLOAD = 40  # MySQL >= 8.0.20: a whole transaction's events, compressed
 MYSQL_HEARTBEAT_V2 = 41  # MySQL >= 8.0.26: a heartbeat with a 64-bit position; never in a file
+HEARTBEATS = frozenset({HEARTBEAT, MYSQL_HEARTBEAT_V2})  # keep-alives: never in a file
 MARIADB_ANNOTATE_ROWS = 160
 MARIADB_BINLOG_CHECKPOINT = 161
 MARIADB_GTID = 162

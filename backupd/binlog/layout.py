@@ -115,11 +115,6 @@ def parse_history(key: str) -> tuple[str, int] | None:
     return (parts[1], int(match["id"])) if match else None
 
 
-def valid_cluster(name: str) -> bool:
-    """A cluster name is one key part that cannot be mistaken for anything else."""
-    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", name))
-
-
 def segment_key(seg: SegmentKey) -> str:
     gtids = f"{seg.first_gtid}~{seg.last_gtid}"
     name = _segment_name(seg, gtids)

@@ -32,7 +32,7 @@ KIND_EOF = "eof"  # ends the file (ROTATE or STOP, or the server moved on to the
 _GTIDS = frozenset({ev.MARIADB_GTID, ev.MYSQL_GTID, ev.MYSQL_ANONYMOUS_GTID})
 # events that may end a transaction; a MySQL TRANSACTION_PAYLOAD holds a whole one
 _MARKERS = _GTIDS | {ev.XID, ev.QUERY, ev.ROTATE, ev.STOP, ev.MYSQL_TRANSACTION_PAYLOAD}
-_HEARTBEATS = frozenset({ev.HEARTBEAT, ev.MYSQL_HEARTBEAT_V2})
+_HEARTBEATS = ev.HEARTBEATS
 _SLOW_PATH = _MARKERS | _HEARTBEATS | {ev.FORMAT_DESCRIPTION}
 _MIN_CHECKED = ev.HEADER_SIZE + ev.CHECKSUM_SIZE
 _PACKET_EVENT = struct.Struct("<IB" + ev.HEADER.format[1:])  # packet header, OK byte, event header
