@@ -314,3 +314,38 @@ def test_time_targets_with_timestamps_going_backwards_are_exact_or_refused(
     )  # fmt: skip
     assert code == 0, json.dumps(doc)
     assert mine(doc["tables"], "stamps") == later.checksums
+
+
+def test_an_archive_from_before_timelines_is_adopted_and_continued(
+    own_server: MariaDB,
+    base_config: dict[str, Any],
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    workdir: Path,
+) -> None:
+    """The previous layout (`binlog/<server_id>/<file>/...`, no history object) becomes
+    timeline 1 of the cluster on the first start: nothing copied, nothing re-archived, and
+    the files rebuild byte-identical across the old and the new objects."""
+    db = own_server
+    config = write_config(config_for(base_config, db))
+    sock = str(base_config["daemon"]["socket"])
+    daemon = start_daemon(config)
+    write_rows(db, "before", 10)
+    wait_for(lambda: archived_exactly(sock, db, 1), "the first archive")
+    daemon.stop()
+    repo = workdir / "repo"  # rewrite it as the layout before timelines wrote it
+    (repo / "binlog" / CLUSTER / "tl000001").rename(repo / "binlog" / "7")
+    shutil.rmtree(repo / "binlog" / CLUSTER)
+    legacy = sorted(p.name for p in (repo / "binlog" / "7").iterdir())
+
+    start_daemon(write_config(config_for(base_config, db), "again.toml"))
+    db.sql("FLUSH BINARY LOGS")
+    write_rows(db, "after", 10)
+    wait_for(lambda: archived_exactly(sock, db, 1), "the adopted archive to continue")
+    history = Archive(FileStore(repo), CLUSTER).read().get(1).history
+    assert (history.reason, history.stream) == ("migration", "7"), history
+    assert not (repo / "binlog" / CLUSTER / "tl000001").exists()  # written on under binlog/7
+    assert set(legacy) <= {p.name for p in (repo / "binlog" / "7").iterdir()}
+    fetch(config, workdir / "rebuilt", "mysql-bin.000001")
+    active, _ = master(db)
+    assert_identical(db, workdir / "rebuilt", "mysql-bin.000001", active)
