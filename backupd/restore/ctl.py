@@ -25,7 +25,6 @@ from backupd.restore import drill as drilling
 from backupd.restore import repository, volumes
 from backupd.restore import verify as verifying
 from backupd.restore.guard import refuse_protected
-from backupd.restore.plan import make_plan
 from backupd.restore.prepare import Prepared, prepare
 from backupd.restore.replay import Progress, ReplayServer
 from backupd.restore_target import parse_target
@@ -273,7 +272,7 @@ def cmd_volumes(args: argparse.Namespace) -> int:
         cluster=args.cluster or config.storage.cluster,
         timeline=args.timeline,
     )
-    plan = make_plan(parse_target(args.to), repo.points, repo.segments, repo.gaps)
+    plan = repository.plan(repo, parse_target(args.to))
     record = repository.require_set(repo, plan.snapshot.set_id)
     if record.provider == "local":
         if not args.dest:

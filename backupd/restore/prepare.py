@@ -14,7 +14,7 @@ from backupd.binlog import fetch, layout
 from backupd.errors import ArchiveCorrupt, ObjectMissing
 from backupd.restore import repository
 from backupd.restore.endpoint import EndPoint, resolve
-from backupd.restore.plan import Leg, Plan, RestoreImpossible, make_plan, plan_lineage
+from backupd.restore.plan import Leg, Plan, RestoreImpossible
 from backupd.restore.replay import ReplayRange
 from backupd.restore_target import CoordinateTarget, Target, TimeTarget
 from backupd.snapshot.catalog import SnapshotSet
@@ -104,10 +104,7 @@ def prepare(
 ) -> Prepared:
     """Raise RestoreImpossible naming the gap, bound or bad object that prevents it."""
     repo = repository.load(store, server, allow_crash, provider, cluster, timeline)
-    if repo.lineage:
-        plan = plan_lineage(target, repo.lineage)
-    else:
-        plan = make_plan(target, repo.points, repo.segments, repo.gaps)
+    plan = repository.plan(repo, target)
     record = repository.require_set(repo, plan.snapshot.set_id)
     legs = []
     gtid = plan.snapshot.gtid

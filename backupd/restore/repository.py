@@ -16,7 +16,17 @@ from dataclasses import dataclass
 from backupd.binlog import layout
 from backupd.binlog.archive import Selected, Timeline, select
 from backupd.errors import UsageError
-from backupd.restore.plan import Gap, Position, Segment, SnapshotPoint, TimelineInput
+from backupd.restore.plan import (
+    Gap,
+    Plan,
+    Position,
+    Segment,
+    SnapshotPoint,
+    TimelineInput,
+    make_plan,
+    plan_lineage,
+)
+from backupd.restore_target import Target
 from backupd.snapshot.catalog import COMPLETED, Catalog, SnapshotSet
 from backupd.storage import ObjectStore
 
@@ -184,6 +194,14 @@ def load(
         lineage,
         streams,
     )
+
+
+def plan(repo: Repository, target: Target) -> Plan:
+    """The plan to `target`: across the timeline's lineage, or in an archive from before
+    timelines along its one stream."""
+    if repo.lineage:
+        return plan_lineage(target, repo.lineage)
+    return make_plan(target, repo.points, repo.segments, repo.gaps)
 
 
 def require_set(repo: Repository, set_id: str) -> SnapshotSet:
