@@ -122,7 +122,11 @@ def test_a_trickling_client_is_cut_at_the_request_deadline(tmp_path: Path) -> No
         sender = threading.Thread(target=trickle, args=([conn], stop), daemon=True)
         sender.start()
         conn.settimeout(30)
-        assert conn.recv(1024) == b""  # dropped unanswered, although bytes kept coming
+        try:
+            answer = conn.recv(1024)
+        except ConnectionResetError:  # closed while a trickled byte was unread: a reset
+            answer = b""
+        assert answer == b""  # dropped unanswered, although bytes kept coming
         assert time.monotonic() - connected >= 1
         assert until(lambda: control.usage()["admin"]["busy"] == 0)
     finally:
