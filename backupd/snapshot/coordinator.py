@@ -201,7 +201,7 @@ class Coordinator:
         finally:
             if record.state != PENDING:  # a pending set completes later (follow_up)
                 record = record.with_(completed_at=time.time())
-            record = self._save(record)
+            self._save(record)
             self.progress = None
         log = _log.info if record.state in (COMPLETED, PENDING) else _log.warning
         log(
@@ -225,14 +225,14 @@ class Coordinator:
         except SnapshotStillPending as exc:
             if exc.volumes != record.volumes:
                 record = record.with_(volumes=exc.volumes)
-                record = self._save(record)
+                self._save(record)
             return record
         except BackupdError as exc:
             record = record.with_(state=FAILED, error=exc.message, error_code=exc.code)
         else:
             record = record.with_(volumes=volumes, state=COMPLETED, error="", error_code="")
         record = record.with_(completed_at=time.time())
-        record = self._save(record)
+        self._save(record)
         log = _log.info if record.state == COMPLETED else _log.warning
         log("pending snapshot set settled", set_id=record.set_id, state=record.state,
             error=record.error or None)  # fmt: skip
@@ -258,18 +258,24 @@ class Coordinator:
         if self.progress is not None:
             self.progress.phase = phase
 
-    def _save(self, record: SnapshotSet) -> SnapshotSet:
-        """Write the manifest (with the archive timeline its server was writing); the
-        record as written."""
+    def _on_timeline(self, record: SnapshotSet) -> SnapshotSet:
+        """The set with the archive timeline its server was writing at the lock (looked up
+        once, after the unlock; restore derives it when this could not)."""
+        if not record.server_identity:
+            return record
         try:
-            if record.server_identity and not record.timeline:
-                archive = Archive(self.catalog.store, record.cluster)
-                at = record.locked_at or record.started_at
-                record = record.with_(timeline=archive.timeline_of(record.server_identity, at))
+            archive = Archive(self.catalog.store, record.cluster)
+            at = record.locked_at or record.started_at
+            return record.with_(timeline=archive.timeline_of(record.server_identity, at))
+        except BackupdError as exc:
+            _log.warning("cannot tell the set's archive timeline", error=exc.message)
+            return record
+
+    def _save(self, record: SnapshotSet) -> None:
+        try:
             self.catalog.put(record)
         except BackupdError as exc:
             _log.error("cannot write snapshot manifest", set_id=record.set_id, error=exc.message)
-        return record
 
     def _take(self, record: SnapshotSet) -> SnapshotSet:
         section = self.config.snapshot
@@ -281,7 +287,8 @@ class Coordinator:
         for mount in section.mounts:
             syncfs(mount)
         record, volumes = self._attempts(record, targets)
-        record = self._latest = record.with_(volumes=volumes)  # a failure now keeps the set
+        record = self._latest = self._on_timeline(record).with_(volumes=volumes)  # a failure
+        # now keeps the set
         self._phase("waiting")
         self._save(record)  # pending: visible while it completes
         try:
