@@ -22,14 +22,16 @@ from backupd.config import Config
 from backupd.cron import trigger_for
 from backupd.metrics import PREFIX
 
-# Fire times looked at: enough to see the longest gap of weekday, monthly or uneven schedules.
-FIRES_LOOKED_AT = 16
+# Fire times looked at: all of the next 35 days (every weekday and day-of-month pattern
+# repeats within them; a rarer schedule still shows one gap), at most MAX_FIRES of them.
+HORIZON = dt.timedelta(days=35)
+MAX_FIRES = 20_000
 
 
 @functools.lru_cache(maxsize=16)
 def expected_interval(cron: str, timezone: str = "UTC", now: float | None = None) -> float:
-    """Longest gap in seconds between consecutive fire times of `cron` (in `timezone`), from
-    `now` onwards.
+    """Longest gap in seconds between consecutive fire times of `cron` (in `timezone`) over
+    the 35 days from `now`.
 
     For a regular schedule this is its period ("0 */6 * * *" -> 21600); for an uneven one
     (weekdays only, "1,15 of the month") the longest gap, so an alert waiting for a multiple
@@ -39,11 +41,13 @@ def expected_interval(cron: str, timezone: str = "UTC", now: float | None = None
     start = dt.datetime.fromtimestamp(now, dt.UTC) if now is not None else dt.datetime.now(dt.UTC)
     fires: list[dt.datetime] = []
     previous = None
-    for _ in range(FIRES_LOOKED_AT + 1):
+    for _ in range(MAX_FIRES):
         fire = trigger.get_next_fire_time(previous, previous or start)
         if fire is None:
             break
         fires.append(fire)
+        if fire - start > HORIZON and len(fires) > 1:
+            break
         previous = fire + dt.timedelta(seconds=1)
     # timestamps, not b - a: aware datetimes sharing a tzinfo subtract as wall-clock times
     gaps = [b.timestamp() - a.timestamp() for a, b in itertools.pairwise(fires)]

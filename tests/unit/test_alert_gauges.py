@@ -25,6 +25,7 @@ MONDAY = dt.datetime(2026, 11, 30, tzinfo=dt.UTC).timestamp()
         ("0 0,6 * * *", 18 * 3600),  # uneven: the longer of 6 h and 18 h
         ("@daily", 86400),
         ("0 3 1 * 1", 7 * 86400),  # crontab(5): every 1st and every Monday
+        ("0 */6 * * 1-5", 54 * 3600),  # Friday 18:00 to Monday 00:00: past 16 fires from Monday
     ],
 )
 def test_expected_interval_is_the_longest_gap(cron: str, seconds: int) -> None:
