@@ -41,9 +41,6 @@ class LockDeadline:
         self._thread = threading.Thread(target=self._run, name="lock-deadline", daemon=True)
         self._thread.start()
 
-    def remaining(self) -> float:
-        return max(0.0, self.at - time.monotonic()) if self.at else self.seconds
-
     def captured(self) -> bool:
         """The capture finished; True when that was in time (the set may be kept)."""
         with self._guard:

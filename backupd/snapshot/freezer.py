@@ -21,6 +21,7 @@ from types import TracebackType
 from backupd import freeze, freeze_record
 from backupd.errors import FreezeFailed, FreezeRefused, ThawFailed
 from backupd.log import get_logger
+from backupd.snapshot import watchdog  # stdlib only: its exit codes, not its code path
 
 _log = get_logger("freezer")
 
@@ -28,7 +29,6 @@ WATCHDOG_SCRIPT = str(Path(__file__).with_name("watchdog.py"))
 WATCHDOG_COMMAND = [sys.executable, "-I", "-S", "-B", WATCHDOG_SCRIPT]  # isolated, stdlib only
 WATCHDOG_READY_SECONDS = 10.0
 LOG_FD = 1  # the watchdog reports on our stdout: refusals() keeps it off every frozen mount
-WATCHDOG_CLOCK, WATCHDOG_THAW_FAILED = 2, 4  # exit codes of watchdog.py
 
 
 def device_of(path: str) -> int:
@@ -131,8 +131,8 @@ class Watchdog:
             self.process.kill()
             self.process.wait(5)
         code = self.process.returncode
-        self.thaw_failed = ack == b"E" or code == WATCHDOG_THAW_FAILED
-        self.fired = self.thaw_failed or ack == b"X" or code == WATCHDOG_CLOCK
+        self.thaw_failed = ack == b"E" or code == watchdog.EXIT_THAW_FAILED
+        self.fired = self.thaw_failed or ack == b"X" or code == watchdog.EXIT_CLOCK
         os.close(self._control_w)
         os.close(self._ack_r)
 
