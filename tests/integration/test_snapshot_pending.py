@@ -43,27 +43,40 @@ def slow_ec2(moto: MotoServer) -> Iterator[RewritingProxy]:
         proxy.stop()
 
 
+@pytest.fixture
+def pending_sock(
+    ebs_config: dict[str, Any],  # noqa: F811
+    write_config: ConfigFactory,
+    start_daemon: StartDaemon,
+    slow_ec2: RewritingProxy,
+) -> str:
+    """A daemon whose EBS snapshots stay pending past `wait_timeout_seconds` (1 s)."""
+    ebs = ebs_config["snapshot"]["ebs"]
+    ebs.update({"endpoint_url": slow_ec2.url, "wait_timeout_seconds": 1, "poll_seconds": 0.3})
+    start_daemon(write_config(ebs_config))
+    return str(ebs_config["daemon"]["socket"])
+
+
 def settled(sock: str, set_id: str, timeout: float = 60) -> dict[str, Any]:
     """The set once the daemon's follow-up moved it out of `pending` (no event: poll)."""
     client = ControlClient(sock)
     deadline = time.monotonic() + timeout
     while True:
         record = client.request("GET", f"/v1/snapshot?set_id={set_id}")
-        if record["state"] != "pending" or time.monotonic() > deadline:
+        if record["state"] != "pending":
             return record
+        if time.monotonic() > deadline:
+            raise AssertionError(f"set {set_id} still pending after {timeout}s: {record}")
         time.sleep(0.2)
 
 
 def test_snapshot_pending_past_the_timeout_completes_when_ec2_does(
     ebs_config: dict[str, Any],  # noqa: F811
     write_config: ConfigFactory,
-    start_daemon: StartDaemon,
     slow_ec2: RewritingProxy,
+    pending_sock: str,
 ) -> None:
-    ebs = ebs_config["snapshot"]["ebs"]
-    ebs.update({"endpoint_url": slow_ec2.url, "wait_timeout_seconds": 1, "poll_seconds": 0.3})
-    start_daemon(write_config(ebs_config))
-    sock = ebs_config["daemon"]["socket"]
+    sock, ebs = pending_sock, ebs_config["snapshot"]["ebs"]
 
     code, record = backupctl_json("--socket", sock, "snapshot", "--wait")
     assert code == 4 and record["state"] == "pending", record  # not failed, not restorable yet
@@ -100,13 +113,10 @@ def test_snapshot_pending_past_the_timeout_completes_when_ec2_does(
 def test_snapshot_wait_on_a_terminal_shows_ec2_progress(
     ebs_config: dict[str, Any],  # noqa: F811
     write_config: ConfigFactory,
-    start_daemon: StartDaemon,
     slow_ec2: RewritingProxy,
+    pending_sock: str,
 ) -> None:
-    ebs = ebs_config["snapshot"]["ebs"]
-    ebs.update({"endpoint_url": slow_ec2.url, "wait_timeout_seconds": 1, "poll_seconds": 0.3})
-    start_daemon(write_config(ebs_config))
-    sock = ebs_config["daemon"]["socket"]
+    sock, ebs = pending_sock, ebs_config["snapshot"]["ebs"]
     controller, terminal = pty.openpty()  # stderr is a TTY: the progress line is drawn there
     try:
         done = subprocess.run(
