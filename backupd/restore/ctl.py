@@ -27,6 +27,7 @@ from backupd.restore import verify as verifying
 from backupd.restore.guard import refuse_protected
 from backupd.restore.prepare import Prepared, prepare
 from backupd.restore.replay import Progress, ReplayServer
+from backupd.restore.volume_options import overrides_of, volume_options, warming_of
 from backupd.restore_target import parse_target
 from backupd.storage import open_store
 
@@ -62,6 +63,7 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     volumes.add_argument(
         "--device", action="append", default=[], help="EBS: device per volume (repeat)"
     )
+    volume_options(volumes)
     volumes.set_defaults(func=cmd_volumes)
     drill = commands.add_parser(
         "drill", parents=parents, help="restore to TARGET in a scratch server and prove it"
@@ -290,11 +292,16 @@ def cmd_volumes(args: argparse.Namespace) -> int:
             args.to,
             args.instance_id,
             args.device,
+            overrides=overrides_of(args),
+            warming=warming_of(args),
         )
 
     def text(doc: dict[str, Any]) -> str:
         lines = [f"snapshot set {doc['set_id']} ({doc['provider']}) restored as:"]
         lines += [f"  {json.dumps(v, sort_keys=True)}" for v in doc["volumes"]]
+        lines += [f"note: {note}" for note in doc.get("notes", [])]
+        if doc.get("warm"):
+            lines.append(f"volumes ready ({doc['warm']}) in {doc['ready_seconds']}s")
         lines.append("then, step by step:")
         lines += [f"  {n}. {step}" for n, step in enumerate(doc["steps"], 1)]
         return "\n".join(lines)
