@@ -61,9 +61,9 @@ RESTART_ONLY_KEYS = (
 
 def build_services(context: ServiceContext) -> list[Service]:
     """Every feature service, in start order (stopped in reverse)."""
-    snapshots = SnapshotService(context)
-    budget = RestoreBudget(context, snapshots.request, snapshots.busy)
-    return [snapshots, BinlogService(context), DrillService(context), budget]
+    snapshots, binlog = SnapshotService(context), BinlogService(context)
+    budget = RestoreBudget(context, snapshots.request, snapshots.busy, binlog.bytes_since)
+    return [snapshots, binlog, DrillService(context), budget]
 
 
 def control_limits(section: DaemonSection) -> Limits:

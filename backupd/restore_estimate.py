@@ -341,10 +341,12 @@ class RestoreBudget:
         context: ServiceContext,
         request_snapshot: Callable[[str], Any],
         snapshot_busy: Callable[[], bool],
+        live_backlog: Callable[[str, int], int | None] = lambda _coordinate, _timeline: None,
     ) -> None:
         self.context = context
         self.request_snapshot = request_snapshot
         self.snapshot_busy = snapshot_busy
+        self.live_backlog = live_backlog  # BinlogService.bytes_since: no repository request
         self.latest = Assessment(None)
         self.triggered: dict[str, Any] | None = None
         self._triggered_at: float | None = None
@@ -391,15 +393,10 @@ class RestoreBudget:
         if phases is None:  # nothing measured: no LISTs, no estimate
             self.latest = Assessment(None, at=time.time())
             return self.latest
-        store = self.context.store
-        newest = self._newest.find(Catalog(store))
+        newest = self._newest.find(Catalog(self.context.store))
         backlog: int | None = None
         if newest is not None:
-            backlog = 0
-            if config.binlog.enabled:
-                if self._archive is None or self._archive.store is not store:
-                    self._archive = Archive(store, cluster_name(config.storage))
-                backlog = backlog_bytes(self._archive.read(), newest)
+            backlog = self._backlog(newest) if config.binlog.enabled else 0
         estimate = estimate_seconds(phases, backlog) if backlog is not None else None
         since = time.monotonic() - self._triggered_at if self._triggered_at else None
         budget = config.snapshot.max_restore_seconds
@@ -410,6 +407,17 @@ class RestoreBudget:
         if decision == "trigger":
             self._trigger(estimate or 0.0, budget)
         return self.latest
+
+    def _backlog(self, newest: SnapshotSet) -> int | None:
+        """From the binlog service when the set's file is still on the server (the usual
+        case), else from one LIST of the archive."""
+        live = self.live_backlog(newest.coordinate, newest.timeline)
+        if live is not None:
+            return live
+        store = self.context.store
+        if self._archive is None or self._archive.store is not store:
+            self._archive = Archive(store, cluster_name(self.context.config.storage))
+        return backlog_bytes(self._archive.read(), newest)
 
     def _trigger(self, estimate: float, budget: float) -> None:
         try:

@@ -8,11 +8,16 @@ from __future__ import annotations
 import signal
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from backupd.binlog.archive import Archive, select
 from backupd.control.client import ControlClient
+from backupd.restore_estimate import backlog_bytes
+from backupd.snapshot.catalog import Catalog
+from backupd.storage.filestore import FileStore
 from tests.clients import backupctl_json
 from tests.conftest import ConfigFactory
 from tests.integration.test_binlog import binlog_config, wait_archived
@@ -75,6 +80,11 @@ def test_drill_phases_feed_the_estimate_and_the_budget_takes_a_tagged_snapshot(
     phases = section["drill_phases"]
     assert phases["replay_bytes"] == drill["replay"]["bytes"]
     assert section["newest_set"] == first["set_id"] and section["backlog_bytes"] > 1_000_000
+    # the daemon counts from the server's binlog list; one LIST of the archive agrees
+    repo = FileStore(Path(config["storage"]["url"].removeprefix("file://")))
+    newest = Catalog(repo).get(first["set_id"])
+    archive = Archive(repo, select(repo).cluster).read()
+    assert backlog_bytes(archive, newest) == section["backlog_bytes"]
     fixed = phases["volumes_ready_seconds"] + phases["server_start_seconds"]
     assert section["estimated_seconds"] > fixed
     metrics = scrape(address)

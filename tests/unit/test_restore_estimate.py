@@ -180,3 +180,29 @@ def test_newest_completed_set_reads_each_manifest_once(tmp_path: Path) -> None:
     assert newest.find(catalog) == newer
     catalog.delete(newer.set_id)
     assert newest.find(catalog) == old
+
+
+class StubArchiver:
+    timeline = 2
+
+
+def test_the_live_backlog_comes_from_the_servers_binlog_list(tmp_path: Path) -> None:
+    import threading
+    from types import SimpleNamespace
+
+    from backupd.binlog.service import BinlogService
+    from backupd.config import Config
+    from backupd.service import ServiceContext
+
+    config = Config.model_validate({"daemon": {"state_dir": str(tmp_path)}})
+    service = BinlogService(
+        ServiceContext(config, FileStore(tmp_path), CollectorRegistry(), threading.Event())
+    )
+    assert service.bytes_since("b.000001:100", 2) is None  # not archiving here
+    service.archiver = StubArchiver()  # type: ignore[assignment]
+    service._logs = [("b.000001", 1000), ("b.000002", 500), ("b.000003", 300)]
+    service.progress = SimpleNamespace(file="b.000003", position=200)  # type: ignore[assignment]
+    # 900 left of the set's file, all of the next, 200 archived of the third
+    assert service.bytes_since("b.000001:100", 2) == 900 + 500 + 200
+    assert service.bytes_since("b.000001:100", 1) is None  # another timeline: LIST instead
+    assert service.bytes_since("b.000000:100", 2) is None  # purged from the server
