@@ -151,20 +151,18 @@ def ebs_volumes(
         )
         result.notes.append(f"fast snapshot restore enabled in {zone} after {waited:.0f}s")
     mounts = {}
-    for number, volume in enumerate(record.volumes):
-        device = devices[number] if devices else ""
-        entry = create_volume(ec2, record, volume, zone, instance_id, device, specs[number])
-        result.volumes.append(entry)
-        point = mounts[volume.mount] = f"/mnt/restore-{number}"
-        where = device or f"<device of {entry['volume_id']}>"
-        result.steps.append(f"mkdir -p {point} && mount {where} {point}   # was {volume.mount}")
-    failed = (
-        warmup.disable_fast_restore(ec2, snapshot_ids, zone)
-        if warming.fast_snapshot_restore
-        else ""
-    )
-    if failed:
-        result.notes.append(failed)
+    try:
+        for number, volume in enumerate(record.volumes):
+            device = devices[number] if devices else ""
+            entry = create_volume(ec2, record, volume, zone, instance_id, device, specs[number])
+            result.volumes.append(entry)
+            point = mounts[volume.mount] = f"/mnt/restore-{number}"
+            where = device or f"<device of {entry['volume_id']}>"
+            result.steps.append(f"mkdir -p {point} && mount {where} {point}   # was {volume.mount}")
+    finally:  # FSR is billed per hour while enabled: off again even when a create failed
+        on = warming.fast_snapshot_restore
+        if failed := warmup.disable_fast_restore(ec2, snapshot_ids, zone) if on else "":
+            result.notes.append(failed)
     if warming.initialize:
         initialize(ec2, result.volumes, section.device_links, warming)
     elif not warming.fast_snapshot_restore:

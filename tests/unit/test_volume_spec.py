@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
+from backupd.config import EbsSection
 from backupd.errors import ProviderError, UsageError
 from backupd.restore import warmup
 from backupd.restore.volume_spec import VolumeOverrides, create_volume_args
-from backupd.snapshot.catalog import VolumeSnapshot
+from backupd.restore.volumes import Warming, ebs_volumes
+from backupd.snapshot.catalog import SnapshotSet, VolumeSnapshot
 from backupd.snapshot.providers.ebs import volume_spec
 
 IO2 = VolumeSnapshot(
@@ -105,3 +108,20 @@ def test_the_initialisation_pass_reads_every_byte(tmp_path: Path) -> None:
 def test_the_device_link_is_the_nvme_serial() -> None:
     link = warmup.device_link("vol-0abc", "/dev/disk/by-id")
     assert str(link) == "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0abc"
+
+
+class FailingCreate(FsrClient):
+    def create_volume(self, **kwargs: Any) -> dict[str, Any]:
+        raise ClientError({"Error": {"Code": "VolumeLimitExceeded"}}, "CreateVolume")
+
+    def disable_fast_snapshot_restores(self, **kwargs: Any) -> None:
+        self.calls.append("disable")
+
+
+def test_fast_snapshot_restore_is_disabled_even_when_a_create_fails() -> None:
+    client = FailingCreate(["enabled"])
+    record = SnapshotSet("S", "ebs", "h", "o", "0", volumes=[IO2])  # snap-1
+    with pytest.raises(ProviderError, match="VolumeLimitExceeded"):
+        ebs_volumes(record, EbsSection(), "z", "latest", client=client,
+                    warming=Warming(fast_snapshot_restore=True))  # fmt: skip
+    assert client.calls == ["enable", "disable"]  # billed per hour: never left on
