@@ -26,6 +26,11 @@ from typing import Any
 
 import pytest
 
+from backupd.config_loader import load_config
+from backupd.restore.drill import materialised, start_scratch
+from backupd.restore.scratch import ScratchServer
+from backupd.snapshot.catalog import Catalog
+from backupd.storage import open_store
 from tests.clients import backupctl
 from tests.conftest import ConfigFactory
 from tests.integration.test_binlog import binlog_config, wait_archived
@@ -102,13 +107,18 @@ def _transaction(rng: random.Random, orders: dict[int, int], n: int, after: bool
     return [f"UPDATE {SCHEMA}.customers SET visits = visits + 1 WHERE id = {visitor}"]
 
 
-def run(db: MariaDB, transactions: list[list[str]]) -> None:
+def run(db: MariaDB, transactions: list[list[str]]) -> list[str]:
+    """Each list of statements as one transaction; their GTIDs."""
+    gtids = []
     with db.connect_root() as conn, conn.cursor() as cur:
         for statements in transactions:
             cur.execute("BEGIN")
             for statement in statements:
                 cur.execute(statement)
             cur.execute("COMMIT")
+            cur.execute("SELECT @@last_gtid")
+            gtids.append(str(cur.fetchone()[0]))  # type: ignore[index]
+    return gtids
 
 
 def one(db: MariaDB, statement: str) -> tuple[str, int]:
@@ -132,10 +142,10 @@ def ctl(*args: str) -> tuple[int, Any, str]:
     return result.returncode, doc, result.stderr
 
 
-def load_sql(db: MariaDB, sql: str) -> None:
+def load_sql(socket: str, sql: str) -> None:
     client = shutil.which("mariadb") or "mysql"
     done = subprocess.run(
-        [client, f"--socket={db.socket}", "--user=root", "--batch"],
+        [client, f"--socket={socket}", "--user=root", "--batch"],
         input=sql,
         capture_output=True,
         text=True,
@@ -172,8 +182,9 @@ def test_find_the_accident_and_undo_only_it(
     assert deleted >= 15, (work.seed, deleted)
     after_accident = checksums(db, SCHEMA)
     assert after_accident != before
+    next_gtid = run(db, work.after)[0]  # the first good transaction after the accident
+    run(reference, work.after)
     for server in (db, reference):
-        run(server, work.after)
         run(server, [[f"UPDATE {SCHEMA}.orders SET qty = qty + 1 WHERE id = 99999"]])
     ddl_gtid, _ = one(db, f"CREATE TABLE {SCHEMA}.audit (id INT PRIMARY KEY)")
     one(reference, f"CREATE TABLE {SCHEMA}.audit (id INT PRIMARY KEY)")
@@ -197,6 +208,8 @@ def test_find_the_accident_and_undo_only_it(
     assert [s["gtid"] for s in doc["skipped"]] == [accident]
     assert "may have depended" in stderr and doc["warnings"]
     assert mine(doc["tables"], SCHEMA) == expected_skip, work.seed
+    text = backupctl(*base[:2], "restore", "plan", "--to", "latest", "--skip", accident).stdout
+    assert f"skipped: {accident} (" in text and "warning: skipping" in text, text
 
     dump = workdir / "orders.sql"
     code, doc, _ = ctl(
@@ -207,10 +220,10 @@ def test_find_the_accident_and_undo_only_it(
     text = dump.read_text()
     assert f"-- target: before {accident}" in text.splitlines()[:3]
     run(reference, [[f"DROP DATABASE IF EXISTS {SCHEMA}"], [f"CREATE DATABASE {SCHEMA}"]])
-    load_sql(reference, text)
+    load_sql(reference.socket, text)
     assert checksums(reference, SCHEMA) == {f"`{SCHEMA}`.`orders`": before[f"`{SCHEMA}`.`orders`"]}
 
-    undo_on_a_copy_right_after_it(base, reference, work, accident, after_accident, before)
+    undo_on_a_copy_right_after_it(fresh, workdir, next_gtid, accident, after_accident, before)
     refusals(base, workdir, dependent_gtid, ddl_gtid)
     run(db, [[f"DROP DATABASE IF EXISTS {SCHEMA}"]])
 
@@ -227,27 +240,42 @@ def find_lists_it_first(base: tuple[str, ...], accident: str, deleted: int) -> N
 
 
 def undo_on_a_copy_right_after_it(
-    base: tuple[str, ...],
-    copy: MariaDB,
-    work: Workload,
+    fresh: Path,
+    workdir: Path,
+    next_gtid: str,
     accident: str,
     after_accident: dict[str, int],
     before: dict[str, int],
 ) -> None:
-    """The same seeded workload up to and including the accident gives a copy of the live
-    server right after it (checked by its checksums); the printed undo restores the table."""
-    run(copy, [[s] for s in SETUP])
-    one(copy, f"INSERT INTO {SCHEMA}.orders VALUES (99999, 3, 'item-1', 1)")
-    run(copy, work.before)
-    one(copy, ACCIDENT)
-    assert checksums(copy, SCHEMA) == after_accident
-    result = backupctl(*base[:2], "undo", accident, "--print", timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"-- backupd undo preview of transaction {accident}")
-    assert "### INSERT INTO `shop`.`orders`" in result.stdout  # the inverse of the DELETE
-    load_sql(copy, result.stdout)
-    assert checksums(copy, SCHEMA) == before
-    run(copy, [[f"DROP DATABASE IF EXISTS {SCHEMA}"]])
+    """`restore replay --before <the transaction after the accident>` into a server on the
+    restored snapshot makes a copy of the live server right after the accident (checked by
+    its checksums); the printed undo, applied to it, restores the table."""
+    config = load_config(fresh)
+    sets, _ = Catalog(open_store(config.storage)).list()
+    record = [s for s in sets if s.state == "completed"][-1]
+    with materialised(record, config.snapshot.local.directory, workdir / "volumes") as mounts:
+        copy = start_scratch(record, mounts, workdir / "srv")
+        try:
+            code, doc, _ = ctl(
+                "--config", str(fresh), "--json", "restore", "replay", "--before", next_gtid,
+                "--target-socket", copy.socket, "--target-user", "root",
+            )  # fmt: skip
+            assert code == 0 and doc["end"]["gtid"] == accident, doc
+            assert scratch_checksums(copy, list(after_accident)) == after_accident
+            result = backupctl("--config", str(fresh), "undo", accident, "--print", timeout=300)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.startswith(f"-- backupd undo preview of transaction {accident}")
+            assert "### INSERT INTO `shop`.`orders`" in result.stdout  # the DELETE inverted
+            load_sql(copy.socket, result.stdout)
+            assert scratch_checksums(copy, list(before)) == before
+        finally:
+            copy.stop()
+
+
+def scratch_checksums(server: ScratchServer, tables: list[str]) -> dict[str, int]:
+    with server.connect() as conn, conn.cursor() as cur:
+        cur.execute(f"CHECKSUM TABLE {', '.join(tables)}")
+        return {f"`{SCHEMA}`.`{row[0].split('.')[1]}`": int(row[1]) for row in cur.fetchall()}
 
 
 def refusals(base: tuple[str, ...], workdir: Path, dependent: str, ddl: str) -> None:
