@@ -19,7 +19,7 @@ from typing import Any
 from backupd.binlog import layout
 from backupd.errors import UsageError
 from backupd.restore.endpoint import EndPoint, Transaction, end_point, resolve, transactions
-from backupd.restore.plan import Position, RestoreImpossible
+from backupd.restore.plan import Position, RestoreImpossible, gtid_state
 from backupd.restore.replay import ReplayRange
 from backupd.restore_target import CoordinateTarget, GtidTarget, Target, parse_target
 
@@ -128,10 +128,20 @@ def _before(
             break
         previous = tx.end.position
     near = f"; transactions start at {nearest[0]} .. {nearest[1]}" if nearest else ""
+    if isinstance(ref, GtidTarget) and _contains(start_gtid, ref):
+        near = (
+            f"; the snapshot (GTID position {start_gtid}) already contains it: name it by "
+            "its coordinate (as `backupctl find` prints it) so an older set is chosen"
+        )
     raise RestoreImpossible(
         f"--before {ref}: no archived transaction after the snapshot's {start} "
         f"{'has this GTID' if isinstance(ref, GtidTarget) else 'starts there'}{near}"
     )
+
+
+def _contains(state: str, ref: GtidTarget) -> bool:
+    have = gtid_state(state).get(ref.domain)
+    return have is not None and have.sequence >= ref.sequence
 
 
 def _without(

@@ -107,16 +107,19 @@ def _locate(path: Path, ref: TxRef) -> tuple[Found, bytes, bytes] | None:
     tx = next((t for t in transactions([path], Position(path.name, 4)) if matches(t, ref)), None)
     if tx is None:
         return None
-    data = path.read_bytes()
-    fde_size = int.from_bytes(data[4 + 9 : 4 + 13], "little")
-    fde = data[4 : 4 + fde_size]
+    with open(path, "rb") as handle:
+        head = handle.read(events.HEADER_SIZE + 4)
+        handle.seek(4)
+        fde = handle.read(int.from_bytes(head[4 + 9 : 4 + 13], "little"))
+        handle.seek(tx.start.pos)
+        body = handle.read(tx.end.position.pos - tx.start.pos)
     if b"MariaDB" not in fde[events.HEADER_SIZE + 2 : events.HEADER_SIZE + 52]:
         raise UndoRefused("the archive was written by MySQL: there is no flashback for it")
     alg = events.fde_checksum_alg(fde)
     tables = _check_dml(path, tx.start.pos, tx.end.position.pos, alg, str(ref))
     where = Located(str(ref), tx.start, tx.end.position, tx.end.gtid, tx.end.timestamp)
     found = Found(where, tables)
-    return found, _closed(fde, alg), data[tx.start.pos : tx.end.position.pos]
+    return found, _closed(fde, alg), body
 
 
 def _check_dml(path: Path, start: int, end: int, alg: int, ref: str) -> dict[str, list[str]]:

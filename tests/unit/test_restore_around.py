@@ -74,6 +74,8 @@ def test_before_an_unknown_transaction_is_refused(
 ) -> None:
     with pytest.raises(RestoreImpossible, match="has this GTID"):
         resolve(Around(before=GtidTarget("0-1-9", 0, 1, 9)), fakes)
+    with pytest.raises(RestoreImpossible, match="already contains it: name it by its coord"):
+        resolve(Around(before=GtidTarget("0-1-1", 0, 1, 1)), fakes)  # the snapshot's last
     with pytest.raises(RestoreImpossible, match="starts there; transactions start at"):
         resolve(Around(before=CoordinateTarget(F2, fakes[2].events[1][0] + 1)), fakes)
 
