@@ -14,7 +14,7 @@ from backupd.binlog import fetch, layout
 from backupd.errors import ArchiveCorrupt, ObjectMissing
 from backupd.restore import repository
 from backupd.restore.around import Around, Located, split
-from backupd.restore.endpoint import EndPoint, resolve
+from backupd.restore.endpoint import EndPoint
 from backupd.restore.plan import Leg, Plan, RestoreImpossible
 from backupd.restore.replay import ReplayRange
 from backupd.restore_target import CoordinateTarget, Target, TimeTarget
@@ -118,6 +118,7 @@ def prepare(
     around: Around | None = None,
 ) -> Prepared:
     """Raise RestoreImpossible naming the gap, bound or bad object that prevents it."""
+    around = around or Around()
     repo = repository.load(store, server, allow_crash, provider, cluster, timeline)
     plan = repository.plan(repo, target)
     record = repository.require_set(repo, plan.snapshot.set_id)
@@ -127,13 +128,9 @@ def prepare(
         directory = workdir / f"tl{leg.timeline:06d}" if leg.timeline else workdir
         files = fetch_files(store, repo, leg, directory)
         goal = target if leg.stop is None else CoordinateTarget(leg.stop.file, leg.stop.pos)
-        skipped: tuple[Located, ...] = ()
-        if around is None:
-            end = resolve(files, leg.start, gtid, goal, record.flavor)
-        else:
-            end, skipped = around.resolve(
-                files, leg.start, gtid, goal, record.flavor, last=leg.stop is None
-            )
+        end, skipped = around.resolve(
+            files, leg.start, gtid, goal, record.flavor, last=leg.stop is None
+        )
         if leg.stop is not None:
             _check_before(target, end, leg)
         legs.append(LegFiles(leg, files, end, skipped))
@@ -148,19 +145,11 @@ def prepare(
         last.gtid_floor,
     )
     all_files = [f for part in legs for f in part.files]
-    if around is not None:
-        around.check_found([s for part in legs for s in part.skipped], plan.start, total)
+    around.check_found([s for part in legs for s in part.skipped], plan.start, total)
     return Prepared(
-        repo.server,
-        plan,
-        record,
-        all_files,
-        total,
-        repo.cluster,
-        repo.timeline,
-        tuple(legs),
-        around or Around(),
-    )
+        repo.server, plan, record, all_files, total, repo.cluster, repo.timeline, tuple(legs),
+        around,
+    )  # fmt: skip
 
 
 def _check_before(target: Target, end: EndPoint, leg: Leg) -> None:
