@@ -117,17 +117,17 @@ def _before(
     files: Sequence[Path], start: Position, start_gtid: str, ref: TxRef, flavor: str
 ) -> EndPoint:
     """Stop at the end of the transaction before `ref` (the snapshot itself if none)."""
-    previous = start
-    nearest: list[Position] = []
+    previous, previous_start = start, None
+    near = ""
     for tx in transactions(files, start):
         if matches(tx, ref):
             goal = CoordinateTarget(previous.file, previous.pos)
             return resolve(files, start, start_gtid, goal, flavor)
         if isinstance(ref, CoordinateTarget) and tx.start > Position(ref.file, ref.position):
-            nearest = [previous, tx.start]
+            starts = [str(p) for p in (previous_start, tx.start) if p is not None]
+            near = f"; the nearest transactions start at {' and '.join(starts)}"
             break
-        previous = tx.end.position
-    near = f"; transactions start at {nearest[0]} .. {nearest[1]}" if nearest else ""
+        previous, previous_start = tx.end.position, tx.start
     if isinstance(ref, GtidTarget) and _contains(start_gtid, ref):
         near = (
             f"; the snapshot (GTID position {start_gtid}) already contains it: name it by "

@@ -76,8 +76,11 @@ def test_before_an_unknown_transaction_is_refused(
         resolve(Around(before=GtidTarget("0-1-9", 0, 1, 9)), fakes)
     with pytest.raises(RestoreImpossible, match="already contains it: name it by its coord"):
         resolve(Around(before=GtidTarget("0-1-1", 0, 1, 1)), fakes)  # the snapshot's last
-    with pytest.raises(RestoreImpossible, match="starts there; transactions start at"):
-        resolve(Around(before=CoordinateTarget(F2, fakes[2].events[1][0] + 1)), fakes)
+    second = fakes[2]
+    seq4, seq5 = second.events[1][0], second.events[4][0]  # GTID, rows, XID, then seq 5
+    near = f"starts there; the nearest transactions start at {F2}:{seq4} and {F2}:{seq5}"
+    with pytest.raises(RestoreImpossible, match=near):
+        resolve(Around(before=CoordinateTarget(F2, seq4 + 1)), fakes)
 
 
 def test_skips_leave_the_end_and_count_only_what_is_replayed(
