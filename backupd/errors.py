@@ -255,6 +255,19 @@ class ProtectedServer(BackupdError):
     http_status = 409
 
 
+class UndoRefused(BackupdError):
+    """Undo refused: {message}"""
+
+    code = "undo_refused"
+    http_status = 409
+
+
+class TableDumpFailed(BackupdError):
+    """Table dump failed: {message}"""
+
+    code = "table_dump_failed"
+
+
 _BY_CODE: dict[str, type[BackupdError]] = {}
 
 

@@ -22,13 +22,14 @@ from backupd.ctl_support import Subparsers, emit
 from backupd.errors import EXIT_FAILED, EXIT_OK, EXIT_UNHEALTHY, UsageError
 from backupd.restore import apply as applying
 from backupd.restore import drill as drilling
-from backupd.restore import repository, volumes
+from backupd.restore import repository, table_dump, volumes
 from backupd.restore import verify as verifying
+from backupd.restore.around import Around, parse_ref
 from backupd.restore.guard import refuse_protected
 from backupd.restore.prepare import Prepared, prepare
 from backupd.restore.replay import Progress, ReplayServer
 from backupd.restore.volume_options import overrides_of, volume_options, warming_of
-from backupd.restore_target import parse_target
+from backupd.restore_target import Target, parse_target
 from backupd.storage import open_store
 
 
@@ -38,12 +39,12 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     )
     sub = restore.add_subparsers(dest="restore_command", required=True)
     plan = sub.add_parser("plan", parents=parents, help="what a restore to TARGET would do")
-    _target_options(plan)
+    _target_options(plan, around=True)
     plan.set_defaults(func=cmd_plan)
     replay = sub.add_parser(
         "replay", parents=parents, help="replay archived binlogs into a server up to TARGET"
     )
-    _target_options(replay)
+    _target_options(replay, around=True)
     where = replay.add_mutually_exclusive_group(required=True)
     where.add_argument("--target-socket", help="the restored server's socket")
     where.add_argument("--target-host", help="the restored server's host (TCP)")
@@ -68,7 +69,8 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     drill = commands.add_parser(
         "drill", parents=parents, help="restore to TARGET in a scratch server and prove it"
     )
-    _target_options(drill)
+    _target_options(drill, around=True)
+    table_dump.add_options(drill)
     drill.set_defaults(func=cmd_drill)
     verify = commands.add_parser(
         "verify", parents=parents, help="check sets, binlog chain and checksums (no daemon)"
@@ -77,8 +79,23 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     verify.set_defaults(func=cmd_verify)
 
 
-def _target_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--to", required=True, help="time (ISO, with zone), GTID, file:pos, latest")
+def _target_options(parser: argparse.ArgumentParser, around: bool = False) -> None:
+    parser.add_argument(
+        "--to", required=not around, help="time (ISO, with zone), GTID, file:pos, latest"
+    )
+    if around:
+        parser.add_argument(
+            "--before",
+            metavar="GTID|COORD",
+            help="stop right before this transaction (instead of --to)",
+        )
+        parser.add_argument(
+            "--skip",
+            metavar="GTID|COORD",
+            action="append",
+            default=[],
+            help="replay everything except this transaction (repeat for several)",
+        )
     parser.add_argument("--server", help="server identity (archives written before timelines)")
     parser.add_argument(
         "--cluster", help="the archive's cluster (default: [storage] cluster, or the only one)"
@@ -109,17 +126,31 @@ def work_dir(args: argparse.Namespace) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def target_around(args: argparse.Namespace) -> tuple[Target, Around]:
+    """--to, or --before (exactly one), and the --skip list; the skip warning on stderr."""
+    if (args.to is None) == (args.before is None):
+        raise UsageError("give --to TARGET or --before GTID|COORD (exactly one of them)")
+    before = parse_ref(args.before, "--before") if args.before is not None else None
+    skips = tuple(parse_ref(text, "--skip") for text in args.skip)
+    around = Around(before, skips)
+    if around.warning:
+        print(f"warning: {around.warning}", file=sys.stderr, flush=True)
+    return before or parse_target(args.to), around
+
+
 def _prepare(args: argparse.Namespace, workdir: Path) -> Prepared:
     config = storage_config(args)
     store = open_store(config.storage)
+    target, around = target_around(args)
     return prepare(
         store,
-        parse_target(args.to),
+        target,
         workdir / "binlogs",
         args.server,
         args.allow_crash_consistent,
         cluster=args.cluster or config.storage.cluster,
         timeline=args.timeline,
+        around=around,
     )
 
 
@@ -136,6 +167,11 @@ def render_plan(doc: dict[str, Any]) -> str:
         f"{end['transactions']} transaction(s) to replay",
         f"  GTID position afterwards: {end['gtid_state'] or '-'}",
     ]
+    lines += [
+        f"  skipped: {s['named']} ({s['from']} .. {s['to']}, GTID {s['gtid'] or '-'})"
+        for s in doc.get("skipped") or []
+    ]
+    lines += [f"  warning: {w}" for w in doc.get("warnings") or []]
     path = doc.get("timeline_path") or []
     if doc.get("cluster"):
         lines.insert(1, f"  cluster {doc['cluster']}, timeline {doc.get('timeline')}")
@@ -212,22 +248,29 @@ def render_drill(doc: dict[str, Any]) -> str:
         f"(server ready at the target after {doc['ready_seconds']}s)",
     ]
     lines += [f"  {t['table']}: {t['check']} checksum {t['checksum']}" for t in doc["tables"]]
+    if doc.get("dump"):
+        dumped = doc["dump"]
+        lines.append(f"  dump of {', '.join(dumped['tables'])} written to {dumped['file']}")
     return "\n".join(lines)
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
     config = storage_config(args)
     store = open_store(config.storage)
+    target, around = target_around(args)
+    dump = table_dump.request(args)
     with work_dir(args) as workdir:
         result = drilling.drill(
             store,
-            parse_target(args.to),
+            target,
             config.snapshot.local.directory,
             workdir,
             args.server,
             None if args.json else progress_printer(args),
             cluster=args.cluster or config.storage.cluster,
             timeline=args.timeline,
+            around=around,
+            dump=dump,
         )
     emit(args, result.to_dict(), render_drill)
     return EXIT_OK if result.ok else EXIT_FAILED

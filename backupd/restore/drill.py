@@ -21,6 +21,8 @@ from typing import Any
 
 from backupd.errors import BackupdError, ProviderError
 from backupd.restore import apply as applying
+from backupd.restore import table_dump
+from backupd.restore.around import Around
 from backupd.restore.prepare import Prepared, prepare
 from backupd.restore.proof import TableProof, prove
 from backupd.restore.replay import Progress, ReplayServer
@@ -46,6 +48,7 @@ class DrillResult:
     seconds: float
     ready_seconds: float  # command start -> scratch server answering at the target (RTO)
     steps: dict[str, float] = field(default_factory=dict)
+    dump: dict[str, Any] | None = None  # --tables: the dump written
 
     @property
     def ok(self) -> bool:
@@ -62,6 +65,7 @@ class DrillResult:
             "seconds": round(self.seconds, 3),
             "ready_seconds": round(self.ready_seconds, 3),
             "steps": {k: round(v, 3) for k, v in self.steps.items()},
+            **({"dump": self.dump} if self.dump else {}),
         }
 
 
@@ -171,6 +175,8 @@ def drill(
     on_progress: Callable[[Progress], None] | None = None,
     cluster: str = "",
     timeline: int | None = None,
+    around: Around | None = None,
+    dump: table_dump.Request | None = None,
 ) -> DrillResult:
     """Run one drill; DrillFailed/RestoreImpossible/ReplayFailed on failure."""
     started = time.monotonic()
@@ -188,6 +194,7 @@ def drill(
             provider="local",
             cluster=cluster,
             timeline=timeline,
+            around=around,
         )
         steps["plan_and_fetch"] = time.monotonic() - started
         with materialised(prepared.snapshot, local_directory, run_dir) as mounts:
@@ -203,13 +210,14 @@ def drill(
                 with scratch.connect() as conn:
                     proofs = prove(conn)
                 steps["proved"] = time.monotonic() - started
+                dumped = dump.write(scratch, prepared) if dump else None
             finally:
                 scratch.stop()
                 scratch = None
                 steps["server_stopped"] = time.monotonic() - started
         steps["unmounted"] = time.monotonic() - started
         seconds = time.monotonic() - started
-        return DrillResult(prepared, applied, proofs, seconds, ready, steps)
+        return DrillResult(prepared, applied, proofs, seconds, ready, steps, dumped)
     except ProviderError as exc:
         raise DrillFailed(exc.message) from exc
     finally:

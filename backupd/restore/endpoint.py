@@ -330,3 +330,33 @@ def _state_after(start_gtid: str, chosen: list[Boundary]) -> str:
 
 def _when(stamp: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """One archived transaction: where its first event starts and where it ends."""
+
+    start: Position  # its first event (the `# at` of its GTID event)
+    end: Boundary
+
+
+def transactions(files: Sequence[Path], start: Position) -> Iterator[Transaction]:
+    """Every complete transaction after `start`, in order, with its start and its end."""
+    tracker = _Transactions()
+    first: Position | None = None
+    for path in files:
+        begin = start.pos if path.name == start.file else 0
+        for offset, raw, alg in file_events(path, begin):
+            if first is None and raw[4] not in _METADATA:
+                first = Position(path.name, offset)
+            found = tracker.feed(path.name, offset, raw, alg)
+            if found is not None:
+                yield Transaction(first or found.position, found)
+                first = None
+
+
+def end_point(
+    chosen: Sequence[Boundary], start: Position, start_gtid: str, flavor: str
+) -> EndPoint:
+    """The end point after replaying exactly the `chosen` transactions from `start`."""
+    return _end_point(list(chosen), start, start_gtid, flavor)

@@ -6,14 +6,15 @@ plan needs is fetched and its checksums verified, so a plan that prints is a pla
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from backupd.binlog import fetch, layout
 from backupd.errors import ArchiveCorrupt, ObjectMissing
 from backupd.restore import repository
-from backupd.restore.endpoint import EndPoint, resolve
+from backupd.restore.around import Around, Located, split
+from backupd.restore.endpoint import EndPoint
 from backupd.restore.plan import Leg, Plan, RestoreImpossible
 from backupd.restore.replay import ReplayRange
 from backupd.restore_target import CoordinateTarget, Target, TimeTarget
@@ -28,6 +29,7 @@ class LegFiles:
     leg: Leg
     files: list[Path]  # from the leg's first file to its stop's (or the end point's)
     end: EndPoint  # the leg's own end point (the last leg's is the restore's)
+    skipped: tuple[Located, ...] = ()  # --skip: transactions of this leg left out
 
     def replay_range(self) -> ReplayRange | None:
         """None when the leg replays nothing (it ends where it starts)."""
@@ -48,6 +50,7 @@ class Prepared:
     cluster: str = ""
     timeline: int = 0  # the timeline the target is on (0: an archive from before timelines)
     legs: tuple[LegFiles, ...] = ()
+    around: Around = field(default_factory=Around)  # --before / --skip
 
     @property
     def timeline_path(self) -> list[dict[str, Any]]:
@@ -68,7 +71,16 @@ class Prepared:
         return [f for part in self.legs if (r := part.replay_range()) for f in r.files]
 
     def replay_ranges(self) -> list[ReplayRange]:
-        return [r for part in self.legs if (r := part.replay_range()) is not None]
+        return [
+            piece
+            for part in self.legs
+            if (r := part.replay_range()) is not None
+            for piece in split(r, part.skipped)
+        ]
+
+    @property
+    def skipped(self) -> list[Located]:
+        return [s for part in self.legs for s in part.skipped]
 
     def to_dict(self) -> dict[str, Any]:
         plan = self.plan
@@ -77,7 +89,7 @@ class Prepared:
             "cluster": self.cluster or None,
             "timeline": self.timeline or None,
             "timeline_path": self.timeline_path,
-            "target": str(plan.target),
+            "target": f"before {self.around.before}" if self.around.before else str(plan.target),
             "snapshot": {
                 "set_id": plan.snapshot.set_id,
                 "taken_at": plan.snapshot.taken_at,
@@ -89,6 +101,8 @@ class Prepared:
             "segments": [s.key for s in plan.segments],
             "files": [f.name for f in self.replay_files],
             "end": self.end.to_dict(),
+            "skipped": [s.to_dict() for s in self.skipped],
+            "warnings": [self.around.warning] if self.around.warning else [],
         }
 
 
@@ -101,8 +115,10 @@ def prepare(
     provider: str = "",
     cluster: str = "",
     timeline: int | None = None,
+    around: Around | None = None,
 ) -> Prepared:
     """Raise RestoreImpossible naming the gap, bound or bad object that prevents it."""
+    around = around or Around()
     repo = repository.load(store, server, allow_crash, provider, cluster, timeline)
     plan = repository.plan(repo, target)
     record = repository.require_set(repo, plan.snapshot.set_id)
@@ -112,10 +128,12 @@ def prepare(
         directory = workdir / f"tl{leg.timeline:06d}" if leg.timeline else workdir
         files = fetch_files(store, repo, leg, directory)
         goal = target if leg.stop is None else CoordinateTarget(leg.stop.file, leg.stop.pos)
-        end = resolve(files, leg.start, gtid, goal, record.flavor)
+        end, skipped = around.resolve(
+            files, leg.start, gtid, goal, record.flavor, last=leg.stop is None
+        )
         if leg.stop is not None:
             _check_before(target, end, leg)
-        legs.append(LegFiles(leg, files, end))
+        legs.append(LegFiles(leg, files, end, skipped))
         gtid = end.gtid_state
     last = legs[-1].end
     total = EndPoint(
@@ -127,9 +145,11 @@ def prepare(
         last.gtid_floor,
     )
     all_files = [f for part in legs for f in part.files]
+    around.check_found([s for part in legs for s in part.skipped], plan.start, total)
     return Prepared(
-        repo.server, plan, record, all_files, total, repo.cluster, repo.timeline, tuple(legs)
-    )
+        repo.server, plan, record, all_files, total, repo.cluster, repo.timeline, tuple(legs),
+        around,
+    )  # fmt: skip
 
 
 def _check_before(target: Target, end: EndPoint, leg: Leg) -> None:
