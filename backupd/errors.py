@@ -255,6 +255,13 @@ class ProtectedServer(BackupdError):
     http_status = 409
 
 
+class TargetPositionMismatch(BackupdError):
+    """Refusing to replay: the target reports {have}, but snapshot set {set_id} is at {want}; {why}. Replay only into a server freshly restored from that set (restore volumes, then the replay command it printed)"""  # noqa: E501
+
+    code = "target_position_mismatch"
+    http_status = 409
+
+
 _BY_CODE: dict[str, type[BackupdError]] = {}
 
 

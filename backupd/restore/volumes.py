@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from backupd.config import EbsSection
 from backupd.errors import ProviderError, UsageError
+from backupd.restore.record import DEFAULT_SOCKET
 from backupd.snapshot.catalog import SnapshotSet, VolumeSnapshot
 from backupd.snapshot.providers.local import restore_image
 
@@ -40,8 +41,11 @@ class RestoredVolumes:
         }
 
 
-def server_steps(record: SnapshotSet, mounts: dict[str, str], target: str) -> list[str]:
-    """Fix the binlog index, start the server with nothing acting on the world, replay."""
+def server_steps(
+    record: SnapshotSet, mounts: dict[str, str], replay: str, socket: str = DEFAULT_SOCKET
+) -> list[str]:
+    """Fix the binlog index, start the server with nothing acting on the world, replay
+    (`replay`: the exact command, pinned by the restore record)."""
     datadir = _moved(record.datadir, mounts) or "<restored datadir>"
     basename = _moved(record.log_bin_basename, mounts) or "<restored binlog basename>"
     old_dir = str(PurePosixPath(record.log_bin_basename).parent) if record.log_bin_basename else ""
@@ -53,9 +57,8 @@ def server_steps(record: SnapshotSet, mounts: dict[str, str], target: str) -> li
         f"mariadbd --datadir={shlex.quote(datadir)} --log-bin={shlex.quote(basename)} "
         "--skip-slave-start --event-scheduler=OFF --skip-networking "
         "--innodb-flush-log-at-trx-commit=2 --sync-binlog=0 "
-        "--socket=/run/backupd-restore.sock &   # mysqld on MySQL",
-        f"backupctl restore replay --to {shlex.quote(target)} "
-        "--target-socket /run/backupd-restore.sock",
+        f"--socket={shlex.quote(socket)} &   # mysqld on MySQL",
+        replay,
     ]
     return steps
 
@@ -74,7 +77,9 @@ def _moved(path: str, mounts: dict[str, str]) -> str:
     return str(found) if found is not None else ""
 
 
-def local_volumes(record: SnapshotSet, directory: str, dest: Path, target: str) -> RestoredVolumes:
+def local_volumes(
+    record: SnapshotSet, directory: str, dest: Path, replay: str, socket: str = DEFAULT_SOCKET
+) -> RestoredVolumes:
     dest.mkdir(parents=True, exist_ok=True)
     result = RestoredVolumes(record.set_id, "local")
     mounts = {}
@@ -87,7 +92,7 @@ def local_volumes(record: SnapshotSet, directory: str, dest: Path, target: str) 
         mounts[volume.mount] = str(point)
         result.volumes.append({"mount": volume.mount, "image": str(image), "method": method})
         result.steps.append(f"mkdir -p {point} && mount -o loop {image} {point}")
-    result.steps += server_steps(record, mounts, target)
+    result.steps += server_steps(record, mounts, replay, socket)
     return result
 
 
@@ -95,10 +100,11 @@ def ebs_volumes(
     record: SnapshotSet,
     section: EbsSection,
     zone: str,
-    target: str,
+    replay: str,
     instance_id: str = "",
     devices: list[str] | None = None,
     client: Any = None,
+    socket: str = DEFAULT_SOCKET,
 ) -> RestoredVolumes:
     devices = devices or []
     if devices and not instance_id:
@@ -119,7 +125,7 @@ def ebs_volumes(
         point = mounts[volume.mount] = f"/mnt/restore-{number}"
         where = device or f"<device of {entry['volume_id']}>"
         result.steps.append(f"mkdir -p {point} && mount {where} {point}   # was {volume.mount}")
-    result.steps += server_steps(record, mounts, target)
+    result.steps += server_steps(record, mounts, replay, socket)
     return result
 
 
