@@ -28,3 +28,4 @@ def test_demo_runs_end_to_end(scratch: Path) -> None:
     assert result.stdout.count("completed (application)") == 2  # local, then EBS (moto)
     assert not (scratch / "demo" / "data").is_mount()
     assert "demo: proof" in result.stdout and " == restored " in result.stdout
+    assert "restore record: " in result.stdout and "replay with: backupctl " in result.stdout
