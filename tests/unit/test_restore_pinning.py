@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from argparse import Namespace
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ from backupd.errors import TargetPositionMismatch, UsageError
 from backupd.restore import apply as applying
 from backupd.restore import position, repository
 from backupd.restore import record as records
+from backupd.restore.pinning import load_pin
 from backupd.restore.replay import ReplayFailed, ReplayRange, ReplayServer, replay
 from backupd.restore.tools import normal_gtid_set, tools_for
 from backupd.restore_target import LatestTarget
@@ -279,3 +281,29 @@ def test_a_missing_flavor_tool_names_the_flavor(monkeypatch: pytest.MonkeyPatch)
         tools_for("mysql").require()
     with pytest.raises(ReplayFailed):
         replay(ReplayRange([], 4), ReplayServer(socket="/s"), "mysqlbinlog", "mysql")
+
+
+def test_an_unwritable_record_place_is_refused_before_any_volume(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(UsageError, match="cannot create"):
+        records.writable(blocker / "restores" / "x.json")
+
+
+def test_the_record_sets_cluster_timeline_and_server_defaults(tmp_path: Path) -> None:
+    made = records.RestoreRecord.of(snapshot(), "prod", 3, "1", "latest")
+    kept = records.writable(records.state_path(str(tmp_path), made.set_id))
+    made.write(kept)
+    config: Any = SimpleNamespace(daemon=SimpleNamespace(state_dir=str(tmp_path)))
+    args = Namespace(record=made.set_id, cluster=None, timeline=None, server=None)
+    assert load_pin(args, config) == made
+    assert (args.cluster, args.timeline, args.server) == ("prod", 3, None)
+    explicit = Namespace(record=made.set_id, cluster="other", timeline=2, server=None)
+    load_pin(explicit, config)
+    assert (explicit.cluster, explicit.timeline) == ("other", 2)  # what the operator says wins
+    before_timelines = replace(made, cluster="", timeline=0)
+    path = tmp_path / "old.json"
+    before_timelines.write(path)
+    old = Namespace(record=str(path), cluster=None, timeline=None, server=None)
+    load_pin(old, config)
+    assert (old.cluster, old.timeline, old.server) == (None, None, "1")
