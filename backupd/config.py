@@ -230,6 +230,8 @@ class SnapshotSection(Section):
     crash_consistent_fallback: bool = False
     lock_attempts: Annotated[int, Field(ge=1, le=10)] = 3
     lock_retry_delay_seconds: Annotated[float, Field(ge=0, le=600)] = 5.0
+    max_restore_seconds: Annotated[float, Field(ge=0)] = 0.0  # 0: off (restore_estimate.py)
+    restore_estimate_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
     hooks: HooksSection = Field(default_factory=HooksSection)
     retention: RetentionSection = Field(default_factory=RetentionSection)
     ebs: EbsSection = Field(default_factory=EbsSection)

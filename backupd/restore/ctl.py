@@ -28,6 +28,7 @@ from backupd.restore.guard import refuse_protected
 from backupd.restore.prepare import Prepared, prepare
 from backupd.restore.replay import Progress, ReplayServer
 from backupd.restore.tools import tools_for
+from backupd.restore.volume_options import overrides_of, volume_options, warming_of
 from backupd.restore_target import parse_target
 from backupd.storage import open_store
 
@@ -65,6 +66,7 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
         "--device", action="append", default=[], help="EBS: device per volume (repeat)"
     )
     pinning.add_volumes_options(volumes)
+    volume_options(volumes)
     volumes.set_defaults(func=cmd_volumes)
     drill = commands.add_parser(
         "drill", parents=parents, help="restore to TARGET in a scratch server and prove it"
@@ -309,6 +311,8 @@ def cmd_volumes(args: argparse.Namespace) -> int:
             args.instance_id,
             args.device,
             socket=args.target_socket,
+            overrides=overrides_of(args),
+            warming=warming_of(args),
         )
     written = pinning.finish_volumes(pin, pin_path, command, result.volumes)
     document = {**result.to_dict(), "record": written}
@@ -316,6 +320,9 @@ def cmd_volumes(args: argparse.Namespace) -> int:
     def text(doc: dict[str, Any]) -> str:
         lines = [f"snapshot set {doc['set_id']} ({doc['provider']}) restored as:"]
         lines += [f"  {json.dumps(v, sort_keys=True)}" for v in doc["volumes"]]
+        lines += [f"note: {note}" for note in doc.get("notes", [])]
+        if doc.get("warm"):
+            lines.append(f"volumes ready ({doc['warm']}) in {doc['ready_seconds']}s")
         lines.append("then, step by step:")
         lines += [f"  {n}. {step}" for n, step in enumerate(doc["steps"], 1)]
         lines += pinning.render_record(doc["record"])

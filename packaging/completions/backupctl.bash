@@ -24,7 +24,7 @@ _backupctl() {
         "restore") opts="--config --help --json --socket -h"; subs="plan replay volumes" ;;
         "restore plan") opts="--allow-crash-consistent --cluster --config --help --json --server --socket --timeline --to --work-dir -h"; subs="" ;;
         "restore replay") opts="--allow-crash-consistent --cluster --config --help --json --record --server --skip-position-check --socket --target-host --target-option-file --target-port --target-socket --target-user --timeline --to --work-dir -h"; subs="" ;;
-        "restore volumes") opts="--allow-crash-consistent --availability-zone --cluster --config --dest --device --help --instance-id --json --record-file --server --socket --target-socket --timeline --to --work-dir -h"; subs="" ;;
+        "restore volumes") opts="--allow-crash-consistent --availability-zone --cluster --config --dest --device --fast-snapshot-restore --help --initialize --instance-id --iops --json --kms-key --record-file --server --socket --target-socket --throughput --timeline --to --volume-type --work-dir -h"; subs="" ;;
         "drill") opts="--allow-crash-consistent --cluster --config --help --json --server --socket --timeline --to --work-dir -h"; subs="" ;;
         "verify") opts="--config --help --json --sample --socket -h"; subs="" ;;
         "check") opts="--config --help --json --nagios --notify --socket --user -h"; subs="" ;;
