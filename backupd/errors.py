@@ -268,6 +268,13 @@ class TableDumpFailed(BackupdError):
     code = "table_dump_failed"
 
 
+class TargetPositionMismatch(BackupdError):
+    """Refusing to replay: the target reports {have}, but snapshot set {set_id} is at {want}; {why}. Replay only into a server freshly restored from that set (restore volumes, then the replay command it printed)"""  # noqa: E501
+
+    code = "target_position_mismatch"
+    http_status = 409
+
+
 _BY_CODE: dict[str, type[BackupdError]] = {}
 
 

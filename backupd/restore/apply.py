@@ -16,6 +16,7 @@ from typing import Any
 from backupd.restore.plan import gtid_state
 from backupd.restore.prepare import Prepared
 from backupd.restore.replay import Progress, ReplayFailed, ReplayServer, replay
+from backupd.restore.tools import tools_for
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,12 @@ class Applied:
 
 def server_query(server: ReplayServer, sql: str, client: str = "mariadb") -> list[str]:
     """One row of tab-separated values, through the same client and options as the replay."""
+    rows = server_rows(server, sql, client)
+    return rows[0] if rows else [""]
+
+
+def server_rows(server: ReplayServer, sql: str, client: str = "mariadb") -> list[list[str]]:
+    """Every row of the result, each as its tab-separated values."""
     done = subprocess.run(
         [client, *server.client_args(), "--batch", "--skip-column-names", "-e", sql],
         capture_output=True,
@@ -47,8 +54,7 @@ def server_query(server: ReplayServer, sql: str, client: str = "mariadb") -> lis
     )
     if done.returncode != 0:
         raise ReplayFailed(f"{client}: {done.stderr.strip() or 'failed'}")
-    line = done.stdout.splitlines()[0] if done.stdout.strip() else ""
-    return line.split("\t")
+    return [line.split("\t") for line in done.stdout.splitlines()]
 
 
 def apply(
@@ -60,10 +66,14 @@ def apply(
     end = prepared.end
     seconds = 0.0
     events = done = 0
+    tools = tools_for(prepared.snapshot.flavor)
     if end.transactions:
+        tools.require()
         progress = replay(
             prepared.replay_ranges(),
             server,
+            binlog_tool=tools.binlog_tool,
+            client=tools.client,
             on_progress=on_progress,
             progress_interval=progress_interval,
         )

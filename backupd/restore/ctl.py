@@ -22,12 +22,13 @@ from backupd.ctl_support import Subparsers, emit
 from backupd.errors import EXIT_FAILED, EXIT_OK, EXIT_UNHEALTHY, UsageError
 from backupd.restore import apply as applying
 from backupd.restore import drill as drilling
-from backupd.restore import repository, table_dump, volumes
+from backupd.restore import pinning, repository, table_dump, volumes
 from backupd.restore import verify as verifying
 from backupd.restore.around import Around, parse_ref
 from backupd.restore.guard import refuse_protected
 from backupd.restore.prepare import Prepared, prepare
 from backupd.restore.replay import Progress, ReplayServer
+from backupd.restore.tools import tools_for
 from backupd.restore.volume_options import overrides_of, volume_options, warming_of
 from backupd.restore_target import Target, parse_target
 from backupd.storage import open_store
@@ -53,6 +54,7 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     )
     replay.add_argument("--target-user", default="", help="user (default: the client's)")
     replay.add_argument("--target-option-file", default="", help="client option file")
+    pinning.add_replay_options(replay)
     replay.set_defaults(func=cmd_replay)
     volumes = sub.add_parser(
         "volumes", parents=parents, help="the snapshot set for TARGET as new volumes + steps"
@@ -64,6 +66,7 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     volumes.add_argument(
         "--device", action="append", default=[], help="EBS: device per volume (repeat)"
     )
+    pinning.add_volumes_options(volumes)
     volume_options(volumes)
     volumes.set_defaults(func=cmd_volumes)
     drill = commands.add_parser(
@@ -138,7 +141,7 @@ def target_around(args: argparse.Namespace) -> tuple[Target, Around]:
     return before or parse_target(args.to), around
 
 
-def _prepare(args: argparse.Namespace, workdir: Path) -> Prepared:
+def _prepare(args: argparse.Namespace, workdir: Path, pinned_set: str = "") -> Prepared:
     config = storage_config(args)
     store = open_store(config.storage)
     target, around = target_around(args)
@@ -151,6 +154,7 @@ def _prepare(args: argparse.Namespace, workdir: Path) -> Prepared:
         cluster=args.cluster or config.storage.cluster,
         timeline=args.timeline,
         around=around,
+        pinned_set=pinned_set,
     )
 
 
@@ -225,11 +229,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
         user=args.target_user,
         option_file=args.target_option_file,
     )
-    refuse_protected(server, storage_config(args).mysql)
+    config = storage_config(args)
+    pin = pinning.load_pin(args, config)
+    refuse_protected(server, config.mysql, tools_for(pin.flavor).client if pin else "mariadb")
     with work_dir(args) as workdir:
-        prepared = _prepare(args, workdir)
+        prepared = _prepare(args, workdir, pin.set_id if pin else "")
+        tools = tools_for(prepared.snapshot.flavor)
+        start = pinning.check_start(args, server, prepared.snapshot, tools)
         applied = applying.apply(prepared, server, progress_printer(args))
-    document = {**prepared.to_dict(), "replay": applied.to_dict()}
+    document = {
+        **prepared.to_dict(),
+        "replay": applied.to_dict(),
+        "start_position": start.to_dict(),
+        "record": args.record or None,
+    }
     if args.json:
         print(json.dumps(document, sort_keys=True))
     else:
@@ -319,25 +332,33 @@ def cmd_volumes(args: argparse.Namespace) -> int:
     )
     plan = repository.plan(repo, parse_target(args.to))
     record = repository.require_set(repo, plan.snapshot.set_id)
+    if record.provider == "local" and not args.dest:
+        raise UsageError("--dest is required for a local-provider snapshot set")
+    if record.provider != "local" and not args.availability_zone:
+        raise UsageError("--availability-zone is required for an EBS snapshot set")
+    pin, pin_path, command = pinning.volumes_record(args, config, repo, record)
     if record.provider == "local":
-        if not args.dest:
-            raise UsageError("--dest is required for a local-provider snapshot set")
         result = volumes.local_volumes(
-            record, config.snapshot.local.directory, Path(args.dest), args.to
+            record,
+            config.snapshot.local.directory,
+            Path(args.dest),
+            command,
+            args.target_socket,
         )
     else:
-        if not args.availability_zone:
-            raise UsageError("--availability-zone is required for an EBS snapshot set")
         result = volumes.ebs_volumes(
             record,
             config.snapshot.ebs,
             args.availability_zone,
-            args.to,
+            command,
             args.instance_id,
             args.device,
+            socket=args.target_socket,
             overrides=overrides_of(args),
             warming=warming_of(args),
         )
+    written = pinning.finish_volumes(pin, pin_path, command, result.volumes)
+    document = {**result.to_dict(), "record": written}
 
     def text(doc: dict[str, Any]) -> str:
         lines = [f"snapshot set {doc['set_id']} ({doc['provider']}) restored as:"]
@@ -347,7 +368,8 @@ def cmd_volumes(args: argparse.Namespace) -> int:
             lines.append(f"volumes ready ({doc['warm']}) in {doc['ready_seconds']}s")
         lines.append("then, step by step:")
         lines += [f"  {n}. {step}" for n, step in enumerate(doc["steps"], 1)]
+        lines += pinning.render_record(doc["record"])
         return "\n".join(lines)
 
-    emit(args, result.to_dict(), text)
+    emit(args, document, text)
     return EXIT_OK

@@ -116,10 +116,14 @@ def prepare(
     cluster: str = "",
     timeline: int | None = None,
     around: Around | None = None,
+    pinned_set: str = "",
 ) -> Prepared:
-    """Raise RestoreImpossible naming the gap, bound or bad object that prevents it."""
+    """Raise RestoreImpossible naming the gap, bound or bad object that prevents it;
+    `pinned_set`: start from that set only (a restore record's)."""
     around = around or Around()
     repo = repository.load(store, server, allow_crash, provider, cluster, timeline)
+    if pinned_set:
+        repo = repository.pinned(repo, pinned_set)
     plan = repository.plan(repo, target)
     record = repository.require_set(repo, plan.snapshot.set_id)
     legs = []

@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from backupd.config import EbsSection
 from backupd.errors import ProviderError, UsageError
 from backupd.restore import warmup
+from backupd.restore.record import DEFAULT_SOCKET
 from backupd.restore.volume_spec import VolumeOverrides, create_volume_args, describe_spec
 from backupd.snapshot.catalog import SnapshotSet, VolumeSnapshot
 from backupd.snapshot.providers.local import restore_image
@@ -67,8 +68,11 @@ class Warming:
         return warmup.FAST_SNAPSHOT_RESTORE if self.fast_snapshot_restore else warmup.LAZY
 
 
-def server_steps(record: SnapshotSet, mounts: dict[str, str], target: str) -> list[str]:
-    """Fix the binlog index, start the server with nothing acting on the world, replay."""
+def server_steps(
+    record: SnapshotSet, mounts: dict[str, str], replay: str, socket: str = DEFAULT_SOCKET
+) -> list[str]:
+    """Fix the binlog index, start the server with nothing acting on the world, replay
+    (`replay`: the exact command, pinned by the restore record)."""
     datadir = _moved(record.datadir, mounts) or "<restored datadir>"
     basename = _moved(record.log_bin_basename, mounts) or "<restored binlog basename>"
     old_dir = str(PurePosixPath(record.log_bin_basename).parent) if record.log_bin_basename else ""
@@ -80,9 +84,8 @@ def server_steps(record: SnapshotSet, mounts: dict[str, str], target: str) -> li
         f"mariadbd --datadir={shlex.quote(datadir)} --log-bin={shlex.quote(basename)} "
         "--skip-slave-start --event-scheduler=OFF --skip-networking "
         "--innodb-flush-log-at-trx-commit=2 --sync-binlog=0 "
-        "--socket=/run/backupd-restore.sock &   # mysqld on MySQL",
-        f"backupctl restore replay --to {shlex.quote(target)} "
-        "--target-socket /run/backupd-restore.sock",
+        f"--socket={shlex.quote(socket)} &   # mysqld on MySQL",
+        replay,
     ]
     return steps
 
@@ -101,7 +104,9 @@ def _moved(path: str, mounts: dict[str, str]) -> str:
     return str(found) if found is not None else ""
 
 
-def local_volumes(record: SnapshotSet, directory: str, dest: Path, target: str) -> RestoredVolumes:
+def local_volumes(
+    record: SnapshotSet, directory: str, dest: Path, replay: str, socket: str = DEFAULT_SOCKET
+) -> RestoredVolumes:
     dest.mkdir(parents=True, exist_ok=True)
     result = RestoredVolumes(record.set_id, "local")
     mounts = {}
@@ -114,7 +119,7 @@ def local_volumes(record: SnapshotSet, directory: str, dest: Path, target: str) 
         mounts[volume.mount] = str(point)
         result.volumes.append({"mount": volume.mount, "image": str(image), "method": method})
         result.steps.append(f"mkdir -p {point} && mount -o loop {image} {point}")
-    result.steps += server_steps(record, mounts, target)
+    result.steps += server_steps(record, mounts, replay, socket)
     return result
 
 
@@ -122,10 +127,11 @@ def ebs_volumes(
     record: SnapshotSet,
     section: EbsSection,
     zone: str,
-    target: str,
+    replay: str,
     instance_id: str = "",
     devices: list[str] | None = None,
     client: Any = None,
+    socket: str = DEFAULT_SOCKET,
     overrides: VolumeOverrides = VolumeOverrides(),  # noqa: B008 (frozen)
     warming: Warming = Warming(),
 ) -> RestoredVolumes:
@@ -171,7 +177,7 @@ def ebs_volumes(
             "--initialize or --fast-snapshot-restore warm them before the server starts"
         )
     result.ready_seconds = round(time.monotonic() - started, 3)
-    result.steps += server_steps(record, mounts, target)
+    result.steps += server_steps(record, mounts, replay, socket)
     return result
 
 

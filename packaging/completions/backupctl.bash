@@ -23,8 +23,8 @@ _backupctl() {
         "binlog fetch") opts="--cluster --config --dest --from --help --json --server --socket --timeline --to -h"; subs="" ;;
         "restore") opts="--config --help --json --socket -h"; subs="plan replay volumes" ;;
         "restore plan") opts="--allow-crash-consistent --before --cluster --config --help --json --server --skip --socket --timeline --to --work-dir -h"; subs="" ;;
-        "restore replay") opts="--allow-crash-consistent --before --cluster --config --help --json --server --skip --socket --target-host --target-option-file --target-port --target-socket --target-user --timeline --to --work-dir -h"; subs="" ;;
-        "restore volumes") opts="--allow-crash-consistent --availability-zone --cluster --config --dest --device --fast-snapshot-restore --help --initialize --instance-id --iops --json --kms-key --server --socket --throughput --timeline --to --volume-type --work-dir -h"; subs="" ;;
+        "restore replay") opts="--allow-crash-consistent --before --cluster --config --help --json --record --server --skip --skip-position-check --socket --target-host --target-option-file --target-port --target-socket --target-user --timeline --to --work-dir -h"; subs="" ;;
+        "restore volumes") opts="--allow-crash-consistent --availability-zone --cluster --config --dest --device --fast-snapshot-restore --help --initialize --instance-id --iops --json --kms-key --record-file --server --socket --target-socket --throughput --timeline --to --volume-type --work-dir -h"; subs="" ;;
         "drill") opts="--allow-crash-consistent --before --cluster --config --dump --help --json --server --skip --socket --tables --timeline --to --work-dir -h"; subs="" ;;
         "verify") opts="--config --help --json --sample --socket -h"; subs="" ;;
         "undo") opts="--cluster --config --help --json --print --server --socket --timeline --work-dir -h"; subs="" ;;

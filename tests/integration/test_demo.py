@@ -31,3 +31,4 @@ def test_demo_runs_end_to_end(scratch: Path) -> None:
     # "Undo an accident": right before it, everything but it, the table dump, the inverse
     assert result.stdout.count(" == restored ") == 3 and " != restored " not in result.stdout
     assert "-- target: before " in result.stdout and "-- backupd undo preview" in result.stdout
+    assert "restore record: " in result.stdout and "replay with: backupctl " in result.stdout

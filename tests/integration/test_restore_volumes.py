@@ -59,6 +59,7 @@ def test_ebs_volumes_are_new_tagged_and_attached(
         {
             "storage": {"url": f"file://{workdir / 'repo'}"},
             "snapshot": {"provider": "ebs", "ebs": {"endpoint_url": moto.url, "region": REGION}},
+            "daemon": {"state_dir": str(workdir / "state")},
         }
     )
     result = backupctl(
@@ -77,6 +78,7 @@ def test_ebs_volumes_are_new_tagged_and_attached(
     assert not ec2.describe_volumes(VolumeIds=[live])["Volumes"][0]["Attachments"]
     assert any("/mnt/restore-0/mysql/binlog/" in step for step in doc["steps"])
     assert any("--event-scheduler=OFF" in step for step in doc["steps"])
+    restore_record_is_kept(doc, workdir / "state", record)
 
     check = backupctl("--config", str(config), "--json", "verify")
     assert json.loads(check.stdout)["sets_checked"] == 1
@@ -85,6 +87,19 @@ def test_ebs_volumes_are_new_tagged_and_attached(
     report = json.loads(check.stdout)
     assert check.returncode == 4
     assert any(snap in p and "missing" in p for p in report["problems"]), report
+
+
+def restore_record_is_kept(doc: dict[str, Any], state_dir: Path, record: SnapshotSet) -> None:
+    """EBS: the record goes to the state directory (default), names the new volumes, and the
+    printed replay command names it."""
+    kept = doc["record"]
+    path = state_dir / "restores" / f"{record.set_id}.json"
+    assert kept["path"] == str(path) and json.loads(path.read_text())["gtid"] == record.gtid
+    assert kept["volumes"] == doc["volumes"] and kept["provider"] == "ebs"
+    assert kept["coordinate"] == "mysql-bin.000001:500" and kept["timeline"] == 0
+    assert doc["steps"][-1] == kept["replay_command"]
+    command = kept["replay_command"]
+    assert f"--record {path} --to latest --target-socket /run/backupd-restore.sock" in command
 
 
 KEY = "arn:aws:kms:us-east-1:123456789012:key/k1"
@@ -123,6 +138,7 @@ def test_ebs_volumes_are_made_like_the_recorded_ones_and_initialized(
                 "provider": "ebs",
                 "ebs": {"endpoint_url": moto.url, "region": REGION, "device_links": str(links)},
             },
+            "daemon": {"state_dir": str(workdir / "state")},  # where restore records go
         }
     )
     base = ("--config", str(config), "--json", "restore", "volumes", "--to", "latest",

@@ -100,6 +100,7 @@ def restore_step(bed: LocalBed, sock: list[str], config: Path) -> tuple[int, str
         f"{'==' if equal else '!='} restored {restored.get('checksum')}",
         flush=True,
     )
+    failures += pinned_volumes(config, moment)
     return failures + (result.returncode != 0) + (not equal), accident
 
 
@@ -180,6 +181,15 @@ def undo_step(bed: LocalBed, sock: list[str], config: Path, accident: str) -> in
         line for line in lines if line.startswith("### ")][:8]  # fmt: skip
     print("\n".join(shown) + f"\n... ({len(lines)} lines; review, then apply by hand)", flush=True)
     return failures + (undo.returncode != 0)
+
+
+def pinned_volumes(config: Path, moment: str) -> int:
+    """On EC2 (moto): new volumes from the set for `moment`, the restore record, and the exact
+    `restore replay --record` command that continues from that set only."""
+    zone = "us-east-1a"  # the bed's region; moto accepts its zones
+    return show(
+        "--config", str(config), "restore", "volumes", "--to", moment, "--availability-zone", zone
+    )
 
 
 def switch_to_ebs(bed: LocalBed, config: Path, daemon: DaemonProcess) -> int:
