@@ -21,6 +21,7 @@ from typing import Any
 
 from backupd.errors import BackupdError, ProviderError
 from backupd.restore import apply as applying
+from backupd.restore.fetcher import Fetcher
 from backupd.restore.prepare import Prepared, prepare
 from backupd.restore.proof import TableProof, prove
 from backupd.restore.replay import Progress, ReplayServer
@@ -171,6 +172,7 @@ def drill(
     on_progress: Callable[[Progress], None] | None = None,
     cluster: str = "",
     timeline: int | None = None,
+    fetcher: Fetcher | None = None,
 ) -> DrillResult:
     """Run one drill; DrillFailed/RestoreImpossible/ReplayFailed on failure."""
     started = time.monotonic()
@@ -188,6 +190,7 @@ def drill(
             provider="local",
             cluster=cluster,
             timeline=timeline,
+            fetcher=fetcher,
         )
         steps["plan_and_fetch"] = time.monotonic() - started
         with materialised(prepared.snapshot, local_directory, run_dir) as mounts:

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backupd.binlog import fetch, layout
+from backupd.binlog import layout
 from backupd.errors import ArchiveCorrupt, ObjectMissing
 from backupd.restore import repository
 from backupd.restore.endpoint import EndPoint, resolve
+from backupd.restore.fetcher import Fetcher
+from backupd.restore.object_cache import ObjectCache
 from backupd.restore.plan import Leg, Plan, RestoreImpossible
 from backupd.restore.replay import ReplayRange
 from backupd.restore_target import CoordinateTarget, Target, TimeTarget
@@ -101,8 +103,13 @@ def prepare(
     provider: str = "",
     cluster: str = "",
     timeline: int | None = None,
+    fetcher: Fetcher | None = None,
 ) -> Prepared:
-    """Raise RestoreImpossible naming the gap, bound or bad object that prevents it."""
+    """Raise RestoreImpossible naming the gap, bound or bad object that prevents it.
+
+    Objects come through `fetcher` (the shared cache); without one, a cache next to `workdir`.
+    """
+    fetcher = fetcher or Fetcher(ObjectCache(workdir.parent / "objects"))
     repo = repository.load(store, server, allow_crash, provider, cluster, timeline)
     plan = repository.plan(repo, target)
     record = repository.require_set(repo, plan.snapshot.set_id)
@@ -110,7 +117,7 @@ def prepare(
     gtid = plan.snapshot.gtid
     for leg in plan.path:
         directory = workdir / f"tl{leg.timeline:06d}" if leg.timeline else workdir
-        files = fetch_files(store, repo, leg, directory)
+        files = fetch_files(store, repo, leg, directory, fetcher)
         goal = target if leg.stop is None else CoordinateTarget(leg.stop.file, leg.stop.pos)
         end = resolve(files, leg.start, gtid, goal, record.flavor)
         if leg.stop is not None:
@@ -142,20 +149,18 @@ def _check_before(target: Target, end: EndPoint, leg: Leg) -> None:
 
 
 def fetch_files(
-    store: ObjectStore, repo: repository.Repository, leg: Leg, workdir: Path
+    store: ObjectStore, repo: repository.Repository, leg: Leg, workdir: Path, fetcher: Fetcher
 ) -> list[Path]:
     """Rebuild each file the leg touches (from offset 0: the format description is needed)."""
-    workdir.mkdir(parents=True, exist_ok=True)
     stream = repo.streams.get(leg.timeline, repo.stream)
-    paths = []
+    chains = []
     for name in leg.files:
         parts = [k for k in repo.keys.values() if k.file == name and k.stream == stream]
         found = layout.chain(parts)
         if found is None:
             raise RestoreImpossible(f"binlog file {name} is not in the archive")
-        try:
-            rebuilt = fetch.rebuild_file(store, stream, found, workdir)
-        except (ArchiveCorrupt, ObjectMissing) as exc:
-            raise RestoreImpossible(f"archived object unusable: {exc.message}") from exc
-        paths.append(workdir / rebuilt.file)
-    return paths
+        chains.append(found)
+    try:
+        return fetcher.files(store, stream, chains, workdir)
+    except (ArchiveCorrupt, ObjectMissing) as exc:
+        raise RestoreImpossible(f"archived object unusable: {exc.message}") from exc
