@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -19,7 +21,7 @@ from typing import Any
 from backupd.config import DEFAULT_CONFIG_PATH, Config
 from backupd.config_loader import load_config
 from backupd.ctl_support import Subparsers, emit
-from backupd.errors import EXIT_FAILED, EXIT_OK, EXIT_UNHEALTHY, UsageError
+from backupd.errors import EXIT_FAILED, EXIT_OK, EXIT_UNHEALTHY, PermissionDenied, UsageError
 from backupd.private import private_dir
 from backupd.restore import apply as applying
 from backupd.restore import drill as drilling
@@ -114,8 +116,16 @@ def storage_config(args: argparse.Namespace) -> Config:
 @contextlib.contextmanager
 def work_dir(args: argparse.Namespace) -> Iterator[Path]:
     """This command's run directory under the work dir, removed afterwards (the cache stays)."""
-    root = private_dir(args.work_dir or storage_config(args).restore.work_dir)
-    run = Path(tempfile.mkdtemp(prefix="run-", dir=root))
+    root = Path(args.work_dir or storage_config(args).restore.work_dir)
+    try:
+        if not os.access(private_dir(root / "objects"), os.W_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+        run = Path(tempfile.mkdtemp(prefix="run-", dir=root))
+    except PermissionError as exc:  # e.g. made by root, now run as the service user
+        raise PermissionDenied(
+            f"cannot use the restore work dir {root} ({exc.strerror}): run as its owner "
+            "or pass --work-dir"
+        ) from exc
     try:
         yield run
     finally:

@@ -28,3 +28,4 @@ def test_demo_runs_end_to_end(scratch: Path) -> None:
     assert result.stdout.count("completed (application)") == 2  # local, then EBS (moto)
     assert not (scratch / "demo" / "data").is_mount()
     assert "demo: proof" in result.stdout and " == restored " in result.stdout
+    assert "object cache " in result.stdout  # plan and drill shared the restore cache

@@ -98,6 +98,8 @@ def restore_step(bed: LocalBed, sock: list[str], config: Path) -> int:
         f"{'==' if equal else '!='} restored {restored.get('checksum')}",
         flush=True,
     )
+    print("demo: the drill downloaded nothing the plan had fetched (the object cache):")
+    failures += show("--config", str(config), "restore", "cache") != 0
     return failures + (result.returncode != 0) + (not equal)
 
 
