@@ -2,12 +2,13 @@
 
 An entry holds one archived object's raw (decompressed) bytes under the object's sha256, so
 a second command downloads nothing already fetched, and an object replaced by compaction is
-simply another entry. Nothing unverified ever carries an entry's name: an object is checked
-against its key's sha256 when downloaded, decompressed in chunks into a private temporary
-file while the raw bytes are hashed, and renamed into place only when size and raw sha256
-match (two processes fetching the same object both write the same bytes; the last rename
-wins). An entry is hashed again whenever it is read (`copy_into`), so disk corruption or a
-tampered entry is noticed and the object fetched again. Directories are 0700, files 0600:
+simply another entry. Nothing unverified ever carries an entry's name: an object is streamed
+from the store (a compacted binlog file never sits whole in memory), decompressed in chunks
+into a private temporary file while the object's and the raw bytes' sha256 are computed,
+and renamed into place only when both, and the size, match the key (two processes fetching
+the same object both write the same bytes; the last rename wins). An entry is hashed again
+whenever it is read (`copy_into`), so disk corruption or a tampered entry is noticed and the
+object fetched again. Directories are 0700, files 0600:
 entries hold every row change the binlogs carried (see backupd/private.py).
 """
 
@@ -15,13 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 import zstandard
 
@@ -30,6 +30,7 @@ from backupd.durable import TMP_PREFIX, fsync_dir
 from backupd.errors import ArchiveCorrupt
 from backupd.private import FILE_MODE, private_dir
 from backupd.storage import ObjectStore
+from backupd.storage.streaming import open_object
 
 CHUNK = 1 << 20
 STALE_TMP_SECONDS = 3600.0  # a temporary file this old belongs to a killed fetch
@@ -61,23 +62,16 @@ class ObjectCache:
 
     def fill(self, store: ObjectStore, seg: layout.SegmentKey) -> int:
         """Download, verify and store one object; the raw bytes it holds."""
-        body = store.get(seg.key)
-        if hashlib.sha256(body).hexdigest() != seg.object_sha256:
-            raise ArchiveCorrupt(f"object sha256 mismatch: {seg.key}")
         final = self.path(seg)
         private_dir(final.parent)
         tmp = final.with_name(f"{TMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{final.name}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
             with open(fd, "wb") as out:
-                source: BinaryIO = io.BytesIO(body)
-                if seg.ext == "zst":
-                    source = zstandard.ZstdDecompressor().stream_reader(source)
-                digest, size = _copy_hashed(source, out, seg.size)
+                with open_object(store, seg.key) as body:
+                    _decode(seg, body, out)
                 out.flush()
                 os.fsync(out.fileno())
-            if size != seg.size or digest != seg.raw_sha256:
-                raise ArchiveCorrupt(f"raw sha256 or size mismatch: {seg.key}")
             os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -152,7 +146,46 @@ class ObjectCache:
                     path.unlink()
 
 
-def _copy_hashed(source: BinaryIO, out: BinaryIO, limit: int) -> tuple[str, int]:
+class _Hashed:
+    """Hashes what is read through it: the stored object's sha256, checked at the end."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self.digest.update(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+
+def _decode(seg: layout.SegmentKey, body: BinaryIO, out: BinaryIO) -> None:
+    """Stream the object into `out`, decompressing on the way; raise ArchiveCorrupt unless
+    both the object's and the raw bytes' sha256 (and size) match the key."""
+    hashed = _Hashed(body)
+    source: Any = hashed
+    if seg.ext == "zst":
+        source = zstandard.ZstdDecompressor().stream_reader(
+            cast(BinaryIO, hashed),  # it only calls read()
+            read_across_frames=True,
+            closefd=False,
+        )
+    try:
+        raw_sha, size = _copy_hashed(source, out, seg.size)
+    except zstandard.ZstdError:
+        raw_sha, size = "", -1  # undecodable: the object's sha256 below names it
+    hashed.drain()
+    if hashed.digest.hexdigest() != seg.object_sha256:
+        raise ArchiveCorrupt(f"object sha256 mismatch: {seg.key}")
+    if size != seg.size or raw_sha != seg.raw_sha256:
+        raise ArchiveCorrupt(f"raw sha256 or size mismatch: {seg.key}")
+
+
+def _copy_hashed(source: Any, out: BinaryIO, limit: int) -> tuple[str, int]:
     """Copy at most `limit + 1` bytes (enough to see an oversized entry); their sha256 and size."""
     digest = hashlib.sha256()
     size = 0

@@ -5,11 +5,13 @@ the terminal progress line."""
 from __future__ import annotations
 
 import io
+import re
 import stat
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,6 +77,17 @@ def segments(store: CountingStore) -> list[layout.SegmentKey]:
     return [seg for chain in chains(store) for seg in chain.segments]
 
 
+def test_objects_stream_from_stores_that_can(
+    tmp_path: Path, archived: tuple[CountingStore, list[FakeFile]]
+) -> None:
+    store, files = archived
+    assert hasattr(store.inner, "reader") and not hasattr(store, "reader")
+    paths = Fetcher(ObjectCache(tmp_path / "work")).files(
+        store.inner, "1", chains(store), tmp_path / "run"
+    )
+    assert [p.read_bytes() for p in paths] == [f.data for f in files]
+
+
 def test_a_second_command_downloads_nothing(
     tmp_path: Path, archived: tuple[CountingStore, list[FakeFile]]
 ) -> None:
@@ -116,17 +129,23 @@ def test_a_damaged_entry_is_fetched_again(
     assert entry.read_bytes() == body
 
 
+@pytest.mark.parametrize("streamed", [True, False])
+@pytest.mark.parametrize("where", [0, -1])
 def test_a_corrupt_object_is_never_cached(
-    tmp_path: Path, archived: tuple[CountingStore, list[FakeFile]]
+    tmp_path: Path, archived: tuple[CountingStore, list[FakeFile]], streamed: bool, where: int
 ) -> None:
+    """Damage at the start (zstd cannot decode it) or the end (the last byte of the frame);
+    through `reader` (FileStore, S3) or `get` (any other store)."""
     store, _files = archived
     victim = segments(store)[2]
     path = store.inner.root / victim.key
-    body = path.read_bytes()
-    path.write_bytes(body[:-1] + bytes([body[-1] ^ 0xFF]))
+    body = bytearray(path.read_bytes())
+    body[where] ^= 0xFF
+    path.write_bytes(body)
     cache = ObjectCache(tmp_path / "work")
-    with pytest.raises(ArchiveCorrupt, match=victim.key):
-        Fetcher(cache, workers=3).files(store, "1", chains(store), tmp_path / "run")
+    source: Any = store.inner if streamed else store
+    with pytest.raises(ArchiveCorrupt, match=f"object sha256 mismatch: {re.escape(victim.key)}"):
+        Fetcher(cache, workers=3).files(source, "1", chains(store), tmp_path / "run")
     assert not cache.has(victim)
     assert not list((tmp_path / "run").glob("mysql-bin.*"))  # no half-built file either
     assert not [p for p in cache.objects.glob("*/*") if p.name.startswith(".tmp-")]
