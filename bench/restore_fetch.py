@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -26,9 +25,6 @@ from typing import Any
 import boto3
 
 from backupd.binlog import fetch
-from backupd.binlog.segmenter import Segmenter
-from backupd.binlog.spool import Spool
-from backupd.binlog.uploader import encode
 from backupd.config import StorageSection
 from backupd.restore.fetcher import Fetcher
 from backupd.restore.object_cache import ObjectCache
@@ -36,28 +32,20 @@ from backupd.storage.s3store import S3Store
 from tests.binlog_fakes import FakeFile, Txn
 from tests.testbed.moto import FAKE_CREDENTIALS, MotoServer
 from tests.testbed.proxy import DelayingProxy
+from tests.unit.test_binlog_compact_fetch import archive
 
 SEGMENT_BYTES = 256 * 1024
 
 
-def archive(store: S3Store, base: Path, files: int, transactions: int) -> int:
-    """Archive `files` synthetic binlog files; their total size in bytes."""
+def archive_files(store: S3Store, base: Path, files: int, transactions: int) -> int:
+    """Archive `files` synthetic binlog files, cut by size only; their total size in bytes."""
     total = 0
     for number in range(1, files + 1):
         fake = FakeFile(f"mysql-bin.{number:06d}")
         for n in range(transactions):
             fake.transaction(Txn([200 + n % 300, 120]))
         fake.rotate(f"mysql-bin.{number + 1:06d}")
-        segmenter = Segmenter(fake.name, 4, 3600.0, SEGMENT_BYTES)  # cut by size only
-        spool = Spool(base / f"spool{number}", 1 << 26, threading.Event())
-        spool.recover()
-        for raw in fake.stream():
-            for segment in segmenter.feed(raw, 1.0):
-                entry = spool.write(segment)
-                assert entry is not None
-                encoded = encode("1", entry.extent, entry.read(), "zstd", 3)
-                store.put(encoded.key.key, encoded.body)
-                spool.remove(entry)
+        archive(base / f"a{number}", store, fake, SEGMENT_BYTES, flush_seconds=3600.0)
         total += len(fake.data)
     return total
 
@@ -100,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 url=f"s3://{bucket}/bench", endpoint_url=proxy.url, region="us-east-1"
             )
             store = S3Store(section)
-            size = archive(store, base, args.files, args.transactions)
+            size = archive_files(store, base, args.files, args.transactions)
             cold = [
                 run(store, proxy, base / f"cache{n}", base / f"run{n}", n) for n in args.workers
             ]
