@@ -36,6 +36,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "backupctl restore volumes --to latest --availability-zone eu-west-1a"
         " --instance-id i-0123456789abcdef0 --device /dev/sdf",
     ),
+    "backupctl restore cache": ("backupctl restore cache --clear",),
     "backupctl drill": (
         "backupctl drill --to latest",
         "backupctl drill --before 0-1-4242",

@@ -319,6 +319,19 @@ class DrillSection(Section):
         return value
 
 
+class RestoreSection(Section):
+    """`restore plan|replay` and `drill`: where fetched objects are kept, how many at once."""
+
+    work_dir: str = "/var/cache/backupd/restore"
+    fetch_workers: Annotated[int, Field(ge=1, le=64)] = 4
+    cache_max_bytes: NonNegativeInt = 20 * 1024 * 1024 * 1024
+
+    @field_validator("work_dir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        return _absolute_path(value, "work_dir")
+
+
 class NotifySection(Section):
     on_success: list[str] = Field(default_factory=list)
     on_failure: list[str] = Field(default_factory=list)
@@ -342,6 +355,7 @@ class Config(Section):
     binlog: BinlogSection = Field(default_factory=BinlogSection)
     drill: DrillSection = Field(default_factory=DrillSection)
     notify: NotifySection = Field(default_factory=NotifySection)
+    restore: RestoreSection = Field(default_factory=RestoreSection)
 
     @model_validator(mode="after")
     def _no_freezing_own_dirs(self) -> Config:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -19,14 +22,17 @@ from typing import Any
 from backupd.config import DEFAULT_CONFIG_PATH, Config
 from backupd.config_loader import load_config
 from backupd.ctl_support import Subparsers, emit
-from backupd.errors import EXIT_FAILED, EXIT_OK, EXIT_UNHEALTHY, UsageError
+from backupd.errors import EXIT_FAILED, EXIT_OK, EXIT_UNHEALTHY, PermissionDenied, UsageError
+from backupd.private import private_dir
 from backupd.restore import apply as applying
 from backupd.restore import drill as drilling
 from backupd.restore import pinning, repository, table_dump, volumes
 from backupd.restore import verify as verifying
 from backupd.restore.around import Around, parse_ref
+from backupd.restore.fetcher import Fetcher, fetcher_for
 from backupd.restore.guard import refuse_protected
 from backupd.restore.prepare import Prepared, prepare
+from backupd.restore.progress import Terminal, progress_line, wanted
 from backupd.restore.replay import Progress, ReplayServer
 from backupd.restore.tools import tools_for
 from backupd.restore.volume_options import overrides_of, volume_options, warming_of
@@ -80,6 +86,12 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     )
     verify.add_argument("--sample", type=int, help="check N random objects instead of all")
     verify.set_defaults(func=cmd_verify)
+    cache = sub.add_parser(
+        "cache", parents=parents, help="the object cache plan, replay and drill share"
+    )
+    cache.add_argument("--work-dir", help="the work directory (default: [restore] work_dir)")
+    cache.add_argument("--clear", action="store_true", help="remove every cached object")
+    cache.set_defaults(func=cmd_cache)
 
 
 def _target_options(parser: argparse.ArgumentParser, around: bool = False) -> None:
@@ -106,7 +118,13 @@ def _target_options(parser: argparse.ArgumentParser, around: bool = False) -> No
     parser.add_argument(
         "--timeline", type=int, help="the timeline TARGET is on (default: the latest)"
     )
-    parser.add_argument("--work-dir", help="where binlogs (and drill images) go (default: temp)")
+    parser.add_argument(
+        "--work-dir",
+        help="object cache and run directories (default: [restore] work_dir)",
+    )
+    parser.add_argument(
+        "--fetch-workers", type=int, help="objects downloaded at once ([restore] fetch_workers)"
+    )
     parser.add_argument(
         "--allow-crash-consistent",
         action="store_true",
@@ -120,13 +138,21 @@ def storage_config(args: argparse.Namespace) -> Config:
 
 @contextlib.contextmanager
 def work_dir(args: argparse.Namespace) -> Iterator[Path]:
-    if args.work_dir:
-        path = Path(args.work_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="backupd-restore-") as tmp:
-        yield Path(tmp)
+    """This command's run directory under the work dir, removed afterwards (the cache stays)."""
+    root = Path(args.work_dir or storage_config(args).restore.work_dir)
+    try:
+        if not os.access(private_dir(root / "objects"), os.W_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+        run = Path(tempfile.mkdtemp(prefix="run-", dir=root))
+    except PermissionError as exc:  # e.g. made by root, now run as the service user
+        raise PermissionDenied(
+            f"cannot use the restore work dir {root} ({exc.strerror}): run as its owner "
+            "or pass --work-dir"
+        ) from exc
+    try:
+        yield run
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
 
 
 def target_around(args: argparse.Namespace) -> tuple[Target, Around]:
@@ -141,7 +167,15 @@ def target_around(args: argparse.Namespace) -> tuple[Target, Around]:
     return before or parse_target(args.to), around
 
 
-def _prepare(args: argparse.Namespace, workdir: Path, pinned_set: str = "") -> Prepared:
+def fetcher(args: argparse.Namespace, config: Config, terminal: Terminal) -> Fetcher:
+    if args.fetch_workers is not None and not 1 <= args.fetch_workers <= 64:
+        raise UsageError("--fetch-workers must be between 1 and 64")
+    return fetcher_for(config.restore, args.work_dir, args.fetch_workers, terminal.follow("fetch"))
+
+
+def _prepare(
+    args: argparse.Namespace, workdir: Path, terminal: Terminal, pinned_set: str = ""
+) -> Prepared:
     config = storage_config(args)
     store = open_store(config.storage)
     target, around = target_around(args)
@@ -155,6 +189,7 @@ def _prepare(args: argparse.Namespace, workdir: Path, pinned_set: str = "") -> P
         timeline=args.timeline,
         around=around,
         pinned_set=pinned_set,
+        fetcher=fetcher(args, config, terminal),
     )
 
 
@@ -189,13 +224,13 @@ def render_plan(doc: dict[str, Any]) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    with work_dir(args) as workdir:
-        prepared = _prepare(args, workdir)
+    with Terminal(wanted(args.json)) as terminal, work_dir(args) as workdir:
+        prepared = _prepare(args, workdir, terminal)
     emit(args, prepared.to_dict(), render_plan)
     return EXIT_OK
 
 
-def progress_printer(args: argparse.Namespace) -> Any:
+def progress_printer(args: argparse.Namespace, terminal: Terminal) -> Any:
     def show(progress: Progress) -> None:
         eta = progress.eta_seconds
         doc: dict[str, Any] = {
@@ -207,14 +242,9 @@ def progress_printer(args: argparse.Namespace) -> Any:
         }
         if args.json:
             print(json.dumps({"progress": doc}), flush=True)
-        elif sys.stderr.isatty():
-            print(
-                f"\r{doc['events']} events, {doc['bytes_done']}/{doc['bytes_total']} bytes, "
-                f"{doc['bytes_per_second'] / 1e6:.1f} MB/s, ETA {doc['eta_seconds']}s   ",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
+        else:
+            line = progress_line("replay", progress, f"{progress.events} events, ")
+            terminal.show(line, force=progress.done_bytes >= progress.total_bytes)
 
     return show
 
@@ -232,11 +262,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = storage_config(args)
     pin = pinning.load_pin(args, config)
     refuse_protected(server, config.mysql, tools_for(pin.flavor).client if pin else "mariadb")
-    with work_dir(args) as workdir:
-        prepared = _prepare(args, workdir, pin.set_id if pin else "")
+    with Terminal(wanted(args.json)) as terminal, work_dir(args) as workdir:
+        prepared = _prepare(args, workdir, terminal, pin.set_id if pin else "")
         tools = tools_for(prepared.snapshot.flavor)
         start = pinning.check_start(args, server, prepared.snapshot, tools)
-        applied = applying.apply(prepared, server, progress_printer(args))
+        applied = applying.apply(prepared, server, progress_printer(args, terminal))
     document = {
         **prepared.to_dict(),
         "replay": applied.to_dict(),
@@ -272,18 +302,19 @@ def cmd_drill(args: argparse.Namespace) -> int:
     store = open_store(config.storage)
     target, around = target_around(args)
     dump = table_dump.request(args)
-    with work_dir(args) as workdir:
+    with Terminal(wanted(args.json)) as terminal, work_dir(args) as workdir:
         result = drilling.drill(
             store,
             target,
             config.snapshot.local.directory,
             workdir,
             args.server,
-            None if args.json else progress_printer(args),
+            None if args.json else progress_printer(args, terminal),
             cluster=args.cluster or config.storage.cluster,
             timeline=args.timeline,
             around=around,
             dump=dump,
+            fetcher=fetcher(args, config, terminal),
         )
     emit(args, result.to_dict(), render_drill)
     return EXIT_OK if result.ok else EXIT_FAILED
@@ -315,7 +346,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.sample is not None and args.sample < 1:
         raise UsageError("--sample must be at least 1")
     config = storage_config(args)
-    report = verifying.verify(config, open_store(config.storage), args.sample)
+    with Terminal(wanted(args.json)) as terminal:
+        report = verifying.verify(
+            config, open_store(config.storage), args.sample, terminal.follow("verify")
+        )
     emit(args, report.to_dict(), render_verify)
     return EXIT_OK if not report.problems else EXIT_UNHEALTHY
 
@@ -372,4 +406,29 @@ def cmd_volumes(args: argparse.Namespace) -> int:
         return "\n".join(lines)
 
     emit(args, document, text)
+    return EXIT_OK
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    cache = fetcher_for(storage_config(args).restore, args.work_dir).cache
+    doc: dict[str, Any] = {
+        "directory": str(cache.objects),
+        "max_bytes": cache.max_bytes,
+        "cleared": cache.clear().to_dict() if args.clear else None,
+        **cache.usage().to_dict(),
+    }
+
+    def text(doc: dict[str, Any]) -> str:
+        bound = f"bound {doc['max_bytes'] / 1e6:.1f} MB" if doc["max_bytes"] else "no bound"
+        lines = []
+        if doc["cleared"] is not None:
+            cleared = doc["cleared"]
+            lines.append(f"cleared {cleared['entries']} object(s), {cleared['bytes'] / 1e6:.1f} MB")
+        lines.append(
+            f"object cache {doc['directory']}: {doc['entries']} object(s), "
+            f"{doc['bytes'] / 1e6:.1f} MB ({bound})"
+        )
+        return "\n".join(lines)
+
+    emit(args, doc, text)
     return EXIT_OK

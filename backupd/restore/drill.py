@@ -23,6 +23,7 @@ from backupd.errors import BackupdError, ProviderError
 from backupd.restore import apply as applying
 from backupd.restore import table_dump
 from backupd.restore.around import Around
+from backupd.restore.fetcher import Fetcher
 from backupd.restore.prepare import Prepared, prepare
 from backupd.restore.proof import TableProof, prove
 from backupd.restore.replay import Progress, ReplayServer
@@ -177,6 +178,7 @@ def drill(
     timeline: int | None = None,
     around: Around | None = None,
     dump: table_dump.Request | None = None,
+    fetcher: Fetcher | None = None,
 ) -> DrillResult:
     """Run one drill; DrillFailed/RestoreImpossible/ReplayFailed on failure."""
     started = time.monotonic()
@@ -195,6 +197,7 @@ def drill(
             cluster=cluster,
             timeline=timeline,
             around=around,
+            fetcher=fetcher,
         )
         steps["plan_and_fetch"] = time.monotonic() - started
         with materialised(prepared.snapshot, local_directory, run_dir) as mounts:

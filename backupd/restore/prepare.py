@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backupd.binlog import fetch, layout
+from backupd.binlog import layout
 from backupd.errors import ArchiveCorrupt, ObjectMissing
 from backupd.restore import repository
 from backupd.restore.around import Around, Located, split
 from backupd.restore.endpoint import EndPoint
+from backupd.restore.fetcher import Fetcher
+from backupd.restore.object_cache import ObjectCache
 from backupd.restore.plan import Leg, Plan, RestoreImpossible
 from backupd.restore.replay import ReplayRange
 from backupd.restore_target import CoordinateTarget, Target, TimeTarget
@@ -117,10 +119,15 @@ def prepare(
     timeline: int | None = None,
     around: Around | None = None,
     pinned_set: str = "",
+    fetcher: Fetcher | None = None,
 ) -> Prepared:
-    """Raise RestoreImpossible naming the gap, bound or bad object that prevents it;
-    `pinned_set`: start from that set only (a restore record's)."""
+    """Raise RestoreImpossible naming the gap, bound or bad object that prevents it.
+
+    `pinned_set`: start from that set only (a restore record's). Objects come through
+    `fetcher` (the shared cache); without one, a cache next to `workdir`.
+    """
     around = around or Around()
+    fetcher = fetcher or Fetcher(ObjectCache(workdir.parent / "objects"))
     repo = repository.load(store, server, allow_crash, provider, cluster, timeline)
     if pinned_set:
         repo = repository.pinned(repo, pinned_set)
@@ -130,7 +137,7 @@ def prepare(
     gtid = plan.snapshot.gtid
     for leg in plan.path:
         directory = workdir / f"tl{leg.timeline:06d}" if leg.timeline else workdir
-        files = fetch_files(store, repo, leg, directory)
+        files = fetch_files(store, repo, leg, directory, fetcher)
         goal = target if leg.stop is None else CoordinateTarget(leg.stop.file, leg.stop.pos)
         end, skipped = around.resolve(
             files, leg.start, gtid, goal, record.flavor, last=leg.stop is None
@@ -166,20 +173,18 @@ def _check_before(target: Target, end: EndPoint, leg: Leg) -> None:
 
 
 def fetch_files(
-    store: ObjectStore, repo: repository.Repository, leg: Leg, workdir: Path
+    store: ObjectStore, repo: repository.Repository, leg: Leg, workdir: Path, fetcher: Fetcher
 ) -> list[Path]:
     """Rebuild each file the leg touches (from offset 0: the format description is needed)."""
-    workdir.mkdir(parents=True, exist_ok=True)
     stream = repo.streams.get(leg.timeline, repo.stream)
-    paths = []
+    chains = []
     for name in leg.files:
         parts = [k for k in repo.keys.values() if k.file == name and k.stream == stream]
         found = layout.chain(parts)
         if found is None:
             raise RestoreImpossible(f"binlog file {name} is not in the archive")
-        try:
-            rebuilt = fetch.rebuild_file(store, stream, found, workdir)
-        except (ArchiveCorrupt, ObjectMissing) as exc:
-            raise RestoreImpossible(f"archived object unusable: {exc.message}") from exc
-        paths.append(workdir / rebuilt.file)
-    return paths
+        chains.append(found)
+    try:
+        return fetcher.files(store, stream, chains, workdir)
+    except (ArchiveCorrupt, ObjectMissing) as exc:
+        raise RestoreImpossible(f"archived object unusable: {exc.message}") from exc

@@ -100,6 +100,8 @@ def restore_step(bed: LocalBed, sock: list[str], config: Path) -> tuple[int, str
         f"{'==' if equal else '!='} restored {restored.get('checksum')}",
         flush=True,
     )
+    print("demo: the drill downloaded nothing the plan had fetched (the object cache):")
+    failures += show("--config", str(config), "restore", "cache") != 0
     failures += pinned_volumes(config, moment)
     return failures + (result.returncode != 0) + (not equal), accident
 
