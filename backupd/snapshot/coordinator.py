@@ -1,5 +1,6 @@
-"""One snapshot run: pre-check, flush, block commits, read the coordinate, freeze, start the
-set, thaw, unlock, wait, record. One try/finally records the outcome whatever happens.
+"""One snapshot run: pre-check, flush, warm up the freeze, block commits, read the coordinate,
+freeze, start the set, thaw, unlock, wait, record. One try/finally records the outcome
+whatever happens.
 
 Commits stay blocked for at most `max_freeze_seconds`: the lock, the freeze and the provider's
 start share that one budget (deadline.py). A locked section that failed in a way that may pass
@@ -352,7 +353,8 @@ class Coordinator:
     def _overrun(self, deadline: LockDeadline) -> LockDeadlineExceeded:
         phase = deadline.during
         during = {
-            "locking": "while taking the lock or running the pre_freeze hooks",
+            "locking": "while warming up the freeze, taking the lock or running the "
+            "pre_freeze hooks",
             "frozen": f"while the {self.provider.name} provider's start call ran",
         }
         return LockDeadlineExceeded(
@@ -374,8 +376,10 @@ class Coordinator:
             self._clear_long_queries(lock)
             lock.flush_tables()
             frozen.prepare()  # descriptors and watchdog ready before commits are blocked
+            lock.prepare()  # the releasing session too
             self._phase("locking")
             deadline.start([frozen.thaw_now, lock.abort], phase=self._current_phase)
+            frozen.warm_up()  # the kernel's slow first freeze, while commits still flow
             state = lock.lock()
             record = self._latest = record.with_(
                 coordinate=state.coordinate,

@@ -60,6 +60,8 @@ def test_a_normal_run_freezes_inside_the_lock_and_thaws_before_unlocking(tmp_pat
     assert journal.steps == [
         "flush",
         "prepare",
+        "prepare lock",
+        "warm up",
         "lock",
         "freeze",
         "start",
