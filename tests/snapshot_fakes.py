@@ -86,6 +86,8 @@ class FakeFreezer:
         self.thawed_at = 0.0
         self.watchdog_fired = False
         self.thaw_failed = False
+        self.warm_up_seconds = 0.0
+        self.fifreeze_seconds = 0.0
         self.frozen = False
 
     @property

@@ -170,6 +170,7 @@ class Coordinator:
         self.freezer_factory = freezer_factory
         self.progress: Progress | None = None
         self._latest: SnapshotSet  # the run's record as far as it got (failures keep it)
+        self._start_seconds = 0.0  # the provider's start call under the lock (for the log)
 
     def new_record(self, set_id: str, trigger: str) -> SnapshotSet:
         return SnapshotSet(
@@ -365,6 +366,7 @@ class Coordinator:
         self, record: SnapshotSet, targets: list[Target], deadline: LockDeadline
     ) -> tuple[SnapshotSet, list[VolumeSnapshot]]:
         section = self.config.snapshot
+        self._start_seconds = 0.0
         lock = self.lock_factory(self.config.mysql, section.lock_timeout_seconds)
         frozen = self.freezer_factory(
             section.mounts,
@@ -403,6 +405,7 @@ class Coordinator:
                 frozen.close()
                 self._latest = _unlocked(self._latest, unlocked)  # failures keep it too
         record = _unlocked(record, unlocked)
+        self._log_timings(record, frozen)
         if frozen.watchdog_fired:  # run() discards the set (one discard path for every failure)
             if frozen.thaw_failed:
                 raise ThawFailed(
@@ -416,6 +419,17 @@ class Coordinator:
                 "the watchdog thawed it, so the snapshot was discarded",
             )
         return record.with_(state=PENDING), volumes
+
+    def _log_timings(self, record: SnapshotSet, frozen: Freezer) -> None:
+        """Where the lock window went (logged after the unlock: no write while commits wait)."""
+        _log.info(
+            "locked section",
+            set_id=record.set_id,
+            lock_ms=round(record.lock_seconds * 1000, 1),
+            warm_up_ms=round(frozen.warm_up_seconds * 1000, 1),
+            fifreeze_ms=round(frozen.fifreeze_seconds * 1000, 1),
+            provider_start_ms=round(self._start_seconds * 1000, 1),
+        )
 
     def _frozen_capture(
         self,
@@ -432,7 +446,9 @@ class Coordinator:
             raise FreezeFailed(mount=",".join(section.mounts), reason="the lock deadline passed")
         try:
             with frozen:
+                started = time.perf_counter()
                 volumes = self.provider.start(record.set_id, targets, tags, deadline.at)
+                self._start_seconds = time.perf_counter() - started
                 deadline.captured()
         except FreezeFailed as exc:
             if volumes is not None or deadline.expired or not section.crash_consistent_fallback:

@@ -162,6 +162,8 @@ class FrozenMounts:
         # frozen, so the freeze record is kept for `thaw-all` (a watchdog failure followed
         # by our own good thaw leaves nothing frozen)
         self.aborted = False  # thaw_now() ran: freeze nothing more
+        self.warm_up_seconds = 0.0  # how long warm_up() took (commits still flowing)
+        self.fifreeze_seconds = 0.0  # how long the FIFREEZE calls under the lock took
 
     def prepare(self) -> None:
         if self.watchdog is not None:
@@ -187,13 +189,17 @@ class FrozenMounts:
         self.prepare()
         assert self.watchdog is not None
         self.watchdog.armed()
+        started = time.perf_counter()
         pairs = list(zip(self.mounts, self.fds, strict=True))
-        if len(pairs) == 1:
-            self._freeze_and_thaw(*pairs[0])
-            return
-        with ThreadPoolExecutor(len(pairs), thread_name_prefix="freeze-warm-up") as pool:
-            for done in [pool.submit(self._freeze_and_thaw, *pair) for pair in pairs]:
-                done.result()
+        try:
+            if len(pairs) == 1:
+                self._freeze_and_thaw(*pairs[0])
+                return
+            with ThreadPoolExecutor(len(pairs), thread_name_prefix="freeze-warm-up") as pool:
+                for done in [pool.submit(self._freeze_and_thaw, *pair) for pair in pairs]:
+                    done.result()
+        finally:
+            self.warm_up_seconds = time.perf_counter() - started
 
     def _freeze_and_thaw(self, mount: str, fd: int) -> None:
         if self.aborted:  # the deadline passed: freeze nothing more
@@ -211,6 +217,7 @@ class FrozenMounts:
         try:
             self.watchdog.armed()
             self.frozen_at = time.time()
+            started = time.perf_counter()
             for mount, fd in zip(self.mounts, self.fds, strict=True):
                 try:
                     freeze.freeze_fd(fd)
@@ -219,6 +226,7 @@ class FrozenMounts:
                 self.frozen.append(fd)
                 if self.aborted:  # the deadline thawed meanwhile; this one too, below
                     raise FreezeFailed(mount=mount, reason="the lock deadline passed")
+            self.fifreeze_seconds = time.perf_counter() - started
         except BaseException:
             self._thaw()
             raise

@@ -52,6 +52,8 @@ class Freezer(Protocol):
     thawed_at: float
     watchdog_fired: bool
     thaw_failed: bool  # ours or the watchdog's FITHAW failed: a mount may still be frozen
+    warm_up_seconds: float
+    fifreeze_seconds: float  # the FIFREEZE calls under the lock
 
     @property
     def seconds(self) -> float: ...
