@@ -10,6 +10,8 @@ from backupd.check import local, mysql
 from backupd.check import storage as storage_check
 from backupd.check.result import FAIL, OK, WARN, Result, fail, nagios, ok, report, warn
 from backupd.config import Config, StorageSection
+from backupd.database import DatabaseStatus
+from backupd.server_settings import assess, expiry_seconds
 from backupd.storage import open_store
 
 GOOD = {
@@ -70,6 +72,29 @@ def test_server_settings(change: dict[str, str], name: str, status: str) -> None
 
 
 @pytest.mark.parametrize(
+    ("change", "name", "setting"),
+    [
+        ({"binlog_format": "STATEMENT"}, "mysql.binlog_format", "binlog_format"),
+        ({"binlog_row_image": "MINIMAL"}, "mysql.binlog_row_image", "binlog_row_image"),
+        ({"sync_binlog": "0"}, "mysql.sync_binlog", "sync_binlog"),
+        ({"binlog_checksum": "NONE"}, "mysql.binlog_checksum", "binlog_checksum"),
+        ({"gtid_mode": "OFF"}, "mysql.gtid", "gtid_mode"),
+    ],
+)
+def test_the_check_judges_settings_as_the_daemon_does(
+    change: dict[str, str], name: str, setting: str
+) -> None:
+    """One owner for the rules (server_settings): check says what the status warns."""
+    variables = {**GOOD, **change}
+    settings = {k: str(v) for k, v in variables.items() if k != "binlog_format"}
+    daemon = assess(DatabaseStatus("mysql", "8.0", 1, True, variables["binlog_format"], None,
+                                   "", settings=settings), None)  # fmt: skip
+    (risk,) = [r for r in daemon if r.setting == setting]
+    (result,) = [r for r in mysql.check_variables(variables, "mysql") if r.name == name]
+    assert risk.at_risk and risk.risk in result.detail
+
+
+@pytest.mark.parametrize(
     ("expiry", "lag", "status"),
     [
         (0, None, OK),
@@ -85,9 +110,8 @@ def test_expiry_against_archive_lag(expiry: float, lag: float | None, status: st
 
 
 def test_expiry_from_days_when_seconds_unset() -> None:
-    assert mysql.expiry_seconds({"binlog_expire_logs_seconds": "0", "expire_logs_days": "3"}) == (
-        3 * 86400
-    )
+    settings = {"binlog_expire_logs_seconds": "0", "expire_logs_days": "3"}
+    assert expiry_seconds(settings) == 3 * 86400
 
 
 def test_clock_from_chrony_then_timesyncd_else_unknown() -> None:
