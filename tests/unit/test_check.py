@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from backupd.check import config as config_check
 from backupd.check import local, mysql
 from backupd.check import storage as storage_check
 from backupd.check.result import FAIL, OK, WARN, Result, fail, nagios, ok, report, warn
@@ -192,3 +193,12 @@ def test_notify_runs_on_failure_with_the_first_failure(tmp_path: Path) -> None:
     assert env["BACKUPD_EVENT"] == "check" and env["BACKUPD_RESULT"] == "failed"
     assert env["BACKUPD_ERROR"] == "storage.put: NoSuchBucket"
     assert "2 failed" in env["BACKUPD_MESSAGE"]
+
+
+def test_snapshots_enabled_without_mounts_is_one_config_line() -> None:
+    """The combination check-config refuses; the mount checks do not repeat it."""
+    config = Config.model_validate({"snapshot": {"enabled": True, "mounts": []}})
+    (line,) = config_check.check(config)
+    assert line.name == "config.combination[snapshot.mounts]" and line.status == FAIL
+    assert local.check_mounts(config) == []
+    assert config_check.check(Config.model_validate({"snapshot": {"mounts": ["/data"]}})) == []
