@@ -404,8 +404,8 @@ class Coordinator:
                 unlocked = deadline.released_at or time.time()
                 frozen.close()
                 self._latest = _unlocked(self._latest, unlocked)  # failures keep it too
+                self._log_timings(self._latest, frozen)
         record = _unlocked(record, unlocked)
-        self._log_timings(record, frozen)
         if frozen.watchdog_fired:  # run() discards the set (one discard path for every failure)
             if frozen.thaw_failed:
                 raise ThawFailed(
