@@ -294,13 +294,13 @@ def test_the_warm_up_thaws_every_mount_and_arms_the_watchdog(
     """Two mounts frozen and thawed at once before the lock: both writable right after, and
     the watchdog's clock runs from there (it fires on it with nothing left frozen), so a
     daemon dying in the warm-up is covered like one dying in the real freeze."""
-    frozen = freezer.FrozenMounts([str(data_fs.mount_point), str(second_fs.mount_point)], 3)
+    frozen = freezer.FrozenMounts([str(data_fs.mount_point), str(second_fs.mount_point)], 6)
     try:
         frozen.warm_up()
-        assert writable_within(data_fs.mount_point, 1)  # the watchdog has not thawed yet
-        assert writable_within(second_fs.mount_point, 1)
+        assert writable_within(data_fs.mount_point, 2.5)  # both probes end before the
+        assert writable_within(second_fs.mount_point, 2.5)  # watchdog's clock could thaw
         assert frozen.watchdog is not None
-        assert frozen.watchdog.process.wait(10) == EXIT_CLOCK
+        assert frozen.watchdog.process.wait(20) == EXIT_CLOCK
     finally:
         frozen.close()
         data_fs.thaw()
