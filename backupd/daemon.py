@@ -38,7 +38,7 @@ from backupd.sdnotify import Notifier
 from backupd.server_settings import SettingRisk, assess
 from backupd.service import Service, ServiceContext
 from backupd.snapshot.service import SnapshotService
-from backupd.status import DaemonInfo, build_status
+from backupd.status import DaemonInfo, build_status, status_warnings
 from backupd.storage import ObjectStore, open_store
 from backupd.storage.filestore import FileStore
 from backupd.storage.requests import RequestCounts
@@ -170,8 +170,18 @@ class Daemon:
         )
 
     def alarms(self) -> list[str]:
-        """Status warnings to notify about; a failed snapshot or drill run notifies already."""
-        return [w for w in self.status()["warnings"] if not w.startswith(RUN_WARNINGS)]
+        """Status warnings to notify about; a failed snapshot or drill run notifies already.
+        Only the warnings are built (every few seconds), not the whole status document."""
+        warnings = status_warnings(
+            self.database_probe.state,
+            self.storage_probe.state,
+            self._service_warnings(),
+            self.assess_settings(),
+        )
+        return [w for w in warnings if not w.startswith(RUN_WARNINGS)]
+
+    def _service_warnings(self) -> list[str]:
+        return [w for service in self.services for w in service.warnings()]
 
     # -- control API -----------------------------------------------------------------------
 
@@ -192,7 +202,7 @@ class Daemon:
             self.store.url,
             sections={"control": self.control.usage()}
             | {service.name: service.status() for service in self.services},
-            extra_warnings=[w for service in self.services for w in service.warnings()],
+            extra_warnings=self._service_warnings(),
             risks=self.assess_settings(),
         )
         document["storage"]["requests"] = self.requests.counts()

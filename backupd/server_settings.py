@@ -42,17 +42,23 @@ class SettingRisk:
 
 def assess(db: DatabaseStatus, archive_lag_seconds: float | None) -> list[SettingRisk]:
     """One entry per setting in SETTINGS that the server reports."""
-    settings = db.settings
+    return assess_settings(db.flavor, db.binlog_format, db.settings, archive_lag_seconds)
+
+
+def assess_settings(
+    flavor: str, binlog_format: str, settings: dict[str, str], archive_lag_seconds: float | None
+) -> list[SettingRisk]:
+    """assess() on the variables as read (`backupctl check` reads them itself)."""
     sync = settings.get("sync_binlog")
     image = settings.get("binlog_row_image")
     checksum = settings.get("binlog_checksum")
     found = [
         _judge("sync_binlog", sync, sync == "1", SYNC_RISK),
-        _judge("binlog_format", db.binlog_format, db.binlog_format.upper() == "ROW", FORMAT_RISK),
+        _judge("binlog_format", binlog_format, binlog_format.upper() == "ROW", FORMAT_RISK),
         _judge("binlog_row_image", image, (image or "").upper() == "FULL", IMAGE_RISK),
         _judge("binlog_checksum", checksum, (checksum or "").upper() != "NONE", CHECKSUM_RISK),
         _expiry(settings, archive_lag_seconds),
-        _gtid_mode(db.flavor, settings.get("gtid_mode")),
+        _gtid_mode(flavor, settings.get("gtid_mode")),
     ]
     return [risk for risk in found if risk is not None]
 
@@ -102,22 +108,26 @@ def _expiry(settings: dict[str, str], lag: float | None) -> SettingRisk | None:
         return None
     expiry = expiry_seconds(settings)
     value = f"{expiry:.0f}s" if expiry else "never"
+    risk = expiry_risk(expiry, lag)
+    return SettingRisk("binlog_expiry", value, bool(risk), risk)
+
+
+def expiry_risk(expiry: float, lag: float | None) -> str:
+    """What purging binlogs after `expiry` seconds (0: never) risks at this archive lag."""
     if not expiry:
-        return SettingRisk("binlog_expiry", value, False, "")
+        return ""
     if expiry < MIN_EXPIRY_SECONDS:
-        risk = (
+        return (
             f"binlogs are purged after {expiry:.0f}s: if archiving stops for that long "
             "(daemon down, storage unreachable) unarchived binlogs are lost for good"
         )
-    elif lag is not None and lag >= expiry / 2:
-        risk = (
+    if lag is not None and lag >= expiry / 2:
+        return (
             f"the archive lags {lag:.0f}s behind, half or more of the {expiry:.0f}s after "
             "which the server purges binlogs: unarchived files may be purged (a gap no "
             "restore can cross)"
         )
-    else:
-        risk = ""
-    return SettingRisk("binlog_expiry", value, bool(risk), risk)
+    return ""
 
 
 def _gtid_mode(flavor: str, value: str | None) -> SettingRisk | None:

@@ -36,6 +36,25 @@ def database_warnings(db: DatabaseStatus | None) -> list[str]:
     return warnings
 
 
+def status_warnings(
+    database: ProbeState[DatabaseStatus],
+    storage: ProbeState[None],
+    extra_warnings: list[str] | None = None,
+    risks: list[SettingRisk] | None = None,
+) -> list[str]:
+    """The document's `warnings`, on their own (the alarm watcher reads them every few
+    seconds and needs nothing else)."""
+    warnings = list(extra_warnings or [])
+    if not database.up:
+        warnings.append(f"database unreachable: {database.error}")
+    if not storage.up:
+        warnings.append(f"storage unreachable: {storage.error}")
+    warnings += database_warnings(database.value)
+    # binlog_format has had its own warning (database_warnings) since before these risks
+    warnings += [r.warning() for r in risks or [] if r.at_risk and r.setting != "binlog_format"]
+    return warnings
+
+
 def build_status(
     info: DaemonInfo,
     database: ProbeState[DatabaseStatus],
@@ -46,14 +65,7 @@ def build_status(
     risks: list[SettingRisk] | None = None,
 ) -> dict[str, Any]:
     now = time.time()
-    warnings = list(extra_warnings or [])
-    if not database.up:
-        warnings.append(f"database unreachable: {database.error}")
-    if not storage.up:
-        warnings.append(f"storage unreachable: {storage.error}")
-    warnings += database_warnings(database.value)
-    # binlog_format has had its own warning (database_warnings) since before these risks
-    warnings += [r.warning() for r in risks or [] if r.at_risk and r.setting != "binlog_format"]
+    warnings = status_warnings(database, storage, extra_warnings, risks)
     db_doc: dict[str, Any] = database.to_dict()
     if database.value is not None:
         db_doc.update(database.value.to_dict())

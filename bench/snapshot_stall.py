@@ -12,6 +12,9 @@ latency over the baseline p99, and each run's lock and freeze durations.
 mount, so the local provider clones (FICLONE) instead of copying while frozen.
 `--ec2-latency S` puts a proxy in front of moto that holds every EC2 request S seconds (a
 distant endpoint); the JSON then adds the stall over that latency (goal: under 60 ms).
+`--jitter` makes the writer pause a random 0..2*interval between commits: a steady writer
+released by one stall (the freeze warm-up just before the lock) sleeps through the first
+`interval` of the next, so its worst commit would understate the lock window.
 `--volumes N` attaches N volumes; `--no-imds` leaves instance_id empty with no metadata
 service, so the instance must come from DescribeVolumes.
 """
@@ -60,7 +63,7 @@ def configure(bed: LocalBed, args: argparse.Namespace, endpoint: str) -> Path:
 
 
 def measure(bed: LocalBed, sock: str, args: argparse.Namespace) -> dict[str, Any]:
-    writer = Writer(bed.db, "bench.commits", interval=args.interval).start()
+    writer = Writer(bed.db, "bench.commits", interval=args.interval, jitter=args.jitter).start()
     time.sleep(args.baseline)  # the baseline is a stretch of time, not a synchronisation
     client = ControlClient(sock, timeout=600)
     runs = []
@@ -78,6 +81,7 @@ def measure(bed: LocalBed, sock: str, args: argparse.Namespace) -> dict[str, Any
         "reflink_bed": args.reflink,
         "snapshots": args.snapshots,
         "writer_interval_s": args.interval,
+        "writer_jitter": args.jitter,
         "baseline": base,
         "during_snapshots": dur,
         "extra_over_baseline_p99_ms": round(dur.get("max_ms", 0) - base.get("p99_ms", 0), 3),
@@ -112,6 +116,7 @@ def latency_fields(
         "lock_over_api_latency_p50_ms": round(statistics.median(locked) - latency_ms, 3)
         if locked
         else None,
+        "lock_over_api_latency_max_ms": round(max(locked) - latency_ms, 3) if locked else None,
         "target_extra_over_api_ms": 60,
     }
 
@@ -123,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=float, default=5.0, help="seconds of baseline")
     parser.add_argument("--gap", type=float, default=1.0, help="seconds between snapshots")
     parser.add_argument("--interval", type=float, default=0.01, help="pause between commits")
+    parser.add_argument(
+        "--jitter", action="store_true", help="pause a random 0..2*interval between commits"
+    )
     parser.add_argument("--provider", choices=("local", "ebs"), default="local")
     parser.add_argument("--reflink", action="store_true", help="data image on XFS reflink=1")
     parser.add_argument("--ec2-latency", type=float, default=0.0, help="seconds per EC2 call")

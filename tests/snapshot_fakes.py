@@ -51,6 +51,9 @@ class FakeLock:
     def flush_tables(self) -> None:
         self.journal.add("flush")
 
+    def prepare(self) -> None:
+        self.journal.add("prepare lock")
+
     def lock(self) -> LockedState:
         if self.lock_error:
             raise LockFailed(statement="BACKUP STAGE BLOCK_COMMIT", reason="fake")
@@ -83,6 +86,8 @@ class FakeFreezer:
         self.thawed_at = 0.0
         self.watchdog_fired = False
         self.thaw_failed = False
+        self.warm_up_seconds = 0.0
+        self.fifreeze_seconds = 0.0
         self.frozen = False
 
     @property
@@ -91,6 +96,9 @@ class FakeFreezer:
 
     def prepare(self) -> None:
         self.journal.add("prepare")
+
+    def warm_up(self) -> None:
+        self.journal.add("warm up")
 
     def __enter__(self) -> FakeFreezer:
         if self.fail:

@@ -40,15 +40,7 @@ def mount_fstype(path: str, mountinfo: str = "/proc/self/mountinfo") -> str:
 def check_mounts(config: Config) -> list[Result]:
     section = config.snapshot
     if not section.enabled:
-        return []
-    if not section.mounts:
-        return [
-            fail(
-                "local.mounts",
-                "snapshot.mounts is empty: a snapshot would have nothing to freeze",
-                "list the data (and binlog) filesystems in snapshot.mounts",
-            )
-        ]
+        return []  # nothing to freeze; enabled with no mounts is config.combination's line
     results = []
     own = own_paths(config)
     for mount in section.mounts:

@@ -17,6 +17,7 @@ from backupd.binlog.archive import Archive, cluster_name
 from backupd.check.result import Result, fail, ok, warn
 from backupd.config import Config
 from backupd.errors import BackupdError
+from backupd.server_settings import SettingRisk, assess_settings, expiry_risk, expiry_seconds
 from backupd.storage import ObjectStore
 
 DAY = 86400
@@ -106,6 +107,19 @@ def check_option_file(config: Config) -> Result | None:
     return ok("mysql.option_file", f"{path} present")
 
 
+# The settings backupd/server_settings.py judges (the daemon's status warns on the same
+# rules): the check's name, its level when the setting is at risk, and the fix.
+_JUDGED: dict[str, tuple[str, Callable[[str, str, str], Result], str]] = {
+    "binlog_format": ("mysql.binlog_format", fail,
+                      "SET GLOBAL binlog_format = 'ROW' and binlog_format = ROW in [mysqld]"),
+    "binlog_row_image": ("mysql.binlog_row_image", warn, "binlog_row_image = FULL in [mysqld]"),
+    "sync_binlog": ("mysql.sync_binlog", warn, "sync_binlog = 1 in [mysqld]"),
+    "gtid_mode": ("mysql.gtid", warn,
+                  "gtid_mode = ON and enforce_gtid_consistency = ON in [mysqld]"),
+    "binlog_checksum": ("mysql.binlog_checksum", warn, "binlog_checksum = CRC32 in [mysqld]"),
+}  # fmt: skip
+
+
 def _expect(
     name: str, actual: Any, wanted: str, level: Callable[[str, str, str], Result], risk: str,
     fix: str,
@@ -114,52 +128,44 @@ def _expect(
     return ok(name, value) if value == wanted else level(name, f"{value}: {risk}", fix)
 
 
+def judged_settings(v: dict[str, Any]) -> dict[str, str]:
+    """The variables as server_settings reads them; one an older server lacks counts as its
+    default there (binlog_row_image FULL, binlog_checksum NONE, gtid_mode OFF)."""
+    return {
+        "sync_binlog": str(v["sync_binlog"]),
+        "binlog_row_image": str(v.get("binlog_row_image") or "FULL"),
+        "binlog_checksum": str(v.get("binlog_checksum") or "NONE"),
+        "gtid_mode": str(v.get("gtid_mode") or "OFF"),
+    }
+
+
+def _judged(risk: SettingRisk, ok_detail: str) -> Result:
+    name, level, fix = _JUDGED[risk.setting]
+    if risk.at_risk:
+        return level(name, f"{risk.value.upper()}: {risk.risk}", fix)
+    return ok(name, ok_detail)
+
+
 def check_variables(v: dict[str, Any], flavor: str) -> list[Result]:
     """The server settings a point-in-time restore depends on (pure: table-tested)."""
     log_bin = "ON" if str(v["log_bin"]).upper() in ("1", "ON") else "OFF"
+    risks = {
+        risk.setting: risk
+        for risk in assess_settings(flavor, str(v["binlog_format"]), judged_settings(v), None)
+    }
+    strict = str(v.get("gtid_strict_mode", "0")) in ("1", "ON")
+    gtid = f"MariaDB GTID (gtid_strict_mode {'on' if strict else 'off'})"
     return [
         _expect("mysql.log_bin", log_bin, "ON", fail, "no archive, no point-in-time restore",
                 "set log_bin (e.g. log_bin = mysql-bin) in [mysqld] and restart the server"),
-        _expect("mysql.binlog_format", v["binlog_format"], "ROW", fail,
-                "replaying statements is not deterministic, a restore can differ",
-                "SET GLOBAL binlog_format = 'ROW' and binlog_format = ROW in [mysqld]"),
-        _expect("mysql.binlog_row_image", v.get("binlog_row_image") or "FULL", "FULL", warn,
-                "row events lack the full before/after image",
-                "binlog_row_image = FULL in [mysqld]"),
-        _expect("mysql.sync_binlog", v["sync_binlog"], "1", warn,
-                "a crash can lose committed transactions from the binlog before backupd "
-                "archives them", "sync_binlog = 1 in [mysqld]"),
+        *(_judged(risks[s], risks[s].value.upper())
+          for s in ("binlog_format", "binlog_row_image", "sync_binlog")),
         _expect("mysql.innodb_flush_log_at_trx_commit", v["innodb_flush_log_at_trx_commit"],
                 "1", warn, "a crash can lose commits the binlog already holds",
                 "innodb_flush_log_at_trx_commit = 1 in [mysqld]"),
-        _gtid(v, flavor),
-        _checksum(v.get("binlog_checksum") or "NONE"),
+        _judged(risks["gtid_mode"], gtid if flavor == "mariadb" else "gtid_mode ON"),
+        _judged(risks["binlog_checksum"], risks["binlog_checksum"].value.upper()),
     ]  # fmt: skip
-
-
-def _checksum(value: Any) -> Result:
-    name, checksum = "mysql.binlog_checksum", str(value).upper()
-    if checksum != "NONE":
-        return ok(name, checksum)
-    return warn(
-        name,
-        "NONE: a binlog event damaged on disk or in transit goes unnoticed",
-        "binlog_checksum = CRC32 in [mysqld]",
-    )
-
-
-def _gtid(v: dict[str, Any], flavor: str) -> Result:
-    if flavor == "mariadb":
-        strict = str(v.get("gtid_strict_mode", "0")) in ("1", "ON")
-        return ok("mysql.gtid", f"MariaDB GTID (gtid_strict_mode {'on' if strict else 'off'})")
-    mode = str(v.get("gtid_mode") or "OFF").upper()
-    if mode == "ON":
-        return ok("mysql.gtid", "gtid_mode ON")
-    return warn(
-        "mysql.gtid",
-        f"gtid_mode {mode}: manifests carry no GTID (time and file:pos targets still work)",
-        "gtid_mode = ON and enforce_gtid_consistency = ON in [mysqld]",
-    )
 
 
 def check_client_id(client_id: int, server_id: Any) -> Result:
@@ -176,7 +182,8 @@ def check_client_id(client_id: int, server_id: Any) -> Result:
 
 def check_expiry(expiry_seconds: float, lag_seconds: float | None) -> Result:
     """Binlog expiry against how far the archive trails: the server must keep a binlog until
-    it is archived, with room for an outage of backupd."""
+    it is archived, with room for an outage of backupd. The risk is server_settings'; the
+    check fails outright once the lag reaches the expiry (the purge has begun)."""
     name = "mysql.binlog_expiry"
     if expiry_seconds <= 0:
         return ok(name, "binlogs never expire (watch the server's disk)")
@@ -189,10 +196,8 @@ def check_expiry(expiry_seconds: float, lag_seconds: float | None) -> Result:
             "the server purges what was never archived",
             fix,
         )
-    if lag_seconds is not None and lag_seconds >= expiry_seconds / 2:
-        return warn(name, f"archive lag {lag_seconds / 3600:.1f} h is over half of {days}", fix)
-    if expiry_seconds < DAY:
-        return warn(name, f"binlogs expire after {days}: a longer backupd outage leaves a gap", fix)
+    if risk := expiry_risk(expiry_seconds, lag_seconds):
+        return warn(name, risk, fix)
     lag = "no archive yet" if lag_seconds is None else f"archive lag {lag_seconds:.0f} s"
     return ok(name, f"binlogs kept {days}; {lag}")
 
@@ -217,11 +222,6 @@ def read_variables(conn: Any) -> dict[str, Any]:
     with conn.cursor() as cursor:
         cursor.execute(f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({names})")
         return {str(name).lower(): value for name, value in cursor.fetchall()}
-
-
-def expiry_seconds(v: dict[str, Any]) -> float:
-    seconds = float(v.get("binlog_expire_logs_seconds") or 0)
-    return seconds or float(v.get("expire_logs_days") or 0) * DAY
 
 
 def check(config: Config, store: ObjectStore | None) -> list[Result]:
@@ -268,5 +268,6 @@ def _checks_on(conn: Any, config: Config, store: ObjectStore | None) -> list[Res
             lag = archive_lag(store, cluster_name(config.storage), time.time())
         except BackupdError:
             lag = None  # the storage check reports an unreachable repository
-    results.append(check_expiry(expiry_seconds(variables), lag))
+    settings = {k: str(v) for k, v in variables.items() if v is not None}
+    results.append(check_expiry(expiry_seconds(settings), lag))
     return results

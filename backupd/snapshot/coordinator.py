@@ -1,5 +1,6 @@
-"""One snapshot run: pre-check, flush, block commits, read the coordinate, freeze, start the
-set, thaw, unlock, wait, record. One try/finally records the outcome whatever happens.
+"""One snapshot run: pre-check, flush, warm up the freeze, block commits, read the coordinate,
+freeze, start the set, thaw, unlock, wait, record. One try/finally records the outcome
+whatever happens.
 
 Commits stay blocked for at most `max_freeze_seconds`: the lock, the freeze and the provider's
 start share that one budget (deadline.py). A locked section that failed in a way that may pass
@@ -170,6 +171,7 @@ class Coordinator:
         self.freezer_factory = freezer_factory
         self.progress: Progress | None = None
         self._latest: SnapshotSet  # the run's record as far as it got (failures keep it)
+        self._start_seconds = 0.0  # the provider's start call under the lock (for the log)
 
     def new_record(self, set_id: str, trigger: str) -> SnapshotSet:
         return SnapshotSet(
@@ -353,7 +355,8 @@ class Coordinator:
     def _overrun(self, deadline: LockDeadline) -> LockDeadlineExceeded:
         phase = deadline.during
         during = {
-            "locking": "while taking the lock or running the pre_freeze hooks",
+            "locking": "while warming up the freeze, taking the lock or running the "
+            "pre_freeze hooks",
             "frozen": f"while the {self.provider.name} provider's start call ran",
         }
         return LockDeadlineExceeded(
@@ -364,6 +367,7 @@ class Coordinator:
         self, record: SnapshotSet, targets: list[Target], deadline: LockDeadline
     ) -> tuple[SnapshotSet, list[VolumeSnapshot]]:
         section = self.config.snapshot
+        self._start_seconds = 0.0
         lock = self.lock_factory(self.config.mysql, section.lock_timeout_seconds)
         frozen = self.freezer_factory(
             section.mounts,
@@ -375,8 +379,10 @@ class Coordinator:
             self._clear_long_queries(lock)
             lock.flush_tables()
             frozen.prepare()  # descriptors and watchdog ready before commits are blocked
+            lock.prepare()  # the releasing session too
             self._phase("locking")
             deadline.start([frozen.thaw_now, lock.abort], phase=self._current_phase)
+            frozen.warm_up()  # the kernel's slow first freeze, while commits still flow
             state = lock.lock()
             record = self._latest = record.with_(
                 coordinate=state.coordinate,
@@ -399,6 +405,7 @@ class Coordinator:
                 unlocked = deadline.released_at or time.time()
                 frozen.close()
                 self._latest = _unlocked(self._latest, unlocked)  # failures keep it too
+                self._log_timings(self._latest, frozen)
         record = _unlocked(record, unlocked)
         if frozen.watchdog_fired:  # run() discards the set (one discard path for every failure)
             if frozen.thaw_failed:
@@ -413,6 +420,17 @@ class Coordinator:
                 "the watchdog thawed it, so the snapshot was discarded",
             )
         return record.with_(state=PENDING), volumes
+
+    def _log_timings(self, record: SnapshotSet, frozen: Freezer) -> None:
+        """Where the lock window went (logged after the unlock: no write while commits wait)."""
+        _log.info(
+            "locked section",
+            set_id=record.set_id,
+            lock_ms=round(record.lock_seconds * 1000, 1),
+            warm_up_ms=round(frozen.warm_up_seconds * 1000, 1),
+            fifreeze_ms=round(frozen.fifreeze_seconds * 1000, 1),
+            provider_start_ms=round(self._start_seconds * 1000, 1),
+        )
 
     def _frozen_capture(
         self,
@@ -429,7 +447,9 @@ class Coordinator:
             raise FreezeFailed(mount=",".join(section.mounts), reason="the lock deadline passed")
         try:
             with frozen:
+                started = time.perf_counter()
                 volumes = self.provider.start(record.set_id, targets, tags, deadline.at)
+                self._start_seconds = time.perf_counter() - started
                 deadline.captured()
         except FreezeFailed as exc:
             if volumes is not None or deadline.expired or not section.crash_consistent_fallback:

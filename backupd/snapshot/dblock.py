@@ -80,7 +80,8 @@ def read_layout(conn: Any, version: ServerVersion) -> ServerLayout:
 
 
 class DatabaseLock:
-    """connect -> long_queries / flush -> lock -> read state -> unlock (or close: dropped)."""
+    """connect -> long_queries / flush -> prepare -> lock -> read state -> unlock (or close:
+    dropped)."""
 
     def __init__(self, section: MysqlSection, lock_timeout_seconds: float) -> None:
         io_timeout = lock_timeout_seconds + section.connect_timeout_seconds + 5
@@ -91,6 +92,7 @@ class DatabaseLock:
         self.locked = False
         self.aborted = False
         self.releaser: Any = None  # the second connection abort() kills the lock from
+        self.prepared = False  # prepare() ran (the releaser may still be None: it failed)
         try:
             self.version = database.server_version(self.conn)
             self.layout = read_layout(self.conn, self.version)
@@ -128,7 +130,7 @@ class DatabaseLock:
     def lock(self) -> LockedState:
         """Block commits, then read the coordinate and GTID state they are frozen at."""
         block, _release = lock_statements(self.version)
-        self._open_releaser()
+        self.prepare()
         for statement in block:
             self.locked = True  # from the first statement on, release must run
             self._execute(statement)
@@ -140,9 +142,13 @@ class DatabaseLock:
             raise LockFailed(statement="read binlog state", reason=database.describe(exc)) from exc
         return LockedState(str(coordinate) if coordinate else "", gtid, locked_at)
 
-    def _open_releaser(self) -> None:
-        """Connect the second session before commits are blocked, so a release never waits on
-        a new connection; without it, abort() still closes the lock's socket."""
+    def prepare(self) -> None:
+        """Connect the second session before commits are blocked (and before the lock's
+        budget starts), so a release never waits on a new connection; without it, abort()
+        still closes the lock's socket. Once per lock; lock() calls it if nobody did."""
+        if self.prepared:
+            return
+        self.prepared = True
         try:
             self.releaser = database.connect(
                 self.section, read_timeout=RELEASER_TIMEOUT, write_timeout=RELEASER_TIMEOUT

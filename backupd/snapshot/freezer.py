@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
@@ -138,7 +139,8 @@ class Watchdog:
 
 
 class FrozenMounts:
-    """prepare() (descriptors, watchdog) ahead of the lock; `with`: freeze in order on enter,
+    """prepare() (descriptors, watchdog) ahead of the lock; warm_up() right before it (the
+    kernel's slow first freeze, outside the lock); `with`: freeze in order on enter,
     thaw in reverse on exit (always); close() reaps the watchdog once commits flow again.
     With `record`, prepare() writes the mounts there (before the lock: no fsync while commits
     wait) and close() removes it unless a thaw failed (freeze_record: what `thaw-all` finds)."""
@@ -160,6 +162,8 @@ class FrozenMounts:
         # frozen, so the freeze record is kept for `thaw-all` (a watchdog failure followed
         # by our own good thaw leaves nothing frozen)
         self.aborted = False  # thaw_now() ran: freeze nothing more
+        self.warm_up_seconds = 0.0  # how long warm_up() took (commits still flowing)
+        self.fifreeze_seconds = 0.0  # how long the FIFREEZE calls under the lock took
 
     def prepare(self) -> None:
         if self.watchdog is not None:
@@ -173,12 +177,47 @@ class FrozenMounts:
             self.close()
             raise
 
+    def warm_up(self) -> None:
+        """Freeze and thaw every mount once, right before the commit lock is taken.
+
+        The first FIFREEZE after a quiet while waits out RCU grace periods in the kernel
+        (tens of ms, writers blocked for most of them); one that follows a thaw within a few
+        ms does not (bench/freeze_cost.py). Paying that wait here, before commits are
+        blocked, leaves the freeze under the lock at about a millisecond. Several mounts warm
+        up at once, so writers wait one freeze, not N. The watchdog is armed from here on. A
+        mount that cannot be frozen is left to the real freeze to report."""
+        self.prepare()
+        assert self.watchdog is not None
+        self.watchdog.armed()
+        started = time.perf_counter()
+        pairs = list(zip(self.mounts, self.fds, strict=True))
+        try:
+            if len(pairs) == 1:
+                self._freeze_and_thaw(*pairs[0])
+                return
+            with ThreadPoolExecutor(len(pairs), thread_name_prefix="freeze-warm-up") as pool:
+                for done in [pool.submit(self._freeze_and_thaw, *pair) for pair in pairs]:
+                    done.result()
+        finally:
+            self.warm_up_seconds = time.perf_counter() - started
+
+    def _freeze_and_thaw(self, mount: str, fd: int) -> None:
+        if self.aborted:  # the deadline passed: freeze nothing more
+            return
+        try:
+            freeze.freeze_fd(fd)
+        except OSError as exc:
+            _log.debug("warm-up freeze failed", mount=mount, error=str(exc))
+            return
+        self._fithaw([fd])
+
     def __enter__(self) -> FrozenMounts:
         self.prepare()
         assert self.watchdog is not None
         try:
             self.watchdog.armed()
             self.frozen_at = time.time()
+            started = time.perf_counter()
             for mount, fd in zip(self.mounts, self.fds, strict=True):
                 try:
                     freeze.freeze_fd(fd)
@@ -187,6 +226,7 @@ class FrozenMounts:
                 self.frozen.append(fd)
                 if self.aborted:  # the deadline thawed meanwhile; this one too, below
                     raise FreezeFailed(mount=mount, reason="the lock deadline passed")
+            self.fifreeze_seconds = time.perf_counter() - started
         except BaseException:
             self._thaw()
             raise

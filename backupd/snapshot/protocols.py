@@ -29,6 +29,10 @@ class CommitLock(Protocol):
 
     def flush_tables(self) -> None: ...
 
+    def prepare(self) -> None:
+        """Whatever the lock needs besides the lock itself (the releasing session), done
+        before commits are blocked."""
+
     def lock(self) -> LockedState:
         """Block commits; return the binlog coordinate and GTID state they stopped at."""
 
@@ -41,17 +45,24 @@ class CommitLock(Protocol):
 
 
 class Freezer(Protocol):
-    """prepare() before the lock; `with` freezes and always thaws; close() after the unlock."""
+    """prepare() and warm_up() before the lock; `with` freezes and always thaws; close() after
+    the unlock."""
 
     frozen_at: float
     thawed_at: float
     watchdog_fired: bool
     thaw_failed: bool  # ours or the watchdog's FITHAW failed: a mount may still be frozen
+    warm_up_seconds: float
+    fifreeze_seconds: float  # the FIFREEZE calls under the lock
 
     @property
     def seconds(self) -> float: ...
 
     def prepare(self) -> None: ...
+
+    def warm_up(self) -> None:
+        """Right before the lock: freeze and thaw once, so the freeze under the lock is
+        quick; leaves nothing frozen (a mount it cannot freeze is left to `with`)."""
 
     def __enter__(self) -> Freezer: ...
 

@@ -136,6 +136,18 @@ def test_unfreezable_mount_fails(
     assert "not a mount point" in line["detail"] or "root filesystem" in line["detail"]
 
 
+def test_an_impossible_combination_fails_as_check_config_refuses_it(
+    good: dict[str, Any], write_config: ConfigFactory
+) -> None:
+    """Drills restore local images: with the EBS provider the daemon would refuse to start,
+    so check says so, on a line of its own, with the same words as check-config."""
+    good["drill"] = {"enabled": True}
+    code, doc = check(write_config, good, "--json")
+    assert code == 1
+    line = failed(doc)["config.combination[drill.enabled]"]
+    assert 'snapshot.provider = "ebs"' in line["detail"] and "drill.enabled" in line["fix"]
+
+
 def test_service_user_access_is_tested_as_that_user(
     good: dict[str, Any], write_config: ConfigFactory
 ) -> None:

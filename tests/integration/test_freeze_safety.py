@@ -19,6 +19,7 @@ import pytest
 
 from backupd.freeze import open_mount
 from backupd.snapshot import freezer
+from backupd.snapshot.watchdog import EXIT_CLOCK
 from tests.clients import backupctl_json
 from tests.conftest import ConfigFactory
 from tests.integration.test_snapshot_ebs import ebs_config, instance  # noqa: F401
@@ -276,3 +277,46 @@ def test_status_warns_while_a_record_outlives_its_run(
     code, status = backupctl_json("--socket", base_config["daemon"]["socket"], "status")
     assert code == 4, status
     assert any("/nonexistent/backupd-mount may still be frozen" in w for w in status["warnings"])
+
+
+@pytest.fixture
+def second_fs(workdir: Path) -> Iterator[LoopFilesystem]:
+    fs = LoopFilesystem(workdir / "second.img", workdir / "second", size_mb=64).create()
+    try:
+        yield fs
+    finally:
+        fs.destroy()  # thaws first
+
+
+def test_the_warm_up_thaws_every_mount_and_arms_the_watchdog(
+    data_fs: LoopFilesystem, second_fs: LoopFilesystem
+) -> None:
+    """Two mounts frozen and thawed at once before the lock: both writable right after, and
+    the watchdog's clock runs from there (it fires on it with nothing left frozen), so a
+    daemon dying in the warm-up is covered like one dying in the real freeze."""
+    frozen = freezer.FrozenMounts([str(data_fs.mount_point), str(second_fs.mount_point)], 6)
+    try:
+        frozen.warm_up()
+        assert writable_within(data_fs.mount_point, 2.5)  # both probes end before the
+        assert writable_within(second_fs.mount_point, 2.5)  # watchdog's clock could thaw
+        assert frozen.watchdog is not None
+        assert frozen.watchdog.process.wait(20) == EXIT_CLOCK
+    finally:
+        frozen.close()
+        data_fs.thaw()
+        second_fs.thaw()
+    assert frozen.watchdog_fired and not frozen.thaw_failed
+
+
+def test_a_freeze_after_the_warm_up_still_blocks_writers(data_fs: LoopFilesystem) -> None:
+    """The warm-up changes how long the real freeze takes, not what it does."""
+    frozen = freezer.FrozenMounts([str(data_fs.mount_point)], 30)
+    try:
+        frozen.warm_up()
+        with frozen:
+            assert not writable_within(data_fs.mount_point, 0.5)
+        assert writable_within(data_fs.mount_point, 5)
+    finally:
+        frozen.close()
+        data_fs.thaw()
+    assert not frozen.watchdog_fired and not frozen.thaw_failed

@@ -3,6 +3,7 @@ tick, each commit's start and end time recorded (each commit is one GTID)."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class Writer:
     server: MariaDB
     table: str  # schema.table, created by start()
     interval: float = 0.005  # pause between commits (0: as fast as possible)
+    jitter: bool = False  # pause a random 0..2*interval instead (no fixed phase to a stall)
     commits: list[Commit] = field(default_factory=list)
     error: BaseException | None = None
     gtid_before: str = ""  # @@gtid_binlog_pos just before the first INSERT
@@ -45,6 +47,9 @@ class Writer:
         self._thread.start()
         return self
 
+    def _pause(self) -> float:
+        return random.uniform(0, 2 * self.interval) if self.jitter else self.interval
+
     def _run(self) -> None:
         try:
             with self.server.connect_root() as conn, conn.cursor() as cursor:
@@ -55,7 +60,7 @@ class Writer:
                         self.commits.append(Commit(int(cursor.lastrowid), started, time.time()))
                         self._committed.notify_all()
                     if self.interval:
-                        self._stop.wait(self.interval)
+                        self._stop.wait(self._pause())
         except BaseException as exc:
             self.error = exc
 

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from backupd.check import config as config_check
 from backupd.check import local, mysql
 from backupd.check import storage as storage_check
 from backupd.check.result import FAIL, OK, WARN, Result, fail, nagios, ok, report, warn
 from backupd.config import Config, StorageSection
+from backupd.database import DatabaseStatus
+from backupd.server_settings import assess, expiry_seconds
 from backupd.storage import open_store
 
 GOOD = {
@@ -70,6 +73,29 @@ def test_server_settings(change: dict[str, str], name: str, status: str) -> None
 
 
 @pytest.mark.parametrize(
+    ("change", "name", "setting"),
+    [
+        ({"binlog_format": "STATEMENT"}, "mysql.binlog_format", "binlog_format"),
+        ({"binlog_row_image": "MINIMAL"}, "mysql.binlog_row_image", "binlog_row_image"),
+        ({"sync_binlog": "0"}, "mysql.sync_binlog", "sync_binlog"),
+        ({"binlog_checksum": "NONE"}, "mysql.binlog_checksum", "binlog_checksum"),
+        ({"gtid_mode": "OFF"}, "mysql.gtid", "gtid_mode"),
+    ],
+)
+def test_the_check_judges_settings_as_the_daemon_does(
+    change: dict[str, str], name: str, setting: str
+) -> None:
+    """One owner for the rules (server_settings): check says what the status warns."""
+    variables = {**GOOD, **change}
+    settings = {k: str(v) for k, v in variables.items() if k != "binlog_format"}
+    daemon = assess(DatabaseStatus("mysql", "8.0", 1, True, variables["binlog_format"], None,
+                                   "", settings=settings), None)  # fmt: skip
+    (risk,) = [r for r in daemon if r.setting == setting]
+    (result,) = [r for r in mysql.check_variables(variables, "mysql") if r.name == name]
+    assert risk.at_risk and risk.risk in result.detail
+
+
+@pytest.mark.parametrize(
     ("expiry", "lag", "status"),
     [
         (0, None, OK),
@@ -85,9 +111,8 @@ def test_expiry_against_archive_lag(expiry: float, lag: float | None, status: st
 
 
 def test_expiry_from_days_when_seconds_unset() -> None:
-    assert mysql.expiry_seconds({"binlog_expire_logs_seconds": "0", "expire_logs_days": "3"}) == (
-        3 * 86400
-    )
+    settings = {"binlog_expire_logs_seconds": "0", "expire_logs_days": "3"}
+    assert expiry_seconds(settings) == 3 * 86400
 
 
 def test_clock_from_chrony_then_timesyncd_else_unknown() -> None:
@@ -168,3 +193,12 @@ def test_notify_runs_on_failure_with_the_first_failure(tmp_path: Path) -> None:
     assert env["BACKUPD_EVENT"] == "check" and env["BACKUPD_RESULT"] == "failed"
     assert env["BACKUPD_ERROR"] == "storage.put: NoSuchBucket"
     assert "2 failed" in env["BACKUPD_MESSAGE"]
+
+
+def test_snapshots_enabled_without_mounts_is_one_config_line() -> None:
+    """The combination check-config refuses; the mount checks do not repeat it."""
+    config = Config.model_validate({"snapshot": {"enabled": True, "mounts": []}})
+    (line,) = config_check.check(config)
+    assert line.name == "config.combination[snapshot.mounts]" and line.status == FAIL
+    assert local.check_mounts(config) == []
+    assert config_check.check(Config.model_validate({"snapshot": {"mounts": ["/data"]}})) == []

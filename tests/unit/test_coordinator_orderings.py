@@ -60,6 +60,8 @@ def test_a_normal_run_freezes_inside_the_lock_and_thaws_before_unlocking(tmp_pat
     assert journal.steps == [
         "flush",
         "prepare",
+        "prepare lock",
+        "warm up",
         "lock",
         "freeze",
         "start",
@@ -78,7 +80,9 @@ def test_deadline_hit_releases_the_lock_thaws_and_discards_the_set(tmp_path: Pat
     assert "provider's start call" in record.error
     assert before(journal, "lock", "freeze", "start", "thaw_now", "abort", "close", "delete")
     assert "unlock" not in journal.steps  # the session was killed: nothing left to unlock
-    assert 0.2 <= record.lock_seconds < 5  # until the deadline's release, recorded on failure
+    # until the deadline's release, recorded on failure (the budget counts from the warm-up
+    # just before the lock, so the lock itself is held a few ms less than 0.2 s on a busy host)
+    assert 0.15 <= record.lock_seconds < 5
     assert provider.deleted == ["set-1"] and record.volumes == []
     assert Catalog(FileStore(tmp_path / "repo")).get("set-1").state == "failed"
 
