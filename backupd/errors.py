@@ -275,3 +275,10 @@ def from_code(code: str, message: str) -> BackupdError:
     if isinstance(err, ConfigError):
         err.problems = [message]
     return err
+
+
+class DrillRunning(BackupdError):
+    """A drill is already running on this host (it holds {directory}/drill.lock)"""
+
+    code = "drill_running"
+    http_status = 409
