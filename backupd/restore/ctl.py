@@ -21,9 +21,9 @@ from backupd.config_loader import load_config
 from backupd.ctl_support import Subparsers, emit
 from backupd.errors import EXIT_FAILED, EXIT_OK, EXIT_UNHEALTHY, UsageError
 from backupd.restore import apply as applying
-from backupd.restore import drill as drilling
-from backupd.restore import repository, volumes
+from backupd.restore import daemon_drill, repository, volumes
 from backupd.restore import verify as verifying
+from backupd.restore.drill_run import clean_leftovers, run_drill
 from backupd.restore.guard import refuse_protected
 from backupd.restore.prepare import Prepared, prepare
 from backupd.restore.replay import Progress, ReplayServer
@@ -66,7 +66,15 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     drill = commands.add_parser(
         "drill", parents=parents, help="restore to TARGET in a scratch server and prove it"
     )
-    _target_options(drill)
+    _target_options(drill, required=False)
+    drill.add_argument(
+        "--local", action="store_true", help="run here even when a daemon is running"
+    )
+    drill.add_argument(
+        "--clean-up",
+        action="store_true",
+        help="only remove what a killed drill left (volumes, mounts, loop devices, server)",
+    )
     drill.set_defaults(func=cmd_drill)
     verify = commands.add_parser(
         "verify", parents=parents, help="check sets, binlog chain and checksums (no daemon)"
@@ -75,8 +83,10 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     verify.set_defaults(func=cmd_verify)
 
 
-def _target_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--to", required=True, help="time (ISO, with zone), GTID, file:pos, latest")
+def _target_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "--to", required=required, help="time (ISO, with zone), GTID, file:pos, latest"
+    )
     parser.add_argument("--server", help="server identity (archives written before timelines)")
     parser.add_argument(
         "--cluster", help="the archive's cluster (default: [storage] cluster, or the only one)"
@@ -215,13 +225,26 @@ def render_drill(doc: dict[str, Any]) -> str:
 
 def cmd_drill(args: argparse.Namespace) -> int:
     config = storage_config(args)
+    records = Path(args.work_dir) if args.work_dir else Path(config.daemon.state_dir) / "drill"
+    if args.clean_up:
+        removed = clean_leftovers(config, records)
+        emit(args, {"removed": removed}, lambda d: "\n".join(d["removed"]) or "nothing to clean")
+        return EXIT_OK
+    if not args.to:
+        raise UsageError("drill needs --to TARGET (or --clean-up)")
+    if not (args.local or args.work_dir):
+        asked = daemon_drill.run(args, config.daemon.socket)
+        if asked is not None:
+            emit(args, asked, daemon_drill.render)
+            return EXIT_OK if asked["result"] == "success" else EXIT_FAILED
     store = open_store(config.storage)
     with work_dir(args) as workdir:
-        result = drilling.drill(
+        result = run_drill(
+            config,
             store,
             parse_target(args.to),
-            config.snapshot.local.directory,
             workdir,
+            records,
             args.server,
             None if args.json else progress_printer(args),
             cluster=args.cluster or config.storage.cluster,

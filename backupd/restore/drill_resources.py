@@ -67,6 +67,8 @@ class DrillLedger:
             yield self
         finally:
             self._lock_fd = None
+            if not self.path.exists():  # nothing recorded: leave the directory as it was
+                (self.directory / LOCK).unlink(missing_ok=True)
             os.close(fd)  # releases the flock
 
     def entries(self) -> list[dict[str, Any]]:

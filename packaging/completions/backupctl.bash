@@ -25,7 +25,7 @@ _backupctl() {
         "restore plan") opts="--allow-crash-consistent --cluster --config --help --json --server --socket --timeline --to --work-dir -h"; subs="" ;;
         "restore replay") opts="--allow-crash-consistent --cluster --config --help --json --server --socket --target-host --target-option-file --target-port --target-socket --target-user --timeline --to --work-dir -h"; subs="" ;;
         "restore volumes") opts="--allow-crash-consistent --availability-zone --cluster --config --dest --device --help --instance-id --json --server --socket --timeline --to --work-dir -h"; subs="" ;;
-        "drill") opts="--allow-crash-consistent --cluster --config --help --json --server --socket --timeline --to --work-dir -h"; subs="" ;;
+        "drill") opts="--allow-crash-consistent --clean-up --cluster --config --help --json --local --server --socket --timeline --to --work-dir -h"; subs="" ;;
         "verify") opts="--config --help --json --sample --socket -h"; subs="" ;;
         "check") opts="--config --help --json --nagios --notify --socket --user -h"; subs="" ;;
     esac
