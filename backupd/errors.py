@@ -277,6 +277,12 @@ def from_code(code: str, message: str) -> BackupdError:
     return err
 
 
+class DrillFailed(BackupdError):
+    """Drill failed: {message}"""
+
+    code = "drill_failed"
+
+
 class DrillRunning(BackupdError):
     """A drill is already running on this host (it holds {directory}/drill.lock)"""
 

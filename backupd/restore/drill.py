@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from backupd.errors import BackupdError, ProviderError
+from backupd.errors import DrillFailed, ProviderError
 from backupd.restore import apply as applying
 from backupd.restore import blockdev
 from backupd.restore.drill_resources import DrillLedger
@@ -31,12 +31,6 @@ from backupd.restore_target import Target
 from backupd.snapshot.catalog import SnapshotSet
 from backupd.snapshot.providers.local import restore_image
 from backupd.storage import ObjectStore
-
-
-class DrillFailed(BackupdError):
-    """Drill failed: {message}"""
-
-    code = "drill_failed"
 
 
 @dataclass

@@ -28,7 +28,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from backupd.config import Config
-from backupd.errors import BackupdError
+from backupd.errors import DrillFailed
 from backupd.restore import blockdev
 from backupd.restore.drill_resources import DRILL_TAG, DrillLedger, remove_volume
 from backupd.restore.volumes import create_volume
@@ -36,12 +36,6 @@ from backupd.snapshot.catalog import SnapshotSet
 from backupd.snapshot.providers.ebs import NVME_PREFIX, imds_instance_id
 
 DEVICE_NAMES = tuple(f"/dev/sd{letter}" for letter in "fghijklmnop")
-
-
-class EbsDrillFailed(BackupdError):
-    """Drill failed: {message}"""
-
-    code = "drill_failed"
 
 
 @dataclass
@@ -67,7 +61,7 @@ class EbsDrillHost:
             found = ec2.describe_instances(InstanceIds=[instance])["Reservations"]
             zone = str(found[0]["Instances"][0]["Placement"]["AvailabilityZone"])
         except (OSError, BotoCoreError, ClientError, LookupError) as exc:
-            raise EbsDrillFailed(
+            raise DrillFailed(
                 f"this instance or its availability zone is unknown ({exc}); set "
                 "snapshot.ebs.instance_id or make IMDS reachable"
             ) from exc
@@ -80,7 +74,7 @@ class EbsDrillHost:
         for name in DEVICE_NAMES:
             if name not in used and name.replace("/dev/sd", "/dev/xvd") not in used:
                 return name
-        raise EbsDrillFailed(f"no free device name on {self.instance_id} ({', '.join(used)})")
+        raise DrillFailed(f"no free device name on {self.instance_id} ({', '.join(used)})")
 
     def wait_for_device(self, volume_id: str) -> str:
         """The block device EC2 attached, once its NVMe link shows up."""
@@ -88,7 +82,7 @@ class EbsDrillHost:
         deadline = time.monotonic() + self.device_timeout
         while not link.exists():
             if time.monotonic() > deadline:
-                raise EbsDrillFailed(f"{volume_id} attached but {link} did not appear")
+                raise DrillFailed(f"{volume_id} attached but {link} did not appear")
             time.sleep(self.poll_seconds)  # udev makes the link; nothing of ours to wait on
         return os.path.realpath(link)
 
@@ -106,17 +100,17 @@ def refuse_production(device: str, point: Path, protected: list[str]) -> None:
     for mount in protected:
         other = PurePosixPath(mount)
         if scratch == other or scratch.is_relative_to(other) or other.is_relative_to(scratch):
-            raise EbsDrillFailed(f"scratch path {point} overlaps configured mount {mount}")
+            raise DrillFailed(f"scratch path {point} overlaps configured mount {mount}")
     rdev = os.stat(device).st_rdev
     for mount in protected:
         with contextlib.suppress(OSError):
             if os.stat(mount).st_dev == rdev:
-                raise EbsDrillFailed(f"{device} is the device of configured mount {mount}")
+                raise DrillFailed(f"{device} is the device of configured mount {mount}")
     number = f"{os.major(rdev)}:{os.minor(rdev)}"
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields = line.split()
         if len(fields) > 4 and fields[2] == number:
-            raise EbsDrillFailed(f"{device} is already mounted at {fields[4]}")
+            raise DrillFailed(f"{device} is already mounted at {fields[4]}")
 
 
 @contextlib.contextmanager
@@ -148,7 +142,7 @@ def materialised(
         for volume_id, point in reversed(made):
             failed += _take_down(host, ledger, volume_id, point)
     if failed:
-        raise EbsDrillFailed("left behind (cleaned at the next start): " + "; ".join(failed))
+        raise DrillFailed("left behind (cleaned at the next start): " + "; ".join(failed))
 
 
 def _attach(host: EbsDrillHost, volume_id: str, taken: set[str]) -> None:
@@ -160,7 +154,7 @@ def _attach(host: EbsDrillHost, volume_id: str, taken: set[str]) -> None:
         host.ec2.attach_volume(VolumeId=volume_id, InstanceId=host.instance_id, Device=name)
         host.ec2.get_waiter("volume_in_use").wait(VolumeIds=[volume_id], WaiterConfig=waiting)
     except (BotoCoreError, ClientError) as exc:
-        raise EbsDrillFailed(f"attaching {volume_id}: {exc}") from exc
+        raise DrillFailed(f"attaching {volume_id}: {exc}") from exc
 
 
 def _take_down(host: EbsDrillHost, ledger: DrillLedger, volume_id: str, point: Path) -> list[str]:

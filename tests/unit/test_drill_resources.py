@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from backupd.errors import DrillRunning, UsageError
+from backupd.errors import DrillFailed, DrillRunning, UsageError
 from backupd.restore import blockdev
 from backupd.restore.drill_resources import DrillLedger, clean_up
-from backupd.restore.ebs_drill import EbsDrillFailed, refuse_production
+from backupd.restore.ebs_drill import refuse_production
 from backupd.restore.service import drill_request
 
 
@@ -77,9 +77,9 @@ def test_a_failing_removal_stays_recorded(tmp_path: Path) -> None:
 def test_the_scratch_path_and_device_of_a_production_mount_are_refused(tmp_path: Path) -> None:
     device = tmp_path / "dev"
     device.touch()
-    with pytest.raises(EbsDrillFailed, match="overlaps configured mount"):
+    with pytest.raises(DrillFailed, match="overlaps configured mount"):
         refuse_production(str(device), Path("/data/drill/mnt-0"), ["/data"])
-    with pytest.raises(EbsDrillFailed, match="overlaps configured mount"):
+    with pytest.raises(DrillFailed, match="overlaps configured mount"):
         refuse_production(str(device), Path("/srv"), ["/srv/data"])
     production = tmp_path / "prod"
     production.mkdir()
@@ -87,9 +87,9 @@ def test_the_scratch_path_and_device_of_a_production_mount_are_refused(tmp_path:
         pytest.skip("making a block device node needs root")
     same = tmp_path / "same-device"  # a node for the block device production is on
     os.mknod(same, stat.S_IFBLK | 0o600, os.stat(production).st_dev)
-    with pytest.raises(EbsDrillFailed, match=f"device of configured mount {production}"):
+    with pytest.raises(DrillFailed, match=f"device of configured mount {production}"):
         refuse_production(str(same), tmp_path / "mnt", [str(production)])
-    with pytest.raises(EbsDrillFailed, match="already mounted at"):
+    with pytest.raises(DrillFailed, match="already mounted at"):
         refuse_production(str(same), tmp_path / "mnt", [])
 
 
