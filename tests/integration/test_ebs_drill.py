@@ -112,15 +112,19 @@ def attached_volumes(ec2: Any, instance: str) -> list[str]:
     return sorted(v["VolumeId"] for v in ec2.describe_volumes(Filters=filters)["Volumes"])
 
 
-def scratch_servers() -> list[int]:
-    """Processes of a drill's scratch server (its defaults file is under backupd-drill-*)."""
+def scratch_servers(root: Path) -> list[int]:
+    """This test's scratch servers: a drill's defaults file (backupd-drill-*) and a working
+    directory (the restored datadir) under `root`; other sessions' drills are not ours."""
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(proc / "cwd")
         except OSError:
             continue
-        if any(a.startswith(b"--defaults-file=") and b"/backupd-drill-" in a for a in argv):
+        if any(a.startswith(b"--defaults-file=") and b"/backupd-drill-" in a for a in argv) and (
+            cwd.startswith(str(root))
+        ):
             found.append(int(proc.name))
     return found
 
@@ -180,7 +184,7 @@ def ebs_set(
             "instance": instance, "instant": instant, "schema": schema, "db": db,
             "attached": attached_volumes(ec2, instance["id"]),
         }  # fmt: skip
-    for pid in scratch_servers():  # a failed test must not leave a server running
+    for pid in scratch_servers(workdir):  # a failed test must not leave a server running
         os.kill(pid, signal.SIGKILL)
 
 
@@ -188,9 +192,10 @@ def assert_nothing_left(bed: dict[str, Any], workdir: Path) -> None:
     assert drill_volumes(bed["ec2"]) == []
     assert attached_volumes(bed["ec2"], bed["instance"]["id"]) == bed["attached"]
     assert bed["devices"].loops == {}, "a drill volume is still attached (its loop device too)"
-    assert mounts_under(workdir / "state", Path("/tmp/backupd-restore-")) == []
-    assert scratch_servers() == []
+    assert mounts_under(workdir) == []
+    assert scratch_servers(workdir) == []
     assert not (workdir / "state" / "drill" / "resources.json").exists()
+    assert not (workdir / "cli-drill" / "resources.json").exists()
     losetup = run("losetup", "-a").stdout
     assert "vol-" not in losetup, losetup
 
@@ -200,8 +205,8 @@ def test_ebs_drill_restores_proves_and_leaves_nothing(
 ) -> None:
     assert ebs_set["devices"].error is None
     result = backupctl(
-        "--config", str(ebs_set["path"]), "--json", "drill", "--to", "latest", "--local",
-        timeout=300,
+        "--config", str(ebs_set["path"]), "--json", "drill", "--to", "latest",
+        "--work-dir", str(workdir / "cli-drill"), timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     doc = json.loads(result.stdout)
@@ -228,7 +233,9 @@ def test_daemon_killed_mid_drill_cleans_up_at_restart(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        wait_until(lambda: bool(scratch_servers()), 120, "the drill's scratch server", poll=0.1)
+        wait_until(
+            lambda: bool(scratch_servers(workdir)), 120, "the drill's scratch server", poll=0.1
+        )
         assert drill_volumes(ebs_set["ec2"]) and mounts_under(workdir / "state")
         daemon.signal(signal.SIGKILL)
         asking.wait(30)
@@ -237,11 +244,11 @@ def test_daemon_killed_mid_drill_cleans_up_at_restart(
             asking.kill()
     assert asking.returncode == 3, asking.communicate()  # the daemon went away
     assert (workdir / "state" / "drill" / "resources.json").exists()
-    assert scratch_servers() and drill_volumes(ebs_set["ec2"])  # left behind by the kill
+    assert scratch_servers(workdir) and drill_volumes(ebs_set["ec2"])  # left by the kill
 
     start_daemon(ebs_set["path"])
     wait_until(
-        lambda: not drill_volumes(ebs_set["ec2"]) and not scratch_servers()
+        lambda: not drill_volumes(ebs_set["ec2"]) and not scratch_servers(workdir)
         and not (workdir / "state" / "drill" / "resources.json").exists(),
         120, "the restarted daemon's clean-up", poll=0.2,
     )  # fmt: skip
