@@ -30,12 +30,13 @@ import pytest
 from backupd.snapshot.catalog import COMPLETED, SnapshotSet, VolumeSnapshot
 from backupd.snapshot.providers.ebs import NVME_PREFIX
 from backupd.storage.filestore import FileStore
-from tests.clients import BIN_DIR, backupctl
+from tests.clients import BIN_DIR, backupctl, backupctl_json
 from tests.conftest import ConfigFactory
 from tests.integration.test_binlog import binlog_config, wait_archived
 from tests.integration.test_restore import StartDaemon, checksums, mine, record_instant
 from tests.integration.test_snapshot_ebs import instance_with_volumes
 from tests.integration.test_snapshot_local import snap_config, take, thawed  # noqa: F401
+from tests.integration.test_snapshot_schedule import scrape
 from tests.testbed.mariadb import MariaDB
 from tests.testbed.moto import MotoServer
 from tests.testbed.util import run, wait_until
@@ -224,9 +225,18 @@ def test_ebs_drill_restores_proves_and_leaves_nothing(
 def test_daemon_killed_mid_drill_cleans_up_at_restart(
     ebs_set: dict[str, Any], workdir: Path, start_daemon: StartDaemon
 ) -> None:
-    """`backupctl drill` asks the running daemon; the daemon is SIGKILLed with the volume
-    attached and mounted and the scratch server up; the next daemon removes all of it."""
+    """`backupctl drill` asks the running daemon: one drill passes and lands in the daemon's
+    metrics; in the next the daemon is SIGKILLed with the volume attached and mounted and the
+    scratch server up; the restarted daemon removes all of it."""
     daemon = start_daemon(ebs_set["path"])
+    code, doc = backupctl_json("--config", str(ebs_set["path"]), "drill", "--to", "latest")
+    assert code == 0 and doc["via"] == "daemon" and doc["result"] == "success", doc
+    assert mine(doc["tables"], ebs_set["schema"]) == ebs_set["instant"].checksums
+    sock = ebs_set["config"]["daemon"]["socket"]
+    samples = scrape(backupctl_json("--socket", sock, "status")[1]["daemon"]["metrics_address"])
+    assert samples['backupd_drills_total{result="success"}'] == 1
+    assert samples["backupd_drill_last_success_timestamp_seconds"] >= doc["started_at"]
+    assert_nothing_left(ebs_set, workdir)
     asking = subprocess.Popen(
         [str(BIN_DIR / "backupctl"), "--config", str(ebs_set["path"]), "--json", "drill",
          "--to", "latest"],
