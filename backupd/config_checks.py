@@ -29,12 +29,6 @@ def impossible_combinations(config: Config) -> list[str]:
             f'"{snapshot.provider}", but nothing to freeze and snapshot; list the data '
             'filesystems, e.g. mounts = ["/var/lib/mysql"], or set snapshot.enabled = false'
         )
-    if config.drill.enabled and snapshot.provider != "local":
-        problems.append(
-            f"drill.enabled = true: drills restore the local provider's images, but "
-            f'snapshot.provider = "{snapshot.provider}"; set drill.enabled = false (on EBS, '
-            "prove restores with `backupctl restore` onto a scratch instance)"
-        )
     return problems
 
 

@@ -295,3 +295,16 @@ def from_code(code: str, message: str) -> BackupdError:
     if isinstance(err, ConfigError):
         err.problems = [message]
     return err
+
+
+class DrillFailed(BackupdError):
+    """Drill failed: {message}"""
+
+    code = "drill_failed"
+
+
+class DrillRunning(BackupdError):
+    """A drill is already running on this host (it holds {directory}/drill.lock)"""
+
+    code = "drill_running"
+    http_status = 409

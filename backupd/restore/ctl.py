@@ -25,10 +25,10 @@ from backupd.ctl_support import Subparsers, emit
 from backupd.errors import EXIT_FAILED, EXIT_OK, EXIT_UNHEALTHY, PermissionDenied, UsageError
 from backupd.private import private_dir
 from backupd.restore import apply as applying
-from backupd.restore import drill as drilling
-from backupd.restore import pinning, repository, table_dump, volumes
+from backupd.restore import daemon_drill, pinning, repository, table_dump, volumes
 from backupd.restore import verify as verifying
 from backupd.restore.around import Around, parse_ref
+from backupd.restore.drill_run import clean_leftovers, run_drill
 from backupd.restore.fetcher import Fetcher, fetcher_for
 from backupd.restore.guard import refuse_protected
 from backupd.restore.prepare import Prepared, prepare
@@ -80,6 +80,14 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     )
     _target_options(drill, around=True)
     table_dump.add_options(drill)
+    drill.add_argument(
+        "--local", action="store_true", help="run here even when a daemon is running"
+    )
+    drill.add_argument(
+        "--clean-up",
+        action="store_true",
+        help="only remove what a killed drill left (volumes, mounts, loop devices, server)",
+    )
     drill.set_defaults(func=cmd_drill)
     verify = commands.add_parser(
         "verify", parents=parents, help="check sets, binlog chain and checksums (no daemon)"
@@ -299,15 +307,28 @@ def render_drill(doc: dict[str, Any]) -> str:
 
 def cmd_drill(args: argparse.Namespace) -> int:
     config = storage_config(args)
+    records = Path(args.work_dir) if args.work_dir else Path(config.daemon.state_dir) / "drill"
+    if args.clean_up:
+        removed = clean_leftovers(config, records)
+        emit(args, {"removed": removed}, lambda d: "\n".join(d["removed"]) or "nothing to clean")
+        return EXIT_OK
+    if not (args.to or args.before):
+        raise UsageError("drill needs --to TARGET or --before GTID|COORD (or --clean-up)")
+    if not (args.local or args.work_dir or daemon_drill.needs_local(args)):
+        asked = daemon_drill.run(args, config.daemon.socket)
+        if asked is not None:
+            emit(args, asked, daemon_drill.render)
+            return EXIT_OK if asked["result"] == "success" else EXIT_FAILED
     store = open_store(config.storage)
     target, around = target_around(args)
     dump = table_dump.request(args)
     with Terminal(wanted(args.json)) as terminal, work_dir(args) as workdir:
-        result = drilling.drill(
+        result = run_drill(
+            config,
             store,
             target,
-            config.snapshot.local.directory,
             workdir,
+            records,
             args.server,
             None if args.json else progress_printer(args, terminal),
             cluster=args.cluster or config.storage.cluster,

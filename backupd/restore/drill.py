@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -19,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from backupd.errors import BackupdError, ProviderError
+from backupd.errors import DrillFailed, ProviderError
 from backupd.restore import apply as applying
-from backupd.restore import table_dump
+from backupd.restore import blockdev, table_dump
 from backupd.restore.around import Around
+from backupd.restore.drill_resources import DrillLedger
 from backupd.restore.fetcher import Fetcher
 from backupd.restore.prepare import Prepared, prepare
 from backupd.restore.proof import TableProof, prove
@@ -33,12 +33,6 @@ from backupd.restore_target import Target
 from backupd.snapshot.catalog import SnapshotSet
 from backupd.snapshot.providers.local import restore_image
 from backupd.storage import ObjectStore
-
-
-class DrillFailed(BackupdError):
-    """Drill failed: {message}"""
-
-    code = "drill_failed"
 
 
 @dataclass
@@ -71,31 +65,19 @@ class DrillResult:
 
 
 def mount_image(image: Path, mount_point: Path) -> None:
-    mount_point.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-o", "loop", str(image), str(mount_point)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise DrillFailed(f"cannot mount {image}: {done.stderr.strip()}")
+    try:
+        blockdev.mount_image(image, mount_point)
+    except OSError as exc:
+        raise DrillFailed(f"cannot mount {image}: {exc}") from exc
 
 
 def unmount(mount_point: Path, image: Path) -> None:
     """Unmount and free the loop device (autoclear normally does; detach what is left)."""
-    if mount_point.is_mount():
-        done = subprocess.run(["umount", str(mount_point)], capture_output=True, check=False)
-        if done.returncode != 0:
-            subprocess.run(["umount", "--lazy", str(mount_point)], capture_output=True, check=False)
-    listed = subprocess.run(
-        ["losetup", "-j", str(image)], capture_output=True, text=True, check=False
-    )
-    for line in listed.stdout.splitlines():
-        device = line.split(":", 1)[0]
-        if device:
-            subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
+    with contextlib.suppress(OSError):
+        blockdev.unmount(mount_point)
+    for device in blockdev.loops_backed_by(image):
+        with contextlib.suppress(OSError):
+            blockdev.detach_loop(device)
 
 
 def find_datadir(record: SnapshotSet, mounts: dict[str, Path]) -> Path:
@@ -122,7 +104,9 @@ def binlog_basename(record: SnapshotSet, datadir: Path, mounts: dict[str, Path])
 
 
 @contextlib.contextmanager
-def materialised(record: SnapshotSet, directory: str, workdir: Path) -> Iterator[dict[str, Path]]:
+def materialised(
+    record: SnapshotSet, directory: str, workdir: Path, ledger: DrillLedger | None = None
+) -> Iterator[dict[str, Path]]:
     """The set's images copied and mounted under `workdir`; mount (original) -> mount point."""
     if record.provider != "local":
         raise DrillFailed(
@@ -137,8 +121,12 @@ def materialised(record: SnapshotSet, directory: str, workdir: Path) -> Iterator
             image = workdir / f"volume-{number}.img"
             point = workdir / f"mnt-{number}"
             created.append((point, image))
+            if ledger is not None:  # before creating: a killed drill's are cleaned up later
+                ledger.add("mount", str(point))
+                ledger.add("loop", str(image))
             restore_image(directory, volume, str(image))
             mount_image(image, point)
+            blockdev.adopt_tree(point)  # the daemon's drills run as `backupd`, not `mysql`
             mounts[volume.mount] = point
         yield mounts
     finally:
@@ -147,6 +135,9 @@ def materialised(record: SnapshotSet, directory: str, workdir: Path) -> Iterator
             image.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 point.rmdir()
+            if ledger is not None and not point.is_mount():
+                ledger.remove("mount", str(point))
+                ledger.remove("loop", str(image))
 
 
 def start_scratch(record: SnapshotSet, mounts: dict[str, Path], socket_dir: Path) -> ScratchServer:
@@ -167,6 +158,9 @@ def start_scratch(record: SnapshotSet, mounts: dict[str, Path], socket_dir: Path
     return ScratchServer(datadir, socket_dir, log_bin=str(basename), extra=extra).start()
 
 
+Materialise = Callable[[SnapshotSet, Path], contextlib.AbstractContextManager[dict[str, Path]]]
+
+
 def drill(
     store: ObjectStore,
     target: Target,
@@ -179,13 +173,27 @@ def drill(
     around: Around | None = None,
     dump: table_dump.Request | None = None,
     fetcher: Fetcher | None = None,
+    materialise: Materialise | None = None,
+    provider: str = "local",
+    ledger: DrillLedger | None = None,
 ) -> DrillResult:
-    """Run one drill; DrillFailed/RestoreImpossible/ReplayFailed on failure."""
+    """Run one drill; DrillFailed/RestoreImpossible/ReplayFailed on failure.
+
+    `materialise` mounts the chosen set's volumes (default: the local images); `ledger`
+    records the scratch directories and server so a killed drill can be cleaned up."""
     started = time.monotonic()
     steps: dict[str, float] = {}
     scratch_dir = Path(tempfile.mkdtemp(prefix="backupd-drill-"))  # short: socket path limit
     workdir.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="drill-", dir=workdir))
+    if ledger is not None:
+        ledger.add("dir", str(run_dir))
+        ledger.add("server", str(scratch_dir))
+    if materialise is None:
+
+        def materialise(record: SnapshotSet, where: Path) -> Any:
+            return materialised(record, local_directory, where, ledger)
+
     scratch: ScratchServer | None = None
     try:
         prepared = prepare(
@@ -193,14 +201,14 @@ def drill(
             target,
             run_dir / "binlogs",
             server,
-            provider="local",
+            provider=provider,
             cluster=cluster,
             timeline=timeline,
             around=around,
             fetcher=fetcher,
         )
         steps["plan_and_fetch"] = time.monotonic() - started
-        with materialised(prepared.snapshot, local_directory, run_dir) as mounts:
+        with materialise(prepared.snapshot, run_dir) as mounts:
             steps["materialise"] = time.monotonic() - started
             scratch = start_scratch(prepared.snapshot, mounts, scratch_dir)
             steps["server_started"] = time.monotonic() - started
@@ -228,3 +236,6 @@ def drill(
             scratch.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.rmtree(scratch_dir, ignore_errors=True)
+        if ledger is not None:
+            ledger.remove("server", str(scratch_dir))
+            ledger.remove("dir", str(run_dir))

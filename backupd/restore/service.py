@@ -1,9 +1,12 @@
 """Scheduled restore drills inside the daemon, and their metrics.
 
 `[drill] enabled = true` runs `drill` on the cron schedule (UTC) against `[drill] target`;
-`POST /v1/drill` starts one now. One drill at a time, in its own thread: a drill takes
-minutes and must never hold up snapshots or binlog archiving. Exported: when a drill last
-passed, how long the last one took, and how many ran by result.
+`POST /v1/drill` starts one now (`backupctl drill` asks for it when the daemon runs, so its
+result lands in these metrics). At start, what a drill killed mid-way left (volumes,
+attachments, mounts, loop devices, scratch server) is removed in a background thread that
+the first drill waits for. One drill at a time, in its own thread: a drill takes minutes and
+must never hold up snapshots or binlog archiving. Exported: when a drill last passed, how
+long the last one took, and how many ran by result.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from backupd.binlog.archive import cluster_name
 from backupd.control.server import Request, Route
 from backupd.cron import trigger_for
-from backupd.errors import BackupdError, Conflict
+from backupd.errors import BackupdError, Conflict, UsageError
 from backupd.log import get_logger
 from backupd.metrics import PREFIX
 from backupd.notifications import Event
-from backupd.restore.drill import drill
+from backupd.restore.drill_run import clean_leftovers, run_drill
 from backupd.restore.fetcher import fetcher_for
 from backupd.restore_estimate import record_phases
 from backupd.restore_target import parse_target
@@ -80,8 +83,18 @@ class DrillService:
         self._thread: threading.Thread | None = None
         self._guard = threading.Lock()
         self.last: dict[str, Any] | None = None
+        self.drills = 0  # drill ids handed out since start: POST answers one, `last` has it
+        self._cleaning: threading.Thread | None = None  # the start's clean-up; drills wait
+
+    @property
+    def directory(self) -> Path:
+        """Work directory and resource record of the daemon's drills."""
+        return Path(self.context.config.daemon.state_dir) / "drill"
 
     def start(self) -> None:
+        self._cleaning = threading.Thread(target=self.clean_leftovers, name="drill-clean-up")
+        self._cleaning.daemon = True
+        self._cleaning.start()
         section = self.context.config.drill
         if not section.enabled:
             return
@@ -100,25 +113,45 @@ class DrillService:
         if thread is not None:  # the drill cleans up in its own finally; give it the budget
             thread.join(self.context.config.daemon.shutdown_timeout_seconds)
 
-    def trigger(self) -> bool:
-        """Start a drill in the background; False when one is already running."""
+    def clean_leftovers(self) -> None:
+        """Remove what a drill killed with an earlier daemon left behind."""
+        try:
+            removed = clean_leftovers(self.context.config, self.directory)
+        except Exception as exc:  # the next drill tries again before it starts
+            _log.warning("cleaning up after an earlier drill failed", error=str(exc))
+            return
+        if removed:
+            _log.warning("removed what an earlier drill left", removed="; ".join(removed))
+
+    def trigger(self, request: dict[str, Any] | None = None) -> int:
+        """Start a drill in the background; its id, or 0 when one is already running."""
         with self._guard:
             if self._thread is not None and self._thread.is_alive():
-                return False
-            self._thread = threading.Thread(target=self.run_once, name="drill", daemon=True)
+                return 0
+            self.drills += 1
+            self._thread = threading.Thread(
+                target=self.run_once, args=(request or {}, self.drills), name="drill", daemon=True
+            )
             self._thread.start()
-            return True
+            return self.drills
 
-    def run_once(self) -> dict[str, Any]:
+    def run_once(self, request: dict[str, Any] | None = None, drill_id: int = 0) -> dict[str, Any]:
+        if self._cleaning is not None:
+            self._cleaning.join()  # both take the drill lock: the clean-up goes first
         config = self.context.config
+        request = request or {}
+        target = str(request.get("target") or config.drill.target)
         started = time.time()
         try:
-            result = drill(
+            result = run_drill(
+                config,
                 self.context.store,
-                parse_target(config.drill.target),
-                config.snapshot.local.directory,
-                Path(config.daemon.state_dir) / "drill",
-                cluster=cluster_name(config.storage),
+                parse_target(target),
+                self.directory,
+                self.directory,
+                server=request.get("server") or None,
+                cluster=str(request.get("cluster") or cluster_name(config.storage)),
+                timeline=request.get("timeline"),
                 fetcher=fetcher_for(config.restore),
             )
             doc = {"result": "success" if result.ok else "failed", **_brief(result.to_dict())}
@@ -130,7 +163,7 @@ class DrillService:
             _log.exception("drill crashed")
             doc = {"result": "failed", "error": repr(exc), "error_code": "internal_error"}
         finished = time.time()
-        doc.update(started_at=started, finished_at=finished, target=config.drill.target)
+        doc.update(started_at=started, finished_at=finished, target=target, drill_id=drill_id)
         self.metrics.total.labels(doc["result"]).inc()
         self.metrics.duration.set(finished - started)
         if doc["result"] == "success":
@@ -147,10 +180,12 @@ class DrillService:
             Route("GET", "/v1/drill", self._get_drill),
         ]
 
-    def _post_drill(self, _request: Request) -> tuple[int, dict[str, Any]]:
-        if not self.trigger():
+    def _post_drill(self, request: Request) -> tuple[int, dict[str, Any]]:
+        body = drill_request(request.body)
+        drill_id = self.trigger(body)
+        if not drill_id:
             raise Conflict(message="a drill is already running")
-        return 202, {"state": "running"}
+        return 202, {"state": "running", "drill_id": drill_id}
 
     def _get_drill(self, _request: Request) -> tuple[int, dict[str, Any]]:
         return 200, self.status()
@@ -191,6 +226,19 @@ class DrillService:
         if context.config.drill != self.context.config.drill:
             _log.warning("drill settings changed; the schedule applies after a restart")
         self.context = context
+
+
+def drill_request(body: dict[str, Any]) -> dict[str, Any]:
+    """POST /v1/drill's optional body: target, server, cluster, timeline (checked here)."""
+    unknown = set(body) - {"target", "server", "cluster", "timeline"}
+    if unknown:
+        raise UsageError(f"unknown drill option(s): {', '.join(sorted(unknown))}")
+    if body.get("target"):
+        parse_target(str(body["target"]))  # UsageError (400) naming what is expected
+    timeline = body.get("timeline")
+    if timeline is not None and (not isinstance(timeline, int) or isinstance(timeline, bool)):
+        raise UsageError("timeline must be an integer")
+    return {k: v for k, v in body.items() if v not in (None, "")}
 
 
 def _brief(doc: dict[str, Any]) -> dict[str, Any]:

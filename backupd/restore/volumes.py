@@ -203,14 +203,17 @@ def create_volume(
     instance: str,
     device: str,
     spec: dict[str, Any],
+    extra_tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One new volume from one snapshot, tagged as a restore; attached when a device is given."""
+    """One new volume from one snapshot, tagged as a restore; attached when a device is given.
+    `extra_tags` (a drill's run id) are set at creation, like the others."""
     tags = [  # backupd:owner: the IAM policy lets backupd create, attach and delete only these
         {"Key": "backupd:owner", "Value": socket.gethostname()},
         {"Key": RESTORE_TAG, "Value": record.set_id},
         {"Key": "backupd:source-volume", "Value": volume.volume},
         {"Key": "Name", "Value": f"backupd restore {record.set_id} {volume.mount}"},
     ]
+    tags += [{"Key": key, "Value": value} for key, value in (extra_tags or {}).items()]
     try:
         made = ec2.create_volume(
             SnapshotId=volume.snapshot_id,

@@ -69,11 +69,6 @@ def plain_directory_as_mount(config: dict[str, Any], _fs: LoopFilesystem, work: 
     config["snapshot"]["mounts"] = [str(work / "not-a-mount")]
 
 
-def drill_on_ebs(config: dict[str, Any], _fs: LoopFilesystem, _work: Path) -> None:
-    config["snapshot"]["provider"] = "ebs"
-    config["drill"] = {"enabled": True}
-
-
 @pytest.mark.parametrize(
     ("mutate", "env", "line"),
     [
@@ -105,7 +100,6 @@ def drill_on_ebs(config: dict[str, Any], _fs: LoopFilesystem, _work: Path) -> No
         (missing_option_file, {}, 'no-such.cnf": no such file; without it backupd would log in'),
         (repository_on_the_data_filesystem, {}, "the repository is on the database's filesystem"),
         (plain_directory_as_mount, {}, 'not-a-mount": '),  # on / or not a mount point
-        (drill_on_ebs, {}, "drill.enabled = true: drills restore the local provider's images"),
     ],
 )
 def test_each_lie_is_one_line(

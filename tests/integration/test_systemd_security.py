@@ -53,8 +53,8 @@ def test_runs_unprivileged_with_one_capability() -> None:
     for line in (
         "User=backupd",
         "Group=backupd",
-        "CapabilityBoundingSet=CAP_SYS_ADMIN",
-        "AmbientCapabilities=CAP_SYS_ADMIN",
+        "CapabilityBoundingSet=CAP_SYS_ADMIN CAP_CHOWN",
+        "AmbientCapabilities=CAP_SYS_ADMIN CAP_CHOWN",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ProtectHome=yes",

@@ -70,7 +70,7 @@ def run_unprivileged(mount: Path, caps: str) -> subprocess.CompletedProcess[str]
 
 def test_unit_capabilities_suffice_to_freeze(small_fs: LoopFilesystem) -> None:
     caps = unit_capabilities()
-    assert caps == "+sys_admin"
+    assert caps == "+sys_admin,+chown"  # chown: drills hand the restored tree to backupd
     granted = run_unprivileged(small_fs.mount_point, caps)
     assert granted.returncode == 0, granted.stdout + granted.stderr
     assert "froze and thawed" in granted.stdout

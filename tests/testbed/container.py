@@ -73,6 +73,7 @@ class Container:
             if not node.exists():
                 os.mknod(node, kind | 0o660, device)
                 os.chown(node, 0, disk)
+                os.chmod(node, 0o660)  # mknod's mode goes through our umask (0640 with 022)
 
     def command(self, *argv: str) -> list[str]:
         """The host command line that runs `argv` inside (all namespaces, a clean env), as root."""

@@ -78,9 +78,22 @@ def restore_step(bed: LocalBed, sock: list[str], config: Path) -> tuple[int, str
     target = bed.db.sql("SHOW MASTER STATUS")[0]
     wait_archived(sock, f"{target[0]}:{target[1]}")
     failures = show("--config", str(config), "restore", "plan", "--to", moment) != 0
-    print(f"\n$ backupctl drill --to {moment}", flush=True)
+    # The daemon is on moto's EC2 now, whose attachments make no device: drill the local
+    # provider's images from this shell (`--local`; without it the daemon would run it).
+    local = bed.base / "drill-local.toml"
+    local.write_text(render_toml(bed.config()))
+    print(f"\n$ backupctl --config {local} drill --to {moment} --local", flush=True)
     result = subprocess.run(
-        [str(BIN_DIR / "backupctl"), "--config", str(config), "--json", "drill", "--to", moment],
+        [
+            str(BIN_DIR / "backupctl"),
+            "--config",
+            str(local),
+            "--json",
+            "drill",
+            "--to",
+            moment,
+            "--local",
+        ],
         capture_output=True,
         text=True,
         check=False,
