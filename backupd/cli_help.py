@@ -38,6 +38,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "backupctl drill": ("backupctl drill --to latest",),
     "backupctl verify": ("backupctl verify --sample 100",),
+    "backupctl binlog index": ("backupctl binlog index --json",),
+    "backupctl find": (
+        "backupctl find --table shop.orders --op delete --min-rows 100"
+        " --since 2026-11-26T00:00:00Z",
+    ),
 }
 
 

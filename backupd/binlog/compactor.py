@@ -4,7 +4,8 @@ segments, so the repository does not fill with one-second objects.
 The compacted object is itself a segment [0, size) of kind `eof`, so planners need no second
 format: where segments overlap the longest wins. Only one timeline's segments are ever
 compacted together (the stream is part of the request). Order of work keeps every moment
-restorable: verify the parts, store the whole, store the manifest, only then delete the parts.
+restorable: verify the parts, store the whole, store its change index (the parts' indexes
+merged), store the manifest, only then delete the parts and their indexes.
 Files larger than `MAX_BYTES` keep their segments (they are large already).
 """
 
@@ -15,7 +16,8 @@ import json
 import queue
 import threading
 
-from backupd.binlog import layout
+from backupd.binlog import index_store, layout
+from backupd.binlog.change_index import Indexer, IndexingError, IndexObject
 from backupd.binlog.extent import Extent
 from backupd.binlog.fetch import load_segment
 from backupd.binlog.recent import RecentSegments
@@ -35,11 +37,8 @@ def compact_file(
     """Compact one closed file of one timeline's `stream`; None when there is nothing to do
     (or it is not closed). Segments still in `recent` are not downloaded again."""
     store = target.store()
-    segments = [
-        seg
-        for info in store.list(layout.file_prefix(stream, file))
-        if (seg := layout.parse_segment(info.key)) is not None
-    ]
+    keys = [info.key for info in store.list(layout.file_prefix(stream, file))]
+    segments = [seg for key in keys if (seg := layout.parse_segment(key)) is not None]
     found = layout.chain(segments)
     if found is None or not found.closed or found.holes or found.end > MAX_BYTES:
         return None
@@ -50,6 +49,7 @@ def compact_file(
     whole = _whole_extent(found, parts)
     encoded = encode(stream, whole, raw, target.compression, target.level)
     store.put(encoded.key.key, encoded.body)
+    index = _merge_index(store, parts, index_store.indexes_of(keys), encoded.key, raw)
     manifest = {
         "file": file,
         "size": found.end,
@@ -61,7 +61,34 @@ def compact_file(
     for seg in segments:
         if seg.key != encoded.key.key:
             store.delete(seg.key)
+    for old in index_store.indexes_of(keys):
+        if index is not None and old != index:
+            store.delete(old.key)  # the merged index holds their transactions
     return encoded.key
+
+
+def _merge_index(
+    store: ObjectStore,
+    parts: list[layout.SegmentKey],
+    indexes: list[layout.IndexKey],
+    whole: layout.SegmentKey,
+    raw: bytes,
+) -> layout.IndexKey | None:
+    """The compacted segment's change index: its parts' indexes merged, or (when a part has
+    none) the whole file indexed again. None when it cannot be made (parts' kept)."""
+    found = [index_store.index_for(part, indexes) for part in parts]
+    try:
+        if all(found):
+            loaded = [index_store.load_index(store, key) for key in found if key is not None]
+            transactions = index_store.merged(loaded)
+        else:
+            transactions = Indexer().index(whole.extent, raw)
+    except (BackupdError, IndexingError) as exc:
+        _log.warning("compacted file not indexed (backupctl binlog index can)", error=str(exc))
+        return None
+    return index_store.store_index(
+        store, whole, IndexObject(whole.extent, whole.raw_sha256, transactions)
+    )
 
 
 def _raw(store: ObjectStore, seg: layout.SegmentKey, recent: RecentSegments | None) -> bytes:

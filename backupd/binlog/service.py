@@ -19,6 +19,7 @@ from backupd.binlog.archive import Archive, cluster_name
 from backupd.binlog.archiver import Alarms, Archiver, server_logs
 from backupd.binlog.compactor import Compactor
 from backupd.binlog.continuity import describe_server
+from backupd.binlog.index_stage import IndexStage
 from backupd.binlog.metrics import BinlogMetrics
 from backupd.binlog.recent import RecentSegments
 from backupd.binlog.refill import refill
@@ -63,6 +64,7 @@ class BinlogService:
         self.uploader: Uploader | None = None
         self.archiver: Archiver | None = None
         self.compactor: Compactor | None = None
+        self.indexing: IndexStage | None = None
         self._logs: list[tuple[str, int]] = []
         self._thread = threading.Thread(target=self._main, name="binlog", daemon=True)
 
@@ -78,7 +80,7 @@ class BinlogService:
     def stop(self) -> None:
         self._stop.set()
         budget = self.config.daemon.shutdown_timeout_seconds / 3
-        for part in (self.archiver, self.uploader, self.compactor):
+        for part in (self.archiver, self.indexing, self.uploader, self.compactor):
             if part is not None:
                 part.join(budget)
         if self._thread.is_alive():
@@ -135,11 +137,14 @@ class BinlogService:
             self._upload_failed,
             self._stop,
         )
+        # Spooled segments pass the change index on their way to the uploader.
+        self.indexing = IndexStage(self.uploader.submit, self._stop, binlog.index)
         for entry in recovered:
             self.progress.queued(entry.file, entry.start, entry.end, entry.last_time)
         self.uploader.start()
+        self.indexing.start()
         for entry in recovered:
-            self.uploader.submit(entry)
+            self.indexing.submit(entry)
         self.archiver = Archiver(
             self.config.mysql,
             binlog,
@@ -147,7 +152,7 @@ class BinlogService:
             self.cluster,
             target,
             self.spool,
-            self.uploader.submit,
+            self.indexing.submit,
             self.progress,
             self.metrics,
             self.alarms,
