@@ -82,6 +82,7 @@ def _merge_index(
             loaded = [index_store.load_index(store, key) for key in found if key is not None]
             transactions = index_store.merged(loaded)
         else:
+            _log.info("a compacted part had no change index; indexing the file", file=whole.file)
             transactions = Indexer().index(whole.extent, raw)
     except (BackupdError, IndexingError) as exc:
         _log.warning("compacted file not indexed (backupctl binlog index can)", error=str(exc))
