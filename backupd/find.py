@@ -145,22 +145,26 @@ def _search(store: ObjectStore, timeline: Timeline, query: Query, result: Result
         for seg in chain.segments:
             if seg.size == 0 or not query.covers(seg):
                 continue
-            index = index_store.index_for(seg, indexes)
+            index = index_store.covering(seg, indexes)
             if index is None:
                 missing += 1
-            else:
+            elif index not in wanted:
                 wanted.append(index)
     if missing:
         result.warnings.append(
             f"timeline {timeline.id}: {missing} segment(s) have no change index and were not "
             "searched (backupctl binlog index writes them)"
         )
+    seen: set[tuple[str, int]] = set()
     with ThreadPoolExecutor(_PARALLEL_GETS) as pool:
         for found in pool.map(lambda key: _matches(store, key, query), wanted):
             if isinstance(found, str):
                 result.warnings.append(found)
-            else:
-                result.found += [Found(timeline.id, txn) for txn in found]
+                continue
+            for txn in found:
+                if (txn.file, txn.pos) not in seen:  # overlapping indexes list it twice
+                    seen.add((txn.file, txn.pos))
+                    result.found.append(Found(timeline.id, txn))
 
 
 def _matches(store: ObjectStore, key: layout.IndexKey, query: Query) -> list[Transaction] | str:

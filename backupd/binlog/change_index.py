@@ -12,8 +12,8 @@ transaction still open) carries from one segment of a file to the next. A segmen
 not continue the state (a restart in the middle of a file) starts fresh and learns the
 checksum setting from its first event's CRC.
 
-The object: zstd-compressed JSON (see `encode`), stored under the key `layout.index_key`
-names from the segment (its range and raw sha256) and the object's own sha256.
+The object: zstd-compressed JSON (see `encode`) of one or several consecutive segments,
+stored under the key `layout.IndexKey` names from the range and the object's own sha256.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ VERSION = 1
 _HEADER = struct.Struct("<IBIII")  # timestamp, type, server id, size, log_pos
 _ROW_CODES = frozenset(rows.ROW_EVENTS)
 _MYSQL_GTIDS = frozenset({ev.MYSQL_GTID, ev.MYSQL_ANONYMOUS_GTID})
+_MARIADB_COMPRESSED = frozenset(range(165, 172))  # log_bin_compress: QUERY and row events
 
 
 class IndexingError(ValueError):
@@ -157,9 +158,16 @@ class Indexer:
             self._begin(_mysql_gtid(raw) if code == ev.MYSQL_GTID else None, start, True)
         elif code == ev.MYSQL_TRANSACTION_PAYLOAD:
             self._payload(raw, start, end, timestamp, done)
-        elif code == ev.FORMAT_DESCRIPTION:
+        else:
+            self._file_event(raw, code)
+
+    def _file_event(self, raw: bytes, code: int) -> None:
+        """Events about the file rather than a transaction (or that the index cannot read)."""
+        if code == ev.FORMAT_DESCRIPTION:
             self._alg = ev.fde_checksum_alg(raw)
             self._tables = {}
+        elif code in _MARIADB_COMPRESSED:
+            raise rows.RowsError(f"compressed event type {code} (log_bin_compress) not indexed")
 
     def _begin(self, gtid: str | None, start: int, standalone: bool) -> None:
         self._open = _Open(Transaction(gtid, self._file, start), standalone)
@@ -249,23 +257,23 @@ def _mysql_gtid(raw: bytes) -> str:
 
 @dataclass(frozen=True)
 class IndexObject:
-    """A segment's index: the segment it describes and its transactions."""
+    """The index of bytes [start, end) of a file: the transactions that commit in them."""
 
-    extent: Extent
-    raw_sha256: str  # of the segment's bytes
+    file: str
+    start: int
+    end: int
     transactions: list[Transaction]
 
 
 def encode(obj: IndexObject) -> bytes:
-    """zstd(JSON): {"version", "file", "start", "end", "raw_sha256", "transactions": [[gtid,
-    pos, end_pos, commit_time, kind, {"db.t": [insert, update, delete]}, statement], ...]}.
-    Deterministic: the same segment indexes to the same bytes (and so the same key)."""
+    """zstd(JSON): {"version", "file", "start", "end", "transactions": [[gtid, pos, end_pos,
+    commit_time, kind, {"db.t": [insert, update, delete]}, statement], ...]}.
+    Deterministic: the same bytes index to the same object (and so the same key)."""
     document = {
         "version": VERSION,
-        "file": obj.extent.file,
-        "start": obj.extent.start,
-        "end": obj.extent.end,
-        "raw_sha256": obj.raw_sha256,
+        "file": obj.file,
+        "start": obj.start,
+        "end": obj.end,
         "transactions": [txn.to_list() for txn in obj.transactions],
     }
     text = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
@@ -283,6 +291,5 @@ def decode(body: bytes, object_sha256: str) -> IndexObject:
     if document.get("version") != VERSION:
         raise ValueError(f"index object version {document.get('version')!r} is not {VERSION}")
     file = str(document["file"])
-    extent = Extent(file, int(document["start"]), int(document["end"]), 0, 0, "", "", "")
     txns = [Transaction.from_list(file, item) for item in document["transactions"]]
-    return IndexObject(extent, str(document["raw_sha256"]), txns)
+    return IndexObject(file, int(document["start"]), int(document["end"]), txns)

@@ -74,22 +74,21 @@ def _merge_index(
     whole: layout.SegmentKey,
     raw: bytes,
 ) -> layout.IndexKey | None:
-    """The compacted segment's change index: its parts' indexes merged, or (when a part has
-    none) the whole file indexed again. None when it cannot be made (parts' kept)."""
-    found = [index_store.index_for(part, indexes) for part in parts]
+    """The compacted segment's change index: the indexes covering its parts merged, or (when
+    a part has none) the whole file indexed again. None when it cannot be made."""
+    found = [index_store.covering(part, indexes) for part in parts]
     try:
         if all(found):
-            loaded = [index_store.load_index(store, key) for key in found if key is not None]
-            transactions = index_store.merged(loaded)
+            chosen = {key for key in found if key is not None}
+            transactions = index_store.merged(index_store.load_index(store, k) for k in chosen)
         else:
             _log.info("a compacted part had no change index; indexing the file", file=whole.file)
             transactions = Indexer().index(whole.extent, raw)
     except (BackupdError, IndexingError) as exc:
         _log.warning("compacted file not indexed (backupctl binlog index can)", error=str(exc))
         return None
-    return index_store.store_index(
-        store, whole, IndexObject(whole.extent, whole.raw_sha256, transactions)
-    )
+    obj = IndexObject(whole.file, whole.start, whole.end, transactions)
+    return index_store.store_index(store, whole.stream, obj)
 
 
 def _raw(store: ObjectStore, seg: layout.SegmentKey, recent: RecentSegments | None) -> bytes:

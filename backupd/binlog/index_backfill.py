@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from backupd.binlog import index_store, layout
 from backupd.binlog.archive import Archive, Timeline, clusters
-from backupd.binlog.change_index import Indexer, IndexingError, IndexObject
+from backupd.binlog.change_index import Indexer, IndexingError, IndexObject, Transaction
 from backupd.binlog.fetch import load_segment
 from backupd.errors import BackupdError, UsageError
 from backupd.storage import ObjectStore
@@ -23,7 +23,7 @@ from backupd.storage import ObjectStore
 
 @dataclass
 class BackfillReport:
-    indexed: int = 0  # index objects written
+    indexed: int = 0  # segments indexed
     present: int = 0  # segments that had one already
     failed: list[str] = field(default_factory=list)  # segments that could not be indexed
     timelines: list[str] = field(default_factory=list)  # "cluster/tl<id>" walked
@@ -74,15 +74,27 @@ def _timeline(
 def _file(
     store: ObjectStore, parts: list[layout.SegmentKey], missing: set[layout.SegmentKey]
 ) -> int:
-    """Read the file's segments in order up to the last unindexed one; index those."""
+    """Read the file's segments in order up to the last unindexed one; store one index
+    object per run of consecutive unindexed segments. Returns the segments indexed."""
     indexer = Indexer()
     last = max(parts.index(seg) for seg in missing)
-    stored = 0
+    run: list[layout.SegmentKey] = []
+    transactions: list[Transaction] = []
     for seg in parts[: last + 1]:
-        transactions = indexer.index(seg.extent, load_segment(store, seg))
+        found = indexer.index(seg.extent, load_segment(store, seg))
         if seg in missing:
-            index_store.store_index(
-                store, seg, IndexObject(seg.extent, seg.raw_sha256, transactions)
-            )
-            stored += 1
-    return stored
+            run.append(seg)
+            transactions += found
+        elif run:
+            _store(store, run, transactions)
+            run, transactions = [], []
+    if run:
+        _store(store, run, transactions)
+    return len(missing)
+
+
+def _store(
+    store: ObjectStore, run: list[layout.SegmentKey], transactions: list[Transaction]
+) -> None:
+    obj = IndexObject(run[0].file, run[0].start, run[-1].end, transactions)
+    index_store.store_index(store, run[0].stream, obj)

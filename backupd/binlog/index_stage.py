@@ -2,10 +2,10 @@
 
 Each spooled segment is indexed (`change_index`) in order by one worker process, and the
 index is written next to it in the spool (`<entry>.idx`, fsynced) before the entry goes
-to the uploader, which stores the index right after the segment and only then removes
-both from the spool. So an index object is as durable as its segment: a crash before the
-upload leaves both in the spool, the keys come from the content (no duplicate), and the
-index never names a segment that is not stored.
+to the uploader. Once the segment is stored, its index moves to the batcher's pending
+directory (`index_batcher`), which stores the pending indexes of consecutive segments as
+one object. So an index is as durable as its segment (a crash leaves it in the spool), the
+keys come from the content (no duplicate), and no index covers a segment not stored.
 
 Why a process: counting rows walks every row in Python, and in the daemon's process that
 would take the interpreter lock from the reader thread (the archiver's throughput). The
@@ -18,7 +18,6 @@ beyond the stage's short queue.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import queue
 import threading
@@ -41,9 +40,12 @@ _WORKER: dict[str, Indexer] = {}  # the worker process's indexer, kept across it
 def index_spooled(path: str, extent: Extent) -> bytes:
     """In the worker: the index object of one spooled segment."""
     indexer = _WORKER.get("indexer") or _WORKER.setdefault("indexer", Indexer())
-    data = Path(path).read_bytes()
-    transactions = indexer.index(extent, data)
-    return encode(IndexObject(extent, hashlib.sha256(data).hexdigest(), transactions))
+    transactions = indexer.index(extent, Path(path).read_bytes())
+    return encode(IndexObject(extent.file, extent.start, extent.end, transactions))
+
+
+def _warm() -> None:
+    """In the worker: nothing; the call makes the pool start its process."""
 
 
 class IndexStage:
@@ -63,6 +65,10 @@ class IndexStage:
 
     def start(self) -> None:
         self._thread.start()
+        if self.enabled:
+            with self._lock:
+                self._pool = self._new_pool()
+                self._pool.submit(_warm)  # spawn and import now, not at the first segment
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
@@ -86,13 +92,16 @@ class IndexStage:
         with self._lock:
             try:
                 if self._pool is None:
-                    context = multiprocessing.get_context("spawn")  # the daemon has threads
-                    self._pool = ProcessPoolExecutor(1, mp_context=context)
+                    self._pool = self._new_pool()
                 return self._pool.submit(index_spooled, str(entry.path), entry.extent)
             except (BrokenProcessPool, OSError, RuntimeError) as exc:
                 _log.warning("change index worker unavailable; segment unindexed", error=str(exc))
                 self._pool = None  # a new worker for the next segment
                 return None
+
+    @staticmethod
+    def _new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
 
     def _run(self) -> None:
         while True:

@@ -1,5 +1,5 @@
-"""Change index objects in the repository: store, load, merge, and find the segments that
-have none. The compactor, the backfill and `backupctl find` all go through here."""
+"""Change index objects in the repository: store, load, merge, and which segments they
+cover. The index batcher, the compactor, the backfill and `backupctl find` go through here."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from backupd.errors import ArchiveCorrupt
 from backupd.storage import ObjectStore
 
 
-def store_index(
-    store: ObjectStore, segment: layout.SegmentKey, obj: IndexObject
-) -> layout.IndexKey:
-    """Store `obj` as the index of `segment`; returns its key."""
+def key_for(stream: str, obj: IndexObject, body: bytes) -> layout.IndexKey:
+    return layout.IndexKey(stream, obj.file, obj.start, obj.end, hashlib.sha256(body).hexdigest())
+
+
+def store_index(store: ObjectStore, stream: str, obj: IndexObject) -> layout.IndexKey:
+    """Store `obj` in `stream`; returns its key."""
     body = encode(obj)
-    key = layout.index_key_for(segment, hashlib.sha256(body).hexdigest())
+    key = key_for(stream, obj, body)
     store.put(key.key, body)
     return key
 
@@ -34,31 +36,30 @@ def indexes_of(keys: Iterable[str]) -> list[layout.IndexKey]:
     return [found for key in keys if (found := layout.parse_index(key)) is not None]
 
 
-def index_for(
+def covering(
     segment: layout.SegmentKey, indexes: Iterable[layout.IndexKey]
 ) -> layout.IndexKey | None:
-    """The index describing exactly `segment` (the first one, should there be two)."""
-    return next((index for index in sorted(indexes) if index.describes(segment)), None)
+    """The widest index covering `segment` (None: it has no index)."""
+    found = [index for index in indexes if index.covers(segment)]
+    return max(found, key=lambda i: (i.end - i.start, i.key)) if found else None
 
 
 def unindexed(
     segments: Iterable[layout.SegmentKey], indexes: Iterable[layout.IndexKey]
 ) -> list[layout.SegmentKey]:
-    """The segments (non-empty) that no index object describes."""
-    described = {index.identity for index in indexes}
-    return [
-        seg for seg in segments if seg.size > 0 and layout.segment_identity(seg) not in described
-    ]
+    """The segments (non-empty) no index object covers."""
+    indexes = list(indexes)
+    return [seg for seg in segments if seg.size > 0 and covering(seg, indexes) is None]
 
 
-def merged(parts: list[IndexObject]) -> list[Transaction]:
-    """The transactions of consecutive segments' indexes as one list (in file order; a
-    transaction listed twice is kept once)."""
+def merged(parts: Iterable[IndexObject]) -> list[Transaction]:
+    """The transactions of several indexes of one file as one list in file order (a
+    transaction listed twice, by overlapping indexes, is kept once)."""
     seen: set[int] = set()
     out: list[Transaction] = []
-    for part in sorted(parts, key=lambda p: p.extent.start):
+    for part in sorted(parts, key=lambda p: p.start):
         for txn in part.transactions:
             if txn.pos not in seen:
                 seen.add(txn.pos)
                 out.append(txn)
-    return out
+    return sorted(out, key=lambda txn: txn.pos)

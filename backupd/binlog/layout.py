@@ -6,7 +6,7 @@ Public and stable: `backupd.binlog.archive` reads the archive through these pars
     binlog/<stream>/<file>/<start>-<end>_<first_time>-<last_time>_<first_gtid>~<last_gtid>_<kind>_<raw_sha256>_<object_sha256>.<ext>
     binlog/<stream>/<file>/manifest.json
     binlog/<stream>/gaps/<from_file>_<from_pos>_<to_file>_<to_pos>.json
-    binlog/<stream>/<file>/index/<start>-<end>_<raw_sha256>_<object_sha256>.json.zst
+    binlog/<stream>/<file>/index/<start>-<end>_<object_sha256>.json.zst
 
 - `stream`: where one timeline's objects live: `<cluster>/tl<id>` (id: 6 digits), so objects
   of two timelines never share a key. Archives written before timelines keep their objects
@@ -21,8 +21,9 @@ Public and stable: `backupd.binlog.archive` reads the archive through these pars
 - `raw_sha256`: of the binlog bytes; `object_sha256`: of the stored object; `ext`: `zst` or
   `bin` (uncompressed).
 
-- `index/...`: the change index of the segment [start, end) whose bytes have `raw_sha256`
-  (`backupd.binlog.change_index`); `object_sha256` is of the index object itself.
+- `index/...`: the change index of bytes [start, end) of the file (one or several
+  consecutive segments; `backupd.binlog.change_index`); `object_sha256` is of the index
+  object itself.
 
 A compacted file is one segment [0, size) of kind `eof`; its manifest lists the segments it
 replaced. Where segments overlap (compaction not finished), the longest one wins.
@@ -50,8 +51,7 @@ _HISTORY = re.compile(r"tl(?P<id>\d{6})\.json")
 TIMELINES = "timelines"
 INDEX = "index"
 _INDEX = re.compile(
-    rf"(?P<start>\d{{12}})-(?P<end>\d{{12}})_(?P<raw_sha256>{_HEX64})_(?P<object_sha256>{_HEX64})"
-    r"\.json\.zst"
+    rf"(?P<start>\d{{12}})-(?P<end>\d{{12}})_(?P<object_sha256>{_HEX64})\.json\.zst"
 )
 _GAP = re.compile(
     r"(?P<from_file>[^/_]+)_(?P<from_pos>\d+)_(?P<to_file>[^/_]+)_(?P<to_pos>\d+)\.json"
@@ -92,41 +92,28 @@ class GapKey:
 
 @dataclass(frozen=True, order=True)
 class IndexKey:
-    """A segment's change index: the segment's stream, file, range and raw sha256, and the
-    sha256 of the index object."""
+    """A change index object: the byte range [start, end) of one file of one stream whose
+    transactions it lists, and the sha256 of the object. Within a stream a (file, offset)
+    always holds the same byte, so a range says which segments an index covers."""
 
     stream: str
     file: str
     start: int
     end: int
-    raw_sha256: str
     object_sha256: str
 
     @property
     def key(self) -> str:
-        name = f"{self.start:012d}-{self.end:012d}_{self.raw_sha256}_{self.object_sha256}.json.zst"
+        name = f"{self.start:012d}-{self.end:012d}_{self.object_sha256}.json.zst"
         return f"{file_prefix(self.stream, self.file)}{INDEX}/{name}"
 
-    @property
-    def identity(self) -> tuple[str, str, int, int, str]:
-        """The segment it describes, as `segment_identity` spells it."""
-        return (self.stream, self.file, self.start, self.end, self.raw_sha256)
-
-    def describes(self, seg: SegmentKey) -> bool:
-        """Whether this is the index of exactly that segment (same range, same bytes)."""
-        return self.identity == segment_identity(seg)
-
-
-def segment_identity(seg: SegmentKey) -> tuple[str, str, int, int, str]:
-    """What ties a segment to its change index: stream, file, range and raw sha256."""
-    return (seg.stream, seg.file, seg.start, seg.end, seg.raw_sha256)
-
-
-def index_key_for(segment: SegmentKey, object_sha256: str) -> IndexKey:
-    """The key of `segment`'s change index whose object has `object_sha256`."""
-    return IndexKey(
-        segment.stream, segment.file, segment.start, segment.end, segment.raw_sha256, object_sha256
-    )
+    def covers(self, seg: SegmentKey) -> bool:
+        """Whether this index lists every transaction that commits in `seg`."""
+        return (
+            (self.stream, self.file) == (seg.stream, seg.file)
+            and self.start <= seg.start
+            and seg.end <= self.end
+        )
 
 
 def parse_index(key: str) -> IndexKey | None:
@@ -138,12 +125,7 @@ def parse_index(key: str) -> IndexKey | None:
     if match is None:
         return None
     return IndexKey(
-        found[0],
-        found[1][0],
-        int(match["start"]),
-        int(match["end"]),
-        match["raw_sha256"],
-        match["object_sha256"],
+        found[0], found[1][0], int(match["start"]), int(match["end"]), match["object_sha256"]
     )
 
 

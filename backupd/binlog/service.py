@@ -19,6 +19,7 @@ from backupd.binlog.archive import Archive, cluster_name
 from backupd.binlog.archiver import Alarms, Archiver, server_logs
 from backupd.binlog.compactor import Compactor
 from backupd.binlog.continuity import describe_server
+from backupd.binlog.index_batcher import IndexBatcher
 from backupd.binlog.index_stage import IndexStage
 from backupd.binlog.metrics import BinlogMetrics
 from backupd.binlog.recent import RecentSegments
@@ -65,6 +66,7 @@ class BinlogService:
         self.archiver: Archiver | None = None
         self.compactor: Compactor | None = None
         self.indexing: IndexStage | None = None
+        self.batcher: IndexBatcher | None = None
         self._logs: list[tuple[str, int]] = []
         self._thread = threading.Thread(target=self._main, name="binlog", daemon=True)
 
@@ -80,7 +82,7 @@ class BinlogService:
     def stop(self) -> None:
         self._stop.set()
         budget = self.config.daemon.shutdown_timeout_seconds / 3
-        for part in (self.archiver, self.indexing, self.uploader, self.compactor):
+        for part in (self.archiver, self.indexing, self.uploader, self.batcher, self.compactor):
             if part is not None:
                 part.join(budget)
         if self._thread.is_alive():
@@ -137,12 +139,17 @@ class BinlogService:
             self._upload_failed,
             self._stop,
         )
-        # Spooled segments pass the change index on their way to the uploader.
+        # Spooled segments pass the change index on their way to the uploader; stored
+        # segments' indexes wait for the batcher, which hands closed files to compaction.
         self.indexing = IndexStage(self.uploader.submit, self._stop, binlog.index)
+        self.batcher = IndexBatcher(
+            self.store, spool_dir, self._stop, binlog.index_flush_seconds, self.compactor.submit
+        )
         for entry in recovered:
             self.progress.queued(entry.file, entry.start, entry.end, entry.last_time)
         self.uploader.start()
         self.indexing.start()
+        self.batcher.start()
         for entry in recovered:
             self.indexing.submit(entry)
         self.archiver = Archiver(
@@ -197,9 +204,10 @@ class BinlogService:
             _log.error("binlog objects missing from the repository after upload", range=lost)
 
     def _uploaded(self, entry: SpoolEntry, key: layout.SegmentKey, object_size: int) -> None:
-        assert self.spool is not None
+        assert self.spool is not None and self.batcher is not None
         with contextlib.suppress(OSError):  # unreadable: compaction downloads it instead
             self.recent.keep(key.raw_sha256, entry.read())  # for compaction: no GET later
+        self.batcher.take(entry, key.stream)  # before the entry leaves the spool
         self.spool.remove(entry)
         self.alarms.upload_error = ""
         if entry.spooled_at and self.archiver is not None:
@@ -208,9 +216,10 @@ class BinlogService:
         self.metrics.uploaded_bytes.inc(object_size)
         if self.progress.uploaded(entry.file, entry.start, entry.end):
             for closed in self.progress.take_passed():
-                if self.compactor is not None and self.archiver is not None:
-                    # every byte of it is stored (on the timeline being written)
-                    self.compactor.submit(self.archiver.target.stream, closed)
+                if self.archiver is not None:
+                    # every byte of it is stored (on the timeline being written): its
+                    # indexes are stored next, then it is compacted
+                    self.batcher.close_file(self.archiver.target.stream, closed)
             try:
                 stream = self.archiver.target.stream if self.archiver is not None else ""
                 self.state.save(stream, self.progress.file, self.progress.position)

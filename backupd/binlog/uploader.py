@@ -1,8 +1,7 @@
 """Upload spooled segments: a small worker pool over a bounded queue, retried with backoff.
 
 Each segment is compressed (zstd, configurable level), hashed (sha256 of the raw bytes and
-of the object, both in the key), stored with its change index when one is spooled beside it,
-and only then removed from the spool. Keys are
+of the object, both in the key), stored, and only then removed from the spool. Keys are
 derived from content, so uploading the same segment twice (a kill between upload and
 removal) writes the same object again: no duplicate.
 """
@@ -64,16 +63,6 @@ class Target:
 
     def encode(self, entry: SpoolEntry, raw: bytes) -> Encoded:
         return encode(self.stream, entry.extent, raw, self.compression, self.level)
-
-    def store_index(self, entry: SpoolEntry, segment: layout.SegmentKey) -> None:
-        """Store the change index spooled beside `entry` (none: nothing to do), after its
-        segment: an index object always describes a stored segment."""
-        try:
-            body = entry.index_path.read_bytes()
-        except FileNotFoundError:
-            return
-        key = layout.index_key_for(segment, hashlib.sha256(body).hexdigest())
-        self.store().put(key.key, body)
 
 
 class Uploader:
@@ -145,7 +134,6 @@ class Uploader:
             try:
                 encoded = self.target.encode(entry, entry.read())
                 self.target.store().put(encoded.key.key, encoded.body)
-                self.target.store_index(entry, encoded.key)
             except (BackupdError, OSError) as exc:
                 message = getattr(exc, "message", str(exc))
                 _log.warning(

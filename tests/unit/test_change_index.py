@@ -20,6 +20,7 @@ from backupd.binlog.change_index import Indexer, IndexObject, Transaction, decod
 from backupd.binlog.compactor import compact_file
 from backupd.binlog.extent import Extent
 from backupd.binlog.index_backfill import backfill
+from backupd.binlog.index_batcher import IndexBatcher
 from backupd.binlog.index_stage import IndexStage
 from backupd.binlog.retention import list_archive
 from backupd.binlog.segmenter import Segmenter
@@ -186,7 +187,7 @@ def test_account_names_stay_readable_and_long_statements_are_cut() -> None:
 
 def test_the_stored_index_holds_no_secret_and_checks_its_checksum() -> None:
     found = index_whole(workload())
-    obj = IndexObject(Extent("mysql-bin.000001", 0, 100, 0, 0, "", "", "eof"), "a" * 64, found)
+    obj = IndexObject("mysql-bin.000001", 0, 100, found)
     body = encode(obj)
     assert body == encode(obj)  # deterministic: the same segment, the same key
     assert b"hunter2" not in zstandard.ZstdDecompressor().decompress(body)
@@ -207,9 +208,8 @@ def archive_with_index(tmp_path: Path, store: FileStore, fake: FakeFile, stream:
             encoded = encode_segment(stream, segment.extent, segment.data, "zstd", 3)
             store.put(encoded.key.key, encoded.body)
             txns = indexer.index(segment.extent, segment.data)
-            index_store.store_index(
-                store, encoded.key, IndexObject(segment.extent, encoded.key.raw_sha256, txns)
-            )
+            obj = IndexObject(segment.file, segment.start, segment.end, txns)
+            index_store.store_index(store, stream, obj)
             count += 1
     return count
 
@@ -229,7 +229,7 @@ def test_compaction_merges_the_parts_indexes(tmp_path: Path) -> None:
     assert key is not None
     keys = [info.key for info in store.list(layout.file_prefix(stream, fake.name))]
     indexes = index_store.indexes_of(keys)
-    assert len(indexes) == 1 and indexes[0].describes(key)
+    assert len(indexes) == 1 and indexes[0].covers(key)
     merged = index_store.load_index(store, indexes[0]).transactions
     assert [t.to_list() for t in merged] == [t.to_list() for t in index_whole(fake)]
 
@@ -331,3 +331,57 @@ def test_the_index_stage_spools_an_index_beside_each_entry(tmp_path: Path) -> No
     finally:
         stop.set()
         stage.join(5)
+
+
+def test_the_batcher_stores_consecutive_segments_as_one_object(tmp_path: Path) -> None:
+    """Stored segments' indexes wait; a closed file's run becomes one object, and only then
+    is the file handed on (to compaction); what waits survives a restart."""
+    store = FileStore(tmp_path / "repo")
+    stop = threading.Event()
+    spool = Spool(tmp_path / "spool", 1 << 20, stop)
+    spool.recover()
+    fake = workload()
+    seg = Segmenter(fake.name, 4, 0.0, 200)
+    indexer = Indexer()
+    entries = []
+    for segment in (s for raw in fake.stream() for s in seg.feed(raw, 1.0)):
+        entry = spool.write(segment)
+        assert entry is not None
+        txns = indexer.index(entry.extent, entry.read())
+        entry.index_path.write_bytes(encode(IndexObject(entry.file, entry.start, entry.end, txns)))
+        entries.append(entry)
+    closed: list[tuple[str, str]] = []
+    handed = threading.Event()
+
+    def file_closed(stream: str, file: str) -> None:
+        closed.append((stream, file))
+        handed.set()
+
+    first = IndexBatcher(lambda: store, spool.directory, stop, 3600.0, file_closed)
+    first.directory.mkdir()
+    for entry in entries[:2]:
+        first.take(entry, "c/tl000001")
+        spool.remove(entry)
+    assert len(first.pending()) == 2 and not entries[0].index_path.exists()
+    batcher = IndexBatcher(lambda: store, spool.directory, stop, 3600.0, file_closed)
+    assert batcher.flush() == 1  # a restart stores what the last run left, first
+    for entry in entries[2:]:
+        batcher.take(entry, "c/tl000001")
+        spool.remove(entry)
+    batcher.start()
+    try:
+        batcher.close_file("c/tl000001", fake.name)
+        assert handed.wait(30)
+    finally:
+        stop.set()
+        batcher.join(10)
+    assert closed == [("c/tl000001", fake.name)]
+    keys = sorted(index_store.indexes_of(info.key for info in store.list("binlog/")))
+    # the two left by the first run (stored at start), then the rest of the file as one
+    assert [(k.start, k.end) for k in keys] == [
+        (0, entries[1].end),
+        (entries[2].start, len(fake.data)),
+    ]
+    assert batcher.pending() == []
+    merged = index_store.merged(index_store.load_index(store, k) for k in keys)
+    assert [t.to_list() for t in merged] == [t.to_list() for t in index_whole(fake)]
