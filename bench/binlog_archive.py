@@ -325,6 +325,9 @@ def measure(db: MariaDB, base: Path, reps: int) -> dict[str, Any]:
             "mb_per_s_median": round(mb / ours_s, 1),
             "events_per_s_median": round(events / ours_s),
             "stored_bytes": sum(p.stat().st_size for p in repo.rglob("*") if p.is_file()),
+            "change_index_stored_bytes": sum(
+                p.stat().st_size for p in repo.rglob("*/index/*") if p.is_file()
+            ),
         },
         "mariadb_binlog_raw_zstd": {
             "seconds_median": round(raw_s, 3),
