@@ -32,10 +32,16 @@ MAX_BYTES = 256 * 1024 * 1024
 
 
 def compact_file(
-    target: Target, stream: str, file: str, recent: RecentSegments | None = None
+    target: Target,
+    stream: str,
+    file: str,
+    recent: RecentSegments | None = None,
+    index: bool = True,
 ) -> layout.SegmentKey | None:
     """Compact one closed file of one timeline's `stream`; None when there is nothing to do
-    (or it is not closed). Segments still in `recent` are not downloaded again."""
+    (or it is not closed). Segments still in `recent` are not downloaded again. With
+    `index`, the file's change index objects are merged into one (without, they stay: a
+    range still covers the same bytes)."""
     store = target.store()
     keys = [info.key for info in store.list(layout.file_prefix(stream, file))]
     segments = [seg for key in keys if (seg := layout.parse_segment(key)) is not None]
@@ -49,7 +55,8 @@ def compact_file(
     whole = _whole_extent(found, parts)
     encoded = encode(stream, whole, raw, target.compression, target.level)
     store.put(encoded.key.key, encoded.body)
-    index = _merge_index(store, parts, index_store.indexes_of(keys), encoded.key, raw)
+    indexes = index_store.indexes_of(keys)
+    merged = _merge_index(store, parts, indexes, encoded.key, raw) if index else None
     manifest = {
         "file": file,
         "size": found.end,
@@ -61,8 +68,8 @@ def compact_file(
     for seg in segments:
         if seg.key != encoded.key.key:
             store.delete(seg.key)
-    for old in index_store.indexes_of(keys):
-        if index is not None and old != index:
+    for old in indexes:
+        if merged is not None and old != merged:
             store.delete(old.key)  # the merged index holds their transactions
     return encoded.key
 
@@ -117,10 +124,15 @@ class Compactor:
     """A thread compacting files as their last segment lands (and leftovers at start)."""
 
     def __init__(
-        self, target: Target, stop: threading.Event, recent: RecentSegments | None = None
+        self,
+        target: Target,
+        stop: threading.Event,
+        recent: RecentSegments | None = None,
+        index: bool = True,
     ) -> None:
         self.target = target
         self.recent = recent
+        self.index = index
         self._stop = stop
         self._queue: queue.Queue[tuple[str, str]] = queue.Queue(1024)
         self._thread = threading.Thread(target=self._run, name="binlog-compact", daemon=True)
@@ -146,7 +158,7 @@ class Compactor:
             except queue.Empty:
                 continue
             try:
-                key = compact_file(self.target, stream, file, self.recent)
+                key = compact_file(self.target, stream, file, self.recent, self.index)
             except BackupdError as exc:
                 _log.warning("compaction failed; segments kept", file=file, error=exc.message)
                 continue

@@ -132,7 +132,7 @@ class BinlogService:
         # Spooled segments belong to the latest timeline: a new one begins only after the
         # spool is empty (Archiver._branch).
         target = Target(self.store, stream, binlog.compression, binlog.level)
-        self.compactor = Compactor(target, self._stop, self.recent)
+        self.compactor = Compactor(target, self._stop, self.recent, binlog.index)
         self.uploader = Uploader(
             target,
             self._uploaded,
