@@ -112,10 +112,13 @@ class Indexer:
                 timestamp, code, server_id, size, _log_pos = _HEADER.unpack_from(data, at)
                 if size < ev.HEADER_SIZE or at + size > len(data):
                     raise IndexingError(f"{extent.file}: event at {extent.start + at} is cut")
-                raw = data[at : at + size]
                 if self._alg is None:
-                    self._alg = _detect_alg(raw, code)
-                self._event(raw, code, timestamp, server_id, extent.start + at, done)
+                    self._alg = _detect_alg(data[at : at + size], code)
+                if code == ev.XID:  # the most common event needs no copy of its bytes
+                    self._commit(extent.start + at + size, timestamp, done)
+                else:
+                    raw = data[at : at + size]
+                    self._event(raw, code, timestamp, server_id, extent.start + at, done)
                 at += size
         except (IndexError, struct.error, rows.RowsError, ev.EventError) as exc:
             self._reset(extent.file)

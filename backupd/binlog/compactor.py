@@ -83,6 +83,9 @@ def _merge_index(
 ) -> layout.IndexKey | None:
     """The compacted segment's change index: the indexes covering its parts merged, or (when
     a part has none) the whole file indexed again. None when it cannot be made."""
+    whole_index = index_store.covering(whole, indexes)
+    if whole_index is not None:
+        return whole_index  # one object holds the whole file already (stored at its close)
     found = [index_store.covering(part, indexes) for part in parts]
     try:
         if all(found):

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from backupd.binlog import index_store
+from backupd.binlog import index_store, layout
 from backupd.binlog.change_index import IndexObject, decode
 from backupd.binlog.spool import SpoolEntry, parse_entry
 from backupd.durable import fsync_dir
@@ -154,13 +154,19 @@ class IndexBatcher:
         return stored
 
     def _store_run(self, run: list[Pending]) -> None:
-        parts = []
-        for item in run:
-            body = item.path.read_bytes()
-            parts.append(decode(body, hashlib.sha256(body).hexdigest()))
         first, last = run[0].entry, run[-1].entry
-        obj = IndexObject(first.file, first.start, last.end, index_store.merged(parts))
-        index_store.store_index(self._store(), run[0].stream, obj)
+        if len(run) == 1:  # one segment: its spooled index is the object, as it is
+            body = run[0].path.read_bytes()
+            sha = hashlib.sha256(body).hexdigest()
+            key = layout.IndexKey(run[0].stream, first.file, first.start, first.end, sha)
+            self._store().put(key.key, body)
+        else:
+            parts = []
+            for item in run:
+                body = item.path.read_bytes()
+                parts.append(decode(body, hashlib.sha256(body).hexdigest()))
+            obj = IndexObject(first.file, first.start, last.end, index_store.merged(parts))
+            index_store.store_index(self._store(), run[0].stream, obj)
         for item in run:
             item.path.unlink(missing_ok=True)
         fsync_dir(self.directory)

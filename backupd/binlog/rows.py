@@ -147,6 +147,20 @@ _TWO_BYTE_META = {
 }
 
 
+@lru_cache(maxsize=4096)
+def _images(
+    table: TableMap, bitmaps: bytes, columns: int
+) -> tuple[tuple[tuple[tuple[int, int, int], ...], int], ...]:
+    """(steps, null bitmap bytes) of each row image an event's present-column bitmaps say
+    (one, or two for an update: before and after). Cached: they repeat event after event."""
+    width = (columns + 7) // 8
+    out = []
+    for offset in range(0, len(bitmaps), width):
+        present = int.from_bytes(bitmaps[offset : offset + width], "little")
+        out.append((steps(table, present), (bin(present).count("1") + 7) // 8))
+    return tuple(out)
+
+
 def count_rows(body: bytes, code: int, tables: dict[int, TableMap]) -> tuple[str, int, int]:
     """(table name, operation, rows) of a row event's body (after the header, no CRC)."""
     operation, v2 = ROW_EVENTS[code]
@@ -159,12 +173,9 @@ def count_rows(body: bytes, code: int, tables: dict[int, TableMap]) -> tuple[str
         at += struct.unpack_from("<H", body, at)[0]  # extra data length includes itself
     try:
         columns, at = lenenc(body, at)
-        width = (columns + 7) // 8
-        images = []
-        for _image in range(2 if operation == UPDATE else 1):
-            present = int.from_bytes(body[at : at + width], "little")
-            at += width
-            images.append((steps(table, present), (bin(present).count("1") + 7) // 8))
+        bitmaps = (columns + 7) // 8 * (2 if operation == UPDATE else 1)
+        images = _images(table, body[at : at + bitmaps], columns)
+        at += bitmaps
         rows = 0
         end = len(body)
         while at < end:
