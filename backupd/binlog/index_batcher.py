@@ -2,18 +2,17 @@
 segments of a file, not one per segment.
 
 Segments are cut every `flush_seconds` (1 s by default), and a PUT per segment is most of
-what archiving costs (docs/costs.md): an index PUT beside each would double it. So once a
-segment is stored, its spooled index moves to `<spool>/index-pending/` (a rename, fsynced)
-and waits; every `binlog.index_flush_seconds`, and at once when a file closes, the pending
-indexes are merged per run of consecutive segments, stored as one object, and only then
-removed. A crash leaves them pending (stored at the next start; the same content gives the
-same key, so nothing is duplicated). A closed file's compaction is submitted only after its
-indexes are stored, so compaction merges them instead of reading the file again.
+what archiving costs (docs/costs.md): an index PUT beside each would double it. So each
+segment's index waits in `<spool>/index-pending/` (written durably by `index_stage`);
+every `binlog.index_flush_seconds`, and at once when a file closes, the pending indexes are
+merged per run of consecutive segments, stored as one object, and only then removed. A
+crash leaves them pending (stored at the next start; the same content gives the same key,
+so nothing is duplicated). A closed file's compaction is submitted only after its indexes
+are stored, so compaction keeps or merges them instead of reading the file again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import queue
 import threading
@@ -104,12 +103,6 @@ class IndexBatcher:
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
-
-    def take(self, entry: SpoolEntry, stream: str) -> None:
-        """After `entry`'s segment is stored: its spooled index (if any) waits for a batch."""
-        with contextlib.suppress(FileNotFoundError):
-            entry.index_path.rename(self.directory / pending_name(stream, entry))
-            fsync_dir(self.directory)
 
     def close_file(self, stream: str, file: str) -> None:
         """Every segment of `file` is stored: store its indexes now, then report it closed."""

@@ -139,17 +139,24 @@ class BinlogService:
             self._upload_failed,
             self._stop,
         )
-        # Spooled segments pass the change index on their way to the uploader; stored
-        # segments' indexes wait for the batcher, which hands closed files to compaction.
-        self.indexing = IndexStage(self.uploader.submit, self._stop, binlog.index)
+        # Spooled segments go to the uploader and to the change index at once; their
+        # indexes wait for the batcher, which hands closed files on to compaction.
         self.batcher = IndexBatcher(
             self.store, spool_dir, self._stop, binlog.index_flush_seconds, self.compactor.submit
+        )
+        self.indexing = IndexStage(
+            self.uploader.submit,
+            self.spool.remove,
+            lambda: target.stream,
+            self.batcher.directory,
+            self._stop,
+            binlog.index,
         )
         for entry in recovered:
             self.progress.queued(entry.file, entry.start, entry.end, entry.last_time)
         self.uploader.start()
-        self.indexing.start()
         self.batcher.start()
+        self.indexing.start()
         for entry in recovered:
             self.indexing.submit(entry)
         self.archiver = Archiver(
@@ -204,11 +211,10 @@ class BinlogService:
             _log.error("binlog objects missing from the repository after upload", range=lost)
 
     def _uploaded(self, entry: SpoolEntry, key: layout.SegmentKey, object_size: int) -> None:
-        assert self.spool is not None and self.batcher is not None
+        assert self.indexing is not None and self.batcher is not None
         with contextlib.suppress(OSError):  # unreadable: compaction downloads it instead
             self.recent.keep(key.raw_sha256, entry.read())  # for compaction: no GET later
-        self.batcher.take(entry, key.stream)  # before the entry leaves the spool
-        self.spool.remove(entry)
+        self.indexing.uploaded(entry)  # leaves the spool once its index is pending too
         self.alarms.upload_error = ""
         if entry.spooled_at and self.archiver is not None:
             self.archiver.upload_took(time.monotonic() - entry.spooled_at)
@@ -219,7 +225,8 @@ class BinlogService:
                 if self.archiver is not None:
                     # every byte of it is stored (on the timeline being written): its
                     # indexes are stored next, then it is compacted
-                    self.batcher.close_file(self.archiver.target.stream, closed)
+                    stream = self.archiver.target.stream
+                    self.indexing.close_file(stream, closed, self.batcher.close_file)
             try:
                 stream = self.archiver.target.stream if self.archiver is not None else ""
                 self.state.save(stream, self.progress.file, self.progress.position)

@@ -24,9 +24,6 @@ _NAME = re.compile(
 )
 
 
-INDEX_SUFFIX = ".idx"
-
-
 @dataclass(frozen=True)
 class SpoolEntry(HasExtent):
     """A spooled segment: its extent (from the file name) and where its bytes are."""
@@ -37,11 +34,6 @@ class SpoolEntry(HasExtent):
 
     def read(self) -> bytes:
         return self.path.read_bytes()
-
-    @property
-    def index_path(self) -> Path:
-        """Where its change index waits beside it (`backupd.binlog.index_stage`)."""
-        return self.path.with_name(self.path.name + INDEX_SUFFIX)
 
 
 def entry_name(seg: Segment) -> str:
@@ -89,11 +81,7 @@ class Spool:
         for path in self.directory.iterdir():
             entry = parse_entry(path)
             if entry is None:
-                orphan_index = (
-                    path.name.endswith(INDEX_SUFFIX)
-                    and not path.with_name(path.name.removesuffix(INDEX_SUFFIX)).exists()
-                )
-                if path.name.startswith(TMP_PREFIX) or orphan_index:
+                if path.name.startswith(TMP_PREFIX):
                     path.unlink(missing_ok=True)
                 continue
             if path.stat().st_size != entry.size:
@@ -134,7 +122,6 @@ class Spool:
 
     def remove(self, entry: SpoolEntry) -> None:
         entry.path.unlink(missing_ok=True)
-        entry.index_path.unlink(missing_ok=True)
         self.release(entry.size)
 
     def release(self, size: int) -> None:

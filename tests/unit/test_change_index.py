@@ -20,13 +20,14 @@ from backupd.binlog.change_index import Indexer, IndexObject, Transaction, decod
 from backupd.binlog.compactor import compact_file
 from backupd.binlog.extent import Extent
 from backupd.binlog.index_backfill import backfill
-from backupd.binlog.index_batcher import IndexBatcher
+from backupd.binlog.index_batcher import IndexBatcher, pending_name
 from backupd.binlog.index_stage import IndexStage
 from backupd.binlog.retention import delete_files, list_archive
 from backupd.binlog.segmenter import Segmenter
 from backupd.binlog.spool import Spool, SpoolEntry
 from backupd.binlog.uploader import Target
 from backupd.binlog.uploader import encode as encode_segment
+from backupd.durable import write_file
 from backupd.find import Query, find
 from backupd.storage.filestore import FileStore
 from tests.binlog_fakes import FakeFile, lenenc, query_body
@@ -306,19 +307,24 @@ def test_find_reports_segments_without_an_index(tmp_path: Path) -> None:
     assert result.warnings and "no change index" in result.warnings[0]
 
 
-def test_the_index_stage_spools_an_index_beside_each_entry(tmp_path: Path) -> None:
+def test_the_index_stage_uploads_at_once_and_removes_the_entry_when_both_are_done(
+    tmp_path: Path,
+) -> None:
     stop = threading.Event()
     spool = Spool(tmp_path / "spool", 1 << 20, stop)
     spool.recover()
+    pending = tmp_path / "pending"
+    pending.mkdir()
     handed: list[SpoolEntry] = []
-    done = threading.Event()
+    removed = threading.Event()
 
-    def submit(entry: SpoolEntry) -> bool:
-        handed.append(entry)
-        done.set()
-        return True
+    def remove(entry: SpoolEntry) -> None:
+        spool.remove(entry)
+        removed.set()
 
-    stage = IndexStage(submit, stop)
+    stage = IndexStage(
+        lambda entry: handed.append(entry) or True, remove, lambda: "c/tl000001", pending, stop
+    )
     stage.start()
     try:
         fake = workload()
@@ -328,12 +334,14 @@ def test_the_index_stage_spools_an_index_beside_each_entry(tmp_path: Path) -> No
         entry = spool.write(segments[0])
         assert entry is not None
         assert stage.submit(entry)
-        assert done.wait(60)
-        body = handed[0].index_path.read_bytes()
-        sha = hashlib.sha256(body).hexdigest()
-        assert len(decode(body, sha).transactions) == 5
-        spool.remove(entry)
-        assert not entry.index_path.exists()
+        assert handed == [entry]  # the upload does not wait for the index
+        stage.uploaded(entry)
+        assert removed.wait(60)
+        assert not entry.path.exists()
+        [index] = list(pending.iterdir())
+        assert index.name == pending_name("c/tl000001", entry)
+        body = index.read_bytes()
+        assert len(decode(body, hashlib.sha256(body).hexdigest()).transactions) == 5
     finally:
         stop.set()
         stage.join(5)
@@ -350,11 +358,12 @@ def test_the_batcher_stores_consecutive_segments_as_one_object(tmp_path: Path) -
     seg = Segmenter(fake.name, 4, 0.0, 200)
     indexer = Indexer()
     entries = []
+    bodies: dict[SpoolEntry, bytes] = {}
     for segment in (s for raw in fake.stream() for s in seg.feed(raw, 1.0)):
         entry = spool.write(segment)
         assert entry is not None
         txns = indexer.index(entry.extent, entry.read())
-        entry.index_path.write_bytes(encode(IndexObject(entry.file, entry.start, entry.end, txns)))
+        bodies[entry] = encode(IndexObject(entry.file, entry.start, entry.end, txns))
         entries.append(entry)
     closed: list[tuple[str, str]] = []
     handed = threading.Event()
@@ -363,17 +372,14 @@ def test_the_batcher_stores_consecutive_segments_as_one_object(tmp_path: Path) -
         closed.append((stream, file))
         handed.set()
 
-    first = IndexBatcher(lambda: store, spool.directory, stop, 3600.0, file_closed)
-    first.directory.mkdir()
-    for entry in entries[:2]:
-        first.take(entry, "c/tl000001")
-        spool.remove(entry)
-    assert len(first.pending()) == 2 and not entries[0].index_path.exists()
     batcher = IndexBatcher(lambda: store, spool.directory, stop, 3600.0, file_closed)
+    batcher.directory.mkdir()
+    for entry in entries[:2]:  # what a previous run left pending
+        write_file(batcher.directory / pending_name("c/tl000001", entry), bodies[entry])
+    assert len(batcher.pending()) == 2
     assert batcher.flush() == 1  # a restart stores what the last run left, first
     for entry in entries[2:]:
-        batcher.take(entry, "c/tl000001")
-        spool.remove(entry)
+        write_file(batcher.directory / pending_name("c/tl000001", entry), bodies[entry])
     batcher.start()
     try:
         batcher.close_file("c/tl000001", fake.name)
