@@ -27,7 +27,8 @@ Method of part 1, so that like is compared with like and one noisy run decides n
 3. The change index's cost: each repetition also runs backupd with `[binlog] index = false`;
    `change_index_throughput_ratio_median` is the median time without the index over the
    median time with it (1.0: free, 0.9: the index costs 10 % of the throughput). backupd's
-   figures above are with the index (the default).
+   figures above are with the index (the default). Archiving does not wait for the index:
+   `change_index_lag_seconds_median` is how much later every archived segment was indexed.
 
 Run as root: .venv/bin/python -m bench.binlog_archive [--reps 5] [--seconds 20] [--tps 1000]
 """
@@ -191,6 +192,15 @@ def ours(db: MariaDB, work: Path, index: bool = True) -> tuple[float, float, Dae
     return time.monotonic() - ready, ready - start, daemon
 
 
+def indexed_after(work: Path) -> float:
+    """Seconds until every archived segment is indexed too (its spool entry leaves only
+    then; the index itself may wait for its batch in `index-pending/`)."""
+    start = time.monotonic()
+    while any((work / "spool").rglob("*.seg")):
+        time.sleep(POLL)
+    return time.monotonic() - start
+
+
 def steady_load(
     db: MariaDB, tps: int, seconds: float, stop: threading.Event, done: list[int]
 ) -> None:
@@ -292,6 +302,7 @@ def measure(db: MariaDB, base: Path, reps: int) -> dict[str, Any]:
     else of the benchmark competes for the two cores."""
     size, events = backlog_stats(db)
     runs: dict[str, list[float]] = {"backupd": [], "no_index": [], "pipeline": [], "start": []}
+    runs["index_lag"] = []
     kinds = ("pipeline", "backupd", "no_index")
     for rep in range(-1, reps):  # rep -1: the untimed warm-up
         shift = (rep + 1) % len(kinds)  # each goes first in turn
@@ -302,6 +313,8 @@ def measure(db: MariaDB, base: Path, reps: int) -> dict[str, Any]:
                 seconds = baseline(db, work)
             else:
                 seconds, startup, daemon = ours(db, work, index=which == "backupd")
+                if which == "backupd":
+                    runs["index_lag"].append(indexed_after(work))
                 daemon.stop()
                 daemon.notify.close()
                 if which == "backupd":
@@ -325,6 +338,7 @@ def measure(db: MariaDB, base: Path, reps: int) -> dict[str, Any]:
             "mb_per_s_median": round(mb / ours_s, 1),
             "events_per_s_median": round(events / ours_s),
             "stored_bytes": sum(p.stat().st_size for p in repo.rglob("*") if p.is_file()),
+            "change_index_lag_seconds_median": round(statistics.median(runs["index_lag"]), 3),
             "change_index_stored_bytes": sum(
                 p.stat().st_size for p in repo.rglob("*/index/*") if p.is_file()
             ),
