@@ -109,8 +109,12 @@ class IndexStage:
         self._thread.start()
         if self.enabled:
             with self._lock:
-                self._pool = self._new_pool()
-                self._pool.submit(_warm)  # spawn and import now, not at the first segment
+                try:
+                    self._pool = self._new_pool()
+                    self._pool.submit(_warm)  # spawn and import now, not at the first segment
+                except (BrokenProcessPool, OSError, RuntimeError) as exc:
+                    _log.warning("change index worker unavailable", error=str(exc))
+                    self._pool = None  # tried again at the first segment
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
