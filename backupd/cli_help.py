@@ -45,6 +45,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "backupctl verify": ("backupctl verify --sample 100",),
     "backupctl undo": ("backupctl undo 0-1-4242 --print > undo-0-1-4242.sql",),
+    "backupctl binlog index": ("backupctl binlog index --json",),
+    "backupctl find": (
+        "backupctl find --table shop.orders --op delete --min-rows 100"
+        " --since 2026-11-26T00:00:00Z",
+    ),
 }
 
 

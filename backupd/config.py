@@ -268,6 +268,8 @@ class BinlogSection(Section):
     spool_max_bytes: Annotated[int, Field(ge=1024 * 1024)] = 1024 * 1024 * 1024
     heartbeat_seconds: Annotated[float, Field(gt=0, le=600)] = 5.0
     check_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    index: bool = True  # write the change index (`backupctl find`) while archiving
+    index_flush_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
 
     @model_validator(mode="after")
     def _spool_fits_segment(self) -> BinlogSection:

@@ -20,6 +20,7 @@ from backupd.config import DEFAULT_CONFIG_PATH
 from backupd.control.client import ControlClient
 from backupd.ctl_support import DEFAULT_SOCKET, Registrar, Subparsers, emit, socket_path
 from backupd.errors import EXIT_OK, EXIT_UNHEALTHY, BackupdError
+from backupd.find_ctl import register as register_find
 from backupd.render import render_status
 from backupd.restore import ctl as restore_ctl
 from backupd.restore import undo_ctl
@@ -95,6 +96,7 @@ REGISTRARS: list[Registrar] = [
     restore_ctl.register,
     undo_ctl.register,
     check_ctl.register,
+    register_find,
 ]
 
 

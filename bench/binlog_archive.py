@@ -24,6 +24,12 @@ Method of part 1, so that like is compared with like and one noisy run decides n
   listing the repository and every fsync (spool, repository, state); the pipeline fsyncs
   nothing.
 
+3. The change index's cost: each repetition also runs backupd with `[binlog] index = false`;
+   `change_index_throughput_ratio_median` is the median time without the index over the
+   median time with it (1.0: free, 0.9: the index costs 10 % of the throughput). backupd's
+   figures above are with the index (the default). Archiving does not wait for the index:
+   `change_index_lag_seconds_median` is how much later every archived segment was indexed.
+
 Run as root: .venv/bin/python -m bench.binlog_archive [--reps 5] [--seconds 20] [--tps 1000]
 """
 
@@ -136,7 +142,7 @@ def baseline(db: MariaDB, work: Path) -> float:
     return time.monotonic() - start
 
 
-def daemon_config(db: MariaDB, work: Path) -> Path:
+def daemon_config(db: MariaDB, work: Path, index: bool = True) -> Path:
     config = {
         "daemon": {
             "socket": str(work / "control.sock"),
@@ -149,7 +155,7 @@ def daemon_config(db: MariaDB, work: Path) -> Path:
         "mysql": {"socket": db.socket, "option_file": str(db.option_file)},
         "storage": {"url": f"file://{work / 'repo'}"},
         "snapshot": {"enabled": False, "provider": "local"},
-        "binlog": {"flush_seconds": 1.0},
+        "binlog": {"flush_seconds": 1.0, "index": index},
     }
     path = work / "backupd.toml"
     path.write_text(render_toml(config))
@@ -169,19 +175,30 @@ def archived(client: ControlClient) -> Coordinate | None:
     return coordinate(client.request("GET", "/v1/binlog/status").get("archived_coordinate"))
 
 
-def ours(db: MariaDB, work: Path) -> tuple[float, float, DaemonProcess]:
+def ours(db: MariaDB, work: Path, index: bool = True) -> tuple[float, float, DaemonProcess]:
     """(seconds from READY until everything listed is archived, seconds to READY, daemon).
 
-    The daemon keeps running for the recovery-point part.
+    With `index` the change index is written too (stored before the state file moves past
+    a segment, so its cost is inside the time). The daemon keeps running for the
+    recovery-point part.
     """
     target = master(db)
     notify = NotifyListener(work / "notify.sock")
     start = time.monotonic()
-    daemon = DaemonProcess(daemon_config(db, work), work / "backupd.log", notify).start()
+    daemon = DaemonProcess(daemon_config(db, work, index), work / "backupd.log", notify).start()
     ready = time.monotonic()
     while (now := archived_state(work)) is None or now < target:
         time.sleep(POLL)
     return time.monotonic() - ready, ready - start, daemon
+
+
+def indexed_after(work: Path) -> float:
+    """Seconds until every archived segment is indexed too (its spool entry leaves only
+    then; the index itself may wait for its batch in `index-pending/`)."""
+    start = time.monotonic()
+    while any((work / "spool").rglob("*.seg")):
+        time.sleep(POLL)
+    return time.monotonic() - start
 
 
 def steady_load(
@@ -284,25 +301,31 @@ def measure(db: MariaDB, base: Path, reps: int) -> dict[str, Any]:
     alternating the order. Each daemon is stopped before the next run starts, so nothing
     else of the benchmark competes for the two cores."""
     size, events = backlog_stats(db)
-    runs: dict[str, list[float]] = {"backupd": [], "pipeline": [], "start": []}
+    runs: dict[str, list[float]] = {"backupd": [], "no_index": [], "pipeline": [], "start": []}
+    runs["index_lag"] = []
+    kinds = ("pipeline", "backupd", "no_index")
     for rep in range(-1, reps):  # rep -1: the untimed warm-up
-        order = ("pipeline", "backupd") if rep % 2 == 0 else ("backupd", "pipeline")
-        for which in order:
+        shift = (rep + 1) % len(kinds)  # each goes first in turn
+        for which in kinds[shift:] + kinds[:shift]:
             work = base / f"{which}-{rep + 1}"
             work.mkdir()
             if which == "pipeline":
                 seconds = baseline(db, work)
             else:
-                seconds, startup, daemon = ours(db, work)
+                seconds, startup, daemon = ours(db, work, index=which == "backupd")
+                if which == "backupd":
+                    runs["index_lag"].append(indexed_after(work))
                 daemon.stop()
                 daemon.notify.close()
-                runs["start"].append(startup)
+                if which == "backupd":
+                    runs["start"].append(startup)
             runs[which].append(seconds)
         if rep == -1:
             checked = same_bytes(base / "pipeline-0", base / "backupd-0")
             runs = {name: [] for name in runs}
     mb = size / 1e6
     ours_s, raw_s = statistics.median(runs["backupd"]), statistics.median(runs["pipeline"])
+    plain_s = statistics.median(runs["no_index"])
     repo = base / "backupd-1" / "repo"
     return {
         "backlog": {"bytes": size, "events": events},
@@ -315,6 +338,10 @@ def measure(db: MariaDB, base: Path, reps: int) -> dict[str, Any]:
             "mb_per_s_median": round(mb / ours_s, 1),
             "events_per_s_median": round(events / ours_s),
             "stored_bytes": sum(p.stat().st_size for p in repo.rglob("*") if p.is_file()),
+            "change_index_lag_seconds_median": round(statistics.median(runs["index_lag"]), 3),
+            "change_index_stored_bytes": sum(
+                p.stat().st_size for p in repo.rglob("*/index/*") if p.is_file()
+            ),
         },
         "mariadb_binlog_raw_zstd": {
             "seconds_median": round(raw_s, 3),
@@ -323,6 +350,16 @@ def measure(db: MariaDB, base: Path, reps: int) -> dict[str, Any]:
             "events_per_s_median": round(events / raw_s),
             "stored_bytes": sum(p.stat().st_size for p in (base / "pipeline-1").glob("*.zst")),
         },
+        "backupd_without_change_index": {
+            "seconds_median": round(plain_s, 3),
+            "seconds_runs": [round(x, 3) for x in runs["no_index"]],
+            "mb_per_s_median": round(mb / plain_s, 1),
+        },
+        # throughput with the index over throughput without it (1.0: free; 0.9: 10 % cost)
+        "change_index_throughput_ratio_median": round(plain_s / ours_s, 2),
+        "change_index_throughput_ratio_runs": [
+            round(p / o, 2) for p, o in zip(runs["no_index"], runs["backupd"], strict=True)
+        ],
         "throughput_ratio_median": round(raw_s / ours_s, 2),
         "throughput_ratio_runs": [
             round(r / o, 2) for r, o in zip(runs["pipeline"], runs["backupd"], strict=True)

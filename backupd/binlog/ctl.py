@@ -1,18 +1,21 @@
-"""`backupctl binlog status` (from the daemon) and `backupctl binlog fetch` (no daemon)."""
+"""`backupctl binlog status` (from the daemon), `backupctl binlog fetch` and `backupctl binlog
+index` (no daemon)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from backupd.binlog import fetch as fetching
 from backupd.binlog.archive import select
+from backupd.binlog.index_backfill import backfill
 from backupd.config import DEFAULT_CONFIG_PATH
 from backupd.config_loader import load_config
 from backupd.control.client import ControlClient
 from backupd.ctl_support import Subparsers, emit, socket_path
-from backupd.errors import EXIT_OK, EXIT_UNHEALTHY
+from backupd.errors import EXIT_FAILED, EXIT_OK, EXIT_UNHEALTHY
 from backupd.render import ago
 from backupd.storage import open_store
 
@@ -33,6 +36,14 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     fetch.add_argument("--cluster", help="the archive's cluster when the repository holds several")
     fetch.add_argument("--timeline", type=int, help="timeline to rebuild (default: the latest)")
     fetch.set_defaults(func=cmd_fetch)
+    index = sub.add_parser(
+        "index",
+        parents=parents,
+        help="write the change index of archived segments that lack one (no daemon)",
+    )
+    index.add_argument("--cluster", help="only this cluster (default: every one)")
+    index.add_argument("--timeline", type=int, help="only this timeline (default: every one)")
+    index.set_defaults(func=cmd_index)
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -91,3 +102,32 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
     emit(args, document, text)
     return EXIT_OK
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    """Backfill: idempotent and resumable (run it again after an interruption)."""
+    config = load_config(args.config or DEFAULT_CONFIG_PATH)
+    store = open_store(config.storage)
+    quiet = args.json
+
+    def progress(text: str) -> None:
+        if not quiet:
+            print(text, file=sys.stderr)
+
+    report = backfill(store, args.cluster or "", args.timeline, progress)
+    document = {
+        "indexed": report.indexed,
+        "already_indexed": report.present,
+        "failed": report.failed,
+        "timelines": report.timelines,
+    }
+
+    def text(doc: dict[str, Any]) -> str:
+        lines = [
+            f"{doc['indexed']} segment(s) indexed, {doc['already_indexed']} had an index "
+            f"({', '.join(doc['timelines'])})"
+        ]
+        return "\n".join(lines + [f"not indexed: {f}" for f in doc["failed"]])
+
+    emit(args, document, text)
+    return EXIT_FAILED if report.failed else EXIT_OK

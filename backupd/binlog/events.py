@@ -189,14 +189,15 @@ def query_text(raw: bytes | bytearray | memoryview, checksum_alg: int) -> bytes:
     return bytes(raw[start:end])
 
 
-def _lenenc(raw: bytes | bytearray | memoryview, at: int) -> tuple[int, int]:
-    """A length-encoded integer of the client protocol at `at`: (value, next offset)."""
+def lenenc(raw: bytes | bytearray | memoryview, at: int) -> tuple[int, int]:
+    """A length-encoded integer of the client protocol at `at`: (value, next offset) (in
+    transaction payloads and row events)."""
     first = raw[at]
     if first < 0xFB:
         return first, at + 1
     width = {0xFC: 2, 0xFD: 3, 0xFE: 8}.get(first)
     if width is None:
-        raise EventError(f"bad length-encoded integer 0x{first:02x} in a transaction payload")
+        raise EventError(f"bad length-encoded integer 0x{first:02x}")
     return int.from_bytes(raw[at + 1 : at + 1 + width], "little"), at + 1 + width
 
 
@@ -209,12 +210,12 @@ def payload_events(raw: bytes | bytearray | memoryview, checksum_alg: int) -> It
     at, size, compression, expanded = HEADER_SIZE, None, PAYLOAD_ZSTD, None
     try:
         while True:
-            field, at = _lenenc(raw, at)
+            field, at = lenenc(raw, at)
             if field == PAYLOAD_END_MARK:
                 break
-            length, at = _lenenc(raw, at)
+            length, at = lenenc(raw, at)
             if field in (PAYLOAD_SIZE, PAYLOAD_COMPRESSION, PAYLOAD_UNCOMPRESSED_SIZE):
-                value, at = _lenenc(raw, at)
+                value, at = lenenc(raw, at)
                 size = value if field == PAYLOAD_SIZE else size
                 compression = value if field == PAYLOAD_COMPRESSION else compression
                 expanded = value if field == PAYLOAD_UNCOMPRESSED_SIZE else expanded

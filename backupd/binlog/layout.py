@@ -6,6 +6,7 @@ Public and stable: `backupd.binlog.archive` reads the archive through these pars
     binlog/<stream>/<file>/<start>-<end>_<first_time>-<last_time>_<first_gtid>~<last_gtid>_<kind>_<raw_sha256>_<object_sha256>.<ext>
     binlog/<stream>/<file>/manifest.json
     binlog/<stream>/gaps/<from_file>_<from_pos>_<to_file>_<to_pos>.json
+    binlog/<stream>/<file>/index/<start>-<end>_<object_sha256>.json.zst
 
 - `stream`: where one timeline's objects live: `<cluster>/tl<id>` (id: 6 digits), so objects
   of two timelines never share a key. Archives written before timelines keep their objects
@@ -19,6 +20,10 @@ Public and stable: `backupd.binlog.archive` reads the archive through these pars
 - `kind`: `tx` ends at a transaction boundary, `mid` inside a transaction, `eof` ends the file.
 - `raw_sha256`: of the binlog bytes; `object_sha256`: of the stored object; `ext`: `zst` or
   `bin` (uncompressed).
+
+- `index/...`: the change index of bytes [start, end) of the file (one or several
+  consecutive segments; `backupd.binlog.change_index`); `object_sha256` is of the index
+  object itself.
 
 A compacted file is one segment [0, size) of kind `eof`; its manifest lists the segments it
 replaced. Where segments overlap (compaction not finished), the longest one wins.
@@ -44,6 +49,10 @@ _SEGMENT = re.compile(
 _TIMELINE = re.compile(r"tl(?P<id>\d{6})")
 _HISTORY = re.compile(r"tl(?P<id>\d{6})\.json")
 TIMELINES = "timelines"
+INDEX = "index"
+_INDEX = re.compile(
+    rf"(?P<start>\d{{12}})-(?P<end>\d{{12}})_(?P<object_sha256>{_HEX64})\.json\.zst"
+)
 _GAP = re.compile(
     r"(?P<from_file>[^/_]+)_(?P<from_pos>\d+)_(?P<to_file>[^/_]+)_(?P<to_pos>\d+)\.json"
 )
@@ -79,6 +88,45 @@ class GapKey:
     def key(self) -> str:
         name = f"{self.from_file}_{self.from_pos:012d}_{self.to_file}_{self.to_pos:012d}.json"
         return f"{stream_prefix(self.stream)}gaps/{name}"
+
+
+@dataclass(frozen=True, order=True)
+class IndexKey:
+    """A change index object: the byte range [start, end) of one file of one stream whose
+    transactions it lists, and the sha256 of the object. Within a stream a (file, offset)
+    always holds the same byte, so a range says which segments an index covers."""
+
+    stream: str
+    file: str
+    start: int
+    end: int
+    object_sha256: str
+
+    @property
+    def key(self) -> str:
+        name = f"{self.start:012d}-{self.end:012d}_{self.object_sha256}.json.zst"
+        return f"{file_prefix(self.stream, self.file)}{INDEX}/{name}"
+
+    def covers(self, seg: SegmentKey) -> bool:
+        """Whether this index lists every transaction that commits in `seg`."""
+        return (
+            (self.stream, self.file) == (seg.stream, seg.file)
+            and self.start <= seg.start
+            and seg.end <= self.end
+        )
+
+
+def parse_index(key: str) -> IndexKey | None:
+    """The change index a key names, or None for any other object."""
+    found = split_stream(key)
+    if found is None or len(found[1]) != 3 or found[1][1] != INDEX:
+        return None
+    match = _INDEX.fullmatch(found[1][2])
+    if match is None:
+        return None
+    return IndexKey(
+        found[0], found[1][0], int(match["start"]), int(match["end"]), match["object_sha256"]
+    )
 
 
 def stream_prefix(stream: str) -> str:

@@ -93,6 +93,9 @@ def list_archive(store: ObjectStore) -> ArchiveListing:
             continue
         if layout.parse_gap(info.key) is not None:
             continue
+        if index := layout.parse_index(info.key):  # goes with its file's segments
+            found.add(ArchivedFile(index.stream, index.file))
+            continue
         split = layout.split_stream(info.key)
         if (
             split is not None
@@ -159,7 +162,8 @@ class TimelineMap:
 
 
 def delete_files(store: ObjectStore, victims: list[ArchivedFile]) -> list[str]:
-    """Delete every object of each file (segments first, the manifest last); return errors."""
+    """Delete every object of each file (segments and their change indexes first, the
+    manifest last); return errors."""
     errors = []
     for victim in victims:
         keys = [info.key for info in store.list(layout.file_prefix(victim.stream, victim.file))]

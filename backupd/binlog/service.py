@@ -19,6 +19,8 @@ from backupd.binlog.archive import Archive, cluster_name
 from backupd.binlog.archiver import Alarms, Archiver, server_logs
 from backupd.binlog.compactor import Compactor
 from backupd.binlog.continuity import describe_server
+from backupd.binlog.index_batcher import IndexBatcher
+from backupd.binlog.index_stage import IndexStage
 from backupd.binlog.metrics import BinlogMetrics
 from backupd.binlog.recent import RecentSegments
 from backupd.binlog.refill import refill
@@ -63,6 +65,8 @@ class BinlogService:
         self.uploader: Uploader | None = None
         self.archiver: Archiver | None = None
         self.compactor: Compactor | None = None
+        self.indexing: IndexStage | None = None
+        self.batcher: IndexBatcher | None = None
         self._logs: list[tuple[str, int]] = []
         self._thread = threading.Thread(target=self._main, name="binlog", daemon=True)
 
@@ -78,7 +82,7 @@ class BinlogService:
     def stop(self) -> None:
         self._stop.set()
         budget = self.config.daemon.shutdown_timeout_seconds / 3
-        for part in (self.archiver, self.uploader, self.compactor):
+        for part in (self.archiver, self.indexing, self.uploader, self.batcher, self.compactor):
             if part is not None:
                 part.join(budget)
         if self._thread.is_alive():
@@ -128,18 +132,33 @@ class BinlogService:
         # Spooled segments belong to the latest timeline: a new one begins only after the
         # spool is empty (Archiver._branch).
         target = Target(self.store, stream, binlog.compression, binlog.level)
-        self.compactor = Compactor(target, self._stop, self.recent)
+        self.compactor = Compactor(target, self._stop, self.recent, binlog.index)
         self.uploader = Uploader(
             target,
             self._uploaded,
             self._upload_failed,
             self._stop,
         )
+        # Spooled segments go to the uploader and to the change index at once; their
+        # indexes wait for the batcher, which hands closed files on to compaction.
+        self.batcher = IndexBatcher(
+            self.store, spool_dir, self._stop, binlog.index_flush_seconds, self.compactor.submit
+        )
+        self.indexing = IndexStage(
+            self.uploader.submit,
+            self.spool.remove,
+            lambda: target.stream,
+            self.batcher.directory,
+            self._stop,
+            binlog.index,
+        )
         for entry in recovered:
             self.progress.queued(entry.file, entry.start, entry.end, entry.last_time)
         self.uploader.start()
+        self.batcher.start()
+        self.indexing.start()
         for entry in recovered:
-            self.uploader.submit(entry)
+            self.indexing.submit(entry)
         self.archiver = Archiver(
             self.config.mysql,
             binlog,
@@ -147,7 +166,7 @@ class BinlogService:
             self.cluster,
             target,
             self.spool,
-            self.uploader.submit,
+            self.indexing.submit,
             self.progress,
             self.metrics,
             self.alarms,
@@ -192,10 +211,10 @@ class BinlogService:
             _log.error("binlog objects missing from the repository after upload", range=lost)
 
     def _uploaded(self, entry: SpoolEntry, key: layout.SegmentKey, object_size: int) -> None:
-        assert self.spool is not None
+        assert self.indexing is not None and self.batcher is not None
         with contextlib.suppress(OSError):  # unreadable: compaction downloads it instead
             self.recent.keep(key.raw_sha256, entry.read())  # for compaction: no GET later
-        self.spool.remove(entry)
+        self.indexing.uploaded(entry)  # leaves the spool once its index is pending too
         self.alarms.upload_error = ""
         if entry.spooled_at and self.archiver is not None:
             self.archiver.upload_took(time.monotonic() - entry.spooled_at)
@@ -203,9 +222,11 @@ class BinlogService:
         self.metrics.uploaded_bytes.inc(object_size)
         if self.progress.uploaded(entry.file, entry.start, entry.end):
             for closed in self.progress.take_passed():
-                if self.compactor is not None and self.archiver is not None:
-                    # every byte of it is stored (on the timeline being written)
-                    self.compactor.submit(self.archiver.target.stream, closed)
+                if self.archiver is not None:
+                    # every byte of it is stored (on the timeline being written): its
+                    # indexes are stored next, then it is compacted
+                    stream = self.archiver.target.stream
+                    self.indexing.close_file(stream, closed, self.batcher.close_file)
             try:
                 stream = self.archiver.target.stream if self.archiver is not None else ""
                 self.state.save(stream, self.progress.file, self.progress.position)

@@ -88,7 +88,7 @@ def installed_admin_files_work() -> None:
         f"source {ADMIN_FILES[4]}; COMP_WORDS=(backupctl binlog ''); COMP_CWORD=2; "
         '_backupctl; echo "${COMPREPLY[@]}"',
     )
-    assert completed.stdout.split() == ["status", "fetch"], completed.stderr
+    assert completed.stdout.split() == ["status", "fetch", "index"], completed.stderr
     environment = Path("/etc/default/backupd")
     assert stat.S_IMODE(environment.stat().st_mode) == 0o600
     assert "#AWS_ACCESS_KEY_ID=" in environment.read_text()

@@ -184,9 +184,8 @@ def binlogs_go_with_the_pruned_set(
     assert all((repo / "binlog" / name).is_dir() for name in older)  # dry run: nothing went
     code, done = backupctl_json("--socket", sock, "prune")
     assert code == 0 and done["deleted"] == [first_set] and done["binlog_files"] == older, done
-    assert not any(
-        (repo / "binlog" / name).exists() and any((repo / "binlog" / name).iterdir())
-        for name in older
+    assert not any(  # no object left (an empty index/ directory may stay in file://)
+        path.is_file() for name in older for path in (repo / "binlog" / name).rglob("*")
     )
     code, doc = plan(storage_only, "latest")
     assert code == 0 and doc["snapshot"]["set_id"] == second["set_id"], doc
@@ -317,7 +316,7 @@ def refusals(storage_only: Path, fresh: Path, repo: Path, instants: list[Instant
         victim.write_bytes(original)
     assert len(replayed) >= 3
     middle = victim.parent.parent / replayed[1]  # a file between the snapshot's and the newest
-    saved = {p: p.read_bytes() for p in middle.iterdir()}
+    saved = {p: p.read_bytes() for p in middle.iterdir() if p.is_file()}  # not index/
     for path in saved:
         path.unlink()
     try:

@@ -89,7 +89,7 @@ def test_bash_completion_is_valid_and_follows_the_parser(tmp_path: Path) -> None
         assert check.returncode == 0, name
     top = {path.split(" ")[1] for path, _, _ in subcommands(PARSERS[1])}
     assert set(complete("backupctl ")) == top
-    assert complete("backupctl binlog ") == ["status", "fetch"]
+    assert complete("backupctl binlog ") == ["status", "fetch", "index"]
     assert complete("backupctl --json restore pl") == ["plan"]
     assert "--target-socket" in complete("backupctl restore replay --")
     assert "--wait" not in complete("backupctl restore replay --")
@@ -124,6 +124,6 @@ def test_zsh_completion_parses_and_follows_the_parser() -> None:
     for name in ("_backupd", "_backupctl"):
         check = subprocess.run([zsh, "-n", str(COMPLETIONS / name)], check=False)
         assert check.returncode == 0, name
-    assert zsh_complete(zsh, "backupctl binlog ") == ["status", "fetch"]
+    assert zsh_complete(zsh, "backupctl binlog ") == ["status", "fetch", "index"]
     assert "--target-socket" in zsh_complete(zsh, "backupctl restore replay --")
     assert zsh_complete(zsh, "backupctl --config ") == ["FILES"]

@@ -1,0 +1,298 @@
+"""The change index: per archived segment, one entry per transaction that commits in it.
+
+An entry says where the transaction is (GTID, file, start and end position), when it
+committed, which tables it changed with how many rows inserted, updated and deleted (from
+the TABLE_MAP and row events), and for statements (DDL, statement-based changes) their
+kind and masked, truncated text (`statements`); for row changes MariaDB's annotate event
+gives the statement that made them. `backupctl find` answers from these objects alone.
+
+`Indexer` walks a file's segments in order, so a transaction cut by a `mid` segment is
+indexed in the segment where it commits; its state (checksum setting, table maps, the
+transaction still open) carries from one segment of a file to the next. A segment that does
+not continue the state (a restart in the middle of a file) starts fresh and learns the
+checksum setting from its first event's CRC.
+
+The object: zstd-compressed JSON (see `encode`) of one or several consecutive segments,
+stored under the key `layout.IndexKey` names from the range and the object's own sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import zstandard
+
+from backupd.binlog import events as ev
+from backupd.binlog import rows, statements
+from backupd.binlog.extent import Extent
+
+VERSION = 1
+_HEADER = struct.Struct("<IBIII")  # timestamp, type, server id, size, log_pos
+_ROW_CODES = frozenset(rows.ROW_EVENTS)
+_MYSQL_GTIDS = frozenset({ev.MYSQL_GTID, ev.MYSQL_ANONYMOUS_GTID})
+_MARIADB_COMPRESSED = frozenset(range(165, 172))  # log_bin_compress: QUERY and row events
+
+
+class IndexingError(ValueError):
+    """A segment the indexer cannot read (its index is then left to the backfill)."""
+
+
+@dataclass
+class Transaction:
+    """One transaction as the index records it."""
+
+    gtid: str | None
+    file: str
+    pos: int
+    end_pos: int = 0
+    commit_time: int = 0
+    tables: dict[str, list[int]] = field(default_factory=dict)  # name -> [ins, upd, del]
+    kind: str = statements.KIND_OTHER
+    statement: str | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(sum(counts) for counts in self.tables.values())
+
+    def to_list(self) -> list[Any]:
+        return [
+            self.gtid,
+            self.pos,
+            self.end_pos,
+            self.commit_time,
+            self.kind,
+            self.tables,
+            self.statement,
+        ]
+
+    @classmethod
+    def from_list(cls, file: str, item: list[Any]) -> Transaction:
+        gtid, pos, end_pos, commit_time, kind, tables, statement = item
+        return cls(gtid, file, pos, end_pos, commit_time, tables, kind, statement)
+
+
+@dataclass
+class _Open:
+    """The transaction being read."""
+
+    txn: Transaction
+    standalone: bool = False  # a MariaDB standalone GTID or a MySQL GTID before BEGIN
+    began: bool = False  # BEGIN seen
+    annotate: str | None = None
+
+
+class Indexer:
+    """Index segments of a stream in file order; one instance per archive writer."""
+
+    def __init__(self) -> None:
+        self._file = ""
+        self._position = -1
+        self._alg: int | None = None
+        self._tables: dict[int, rows.TableMap] = {}
+        self._maps: dict[bytes, tuple[int, rows.TableMap]] = {}  # body -> parsed (a cache)
+        self._open: _Open | None = None
+
+    def index(self, extent: Extent, data: bytes) -> list[Transaction]:
+        """The transactions that commit in this segment's bytes."""
+        if extent.file != self._file or extent.start != self._position or extent.start == 0:
+            self._reset(extent.file)
+        done: list[Transaction] = []
+        at = 0
+        if extent.start == 0:
+            if data[:4] != ev.MAGIC:
+                raise IndexingError(f"{extent.file} does not begin with the binlog magic")
+            at = 4
+        try:
+            while at < len(data):
+                timestamp, code, server_id, size, _log_pos = _HEADER.unpack_from(data, at)
+                if size < ev.HEADER_SIZE or at + size > len(data):
+                    raise IndexingError(f"{extent.file}: event at {extent.start + at} is cut")
+                if self._alg is None:
+                    self._alg = _detect_alg(data[at : at + size], code)
+                if code == ev.XID:  # the most common event needs no copy of its bytes
+                    self._commit(extent.start + at + size, timestamp, done)
+                else:
+                    raw = data[at : at + size]
+                    self._event(raw, code, timestamp, server_id, extent.start + at, done)
+                at += size
+        except (IndexError, struct.error, rows.RowsError, ev.EventError) as exc:
+            self._reset(extent.file)
+            raise IndexingError(f"{extent.file} {extent.start}..{extent.end}: {exc}") from exc
+        self._position = extent.end
+        return done
+
+    def _reset(self, file: str) -> None:
+        self._file, self._alg, self._open = file, None, None
+        self._tables = {}
+
+    def _event(
+        self, raw: bytes, code: int, timestamp: int, server_id: int, start: int, done: list[Any]
+    ) -> None:
+        end = start + len(raw)
+        crc = ev.CHECKSUM_SIZE if self._alg == ev.CHECKSUM_CRC32 else 0
+        if code in _ROW_CODES:
+            self._rows(raw[ev.HEADER_SIZE : len(raw) - crc], code, start)
+        elif code == rows.TABLE_MAP:
+            body = raw[ev.HEADER_SIZE : len(raw) - crc]
+            parsed = self._maps.get(body)
+            if parsed is None:
+                parsed = rows.parse_table_map(body)
+                if len(self._maps) > 10_000:
+                    self._maps.clear()
+                self._maps[body] = parsed
+            self._tables[parsed[0]] = parsed[1]
+        elif code == ev.XID:
+            self._commit(end, timestamp, done)
+        elif code == ev.MARIADB_GTID:
+            gtid, flags2 = ev.mariadb_gtid(raw, server_id)
+            self._begin(gtid, start, bool(flags2 & ev.MARIADB_GTID_STANDALONE))
+        elif code == ev.QUERY:
+            self._query(raw, start, end, timestamp, done)
+        elif code == ev.MARIADB_ANNOTATE_ROWS:
+            if self._open is not None and self._open.annotate is None:
+                text = raw[ev.HEADER_SIZE : len(raw) - crc].decode("utf-8", "replace")
+                self._open.annotate = statements.summary(text)
+        elif code in _MYSQL_GTIDS:
+            self._begin(_mysql_gtid(raw) if code == ev.MYSQL_GTID else None, start, True)
+        elif code == ev.MYSQL_TRANSACTION_PAYLOAD:
+            self._payload(raw, start, end, timestamp, done)
+        else:
+            self._file_event(raw, code)
+
+    def _file_event(self, raw: bytes, code: int) -> None:
+        """Events about the file rather than a transaction (or that the index cannot read)."""
+        if code == ev.FORMAT_DESCRIPTION:
+            self._alg = ev.fde_checksum_alg(raw)
+            self._tables = {}
+        elif code in _MARIADB_COMPRESSED:
+            raise rows.RowsError(f"compressed event type {code} (log_bin_compress) not indexed")
+
+    def _begin(self, gtid: str | None, start: int, standalone: bool) -> None:
+        self._open = _Open(Transaction(gtid, self._file, start), standalone)
+
+    def _current(self, start: int) -> _Open:
+        """The open transaction; one begins here when the stream shows none (no GTIDs)."""
+        if self._open is None:
+            self._open = _Open(Transaction(None, self._file, start))
+        return self._open
+
+    def _rows(self, body: bytes, code: int, start: int) -> None:
+        name, operation, count = rows.count_rows(body, code, self._tables)
+        txn = self._current(start).txn
+        counts = txn.tables.get(name)
+        if counts is None:
+            counts = txn.tables[name] = [0, 0, 0]
+        counts[operation] += count
+        txn.kind = statements.KIND_DML
+
+    def _query(self, raw: bytes, start: int, end: int, timestamp: int, done: list[Any]) -> None:
+        text = ev.query_text(raw, self._alg or ev.CHECKSUM_OFF)
+        if text == b"BEGIN":
+            self._current(start).began = True
+            return
+        if text in (b"COMMIT", b"ROLLBACK"):
+            self._commit(end, timestamp, done)
+            return
+        opened = self._current(start)
+        statement = text.decode("utf-8", "replace")
+        txn = opened.txn
+        if txn.statement is None:
+            txn.statement = statements.summary(statement)
+        if txn.kind != statements.KIND_DML:
+            txn.kind = statements.kind(statement)
+        if txn.kind == statements.KIND_DDL:
+            db_len = raw[ev.HEADER_SIZE + 8]
+            (status_len,) = struct.unpack_from("<H", raw, ev.HEADER_SIZE + 11)
+            at = ev.HEADER_SIZE + 13 + status_len
+            default_db = raw[at : at + db_len].decode("utf-8", "replace")
+            table = statements.ddl_table(statement, default_db)
+            if table:
+                txn.tables.setdefault(table, [0, 0, 0])
+        if opened.standalone or not opened.began:
+            self._commit(end, timestamp, done)
+
+    def _payload(self, raw: bytes, start: int, end: int, timestamp: int, done: list[Any]) -> None:
+        """A MySQL TRANSACTION_PAYLOAD: its inner events (no CRC) form the transaction."""
+        alg, self._alg = self._alg, ev.CHECKSUM_OFF
+        try:
+            for inner in ev.payload_events(raw, alg or ev.CHECKSUM_OFF):
+                inner_ts, code, server_id, _size, _pos = _HEADER.unpack_from(inner, 0)
+                self._event(bytes(inner), code, inner_ts, server_id, start, [])
+        finally:
+            self._alg = alg
+        self._commit(end, timestamp, done)
+
+    def _commit(self, end: int, timestamp: int, done: list[Transaction]) -> None:
+        opened = self._open
+        self._open = None
+        if opened is None:
+            return
+        txn = opened.txn
+        txn.end_pos, txn.commit_time = end, timestamp
+        if txn.kind == statements.KIND_DML and opened.annotate is not None:
+            txn.statement = opened.annotate
+        done.append(txn)
+
+
+def _detect_alg(raw: bytes, code: int) -> int:
+    """The checksum setting of a file seen from the middle: does the event end in its CRC?"""
+    if code == ev.FORMAT_DESCRIPTION:
+        return ev.fde_checksum_alg(raw)
+    stored = int.from_bytes(raw[-ev.CHECKSUM_SIZE :], "little")
+    return ev.CHECKSUM_CRC32 if zlib.crc32(raw[: -ev.CHECKSUM_SIZE]) == stored else ev.CHECKSUM_OFF
+
+
+def _mysql_gtid(raw: bytes) -> str:
+    """ "uuid:gno" of a MySQL GTID event."""
+    sid = raw[ev.HEADER_SIZE + 1 : ev.HEADER_SIZE + 17].hex()
+    (gno,) = struct.unpack_from("<q", raw, ev.HEADER_SIZE + 17)
+    uuid = f"{sid[:8]}-{sid[8:12]}-{sid[12:16]}-{sid[16:20]}-{sid[20:]}"
+    return f"{uuid}:{gno}"
+
+
+# -- the stored object ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexObject:
+    """The index of bytes [start, end) of a file: the transactions that commit in them."""
+
+    file: str
+    start: int
+    end: int
+    transactions: list[Transaction]
+
+
+def encode(obj: IndexObject) -> bytes:
+    """zstd(JSON): {"version", "file", "start", "end", "transactions": [[gtid, pos, end_pos,
+    commit_time, kind, {"db.t": [insert, update, delete]}, statement], ...]}.
+    Deterministic: the same bytes index to the same object (and so the same key)."""
+    document = {
+        "version": VERSION,
+        "file": obj.file,
+        "start": obj.start,
+        "end": obj.end,
+        "transactions": [txn.to_list() for txn in obj.transactions],
+    }
+    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return zstandard.ZstdCompressor(level=3, write_checksum=True).compress(text)
+
+
+def decode(body: bytes, object_sha256: str) -> IndexObject:
+    """The object back, its sha256 (from its key) checked first; ValueError when damaged."""
+    if hashlib.sha256(body).hexdigest() != object_sha256:
+        raise ValueError("index object sha256 mismatch")
+    try:
+        document = json.loads(zstandard.ZstdDecompressor().decompress(body, 1 << 30))
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"index object does not decompress: {exc}") from exc
+    if document.get("version") != VERSION:
+        raise ValueError(f"index object version {document.get('version')!r} is not {VERSION}")
+    file = str(document["file"])
+    txns = [Transaction.from_list(file, item) for item in document["transactions"]]
+    return IndexObject(file, int(document["start"]), int(document["end"]), txns)
