@@ -26,6 +26,7 @@ from backupd.restore import repository, volumes
 from backupd.restore import verify as verifying
 from backupd.restore.guard import refuse_protected
 from backupd.restore.prepare import Prepared, prepare
+from backupd.restore.relay_target import METHODS, choose
 from backupd.restore.replay import Progress, ReplayServer
 from backupd.restore_target import parse_target
 from backupd.storage import open_store
@@ -51,6 +52,7 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     )
     replay.add_argument("--target-user", default="", help="user (default: the client's)")
     replay.add_argument("--target-option-file", default="", help="client option file")
+    _method_options(replay)
     replay.set_defaults(func=cmd_replay)
     volumes = sub.add_parser(
         "volumes", parents=parents, help="the snapshot set for TARGET as new volumes + steps"
@@ -67,6 +69,7 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
         "drill", parents=parents, help="restore to TARGET in a scratch server and prove it"
     )
     _target_options(drill)
+    _method_options(drill)
     drill.set_defaults(func=cmd_drill)
     verify = commands.add_parser(
         "verify", parents=parents, help="check sets, binlog chain and checksums (no daemon)"
@@ -89,6 +92,22 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
         "--allow-crash-consistent",
         action="store_true",
         help="also start from crash-consistent snapshot sets",
+    )
+
+
+def _method_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="auto",
+        help="relay: the target's own replication applier, in parallel; pipe: one "
+        "mariadb-binlog | mariadb session; auto (default): relay where possible",
+    )
+    parser.add_argument(
+        "--apply-workers",
+        type=int,
+        default=0,
+        help="relay: parallel applier threads (default: 2 per CPU, 8 to 16)",
     )
 
 
@@ -134,6 +153,8 @@ def render_plan(doc: dict[str, Any]) -> str:
         f"{end['transactions']} transaction(s) to replay",
         f"  GTID position afterwards: {end['gtid_state'] or '-'}",
     ]
+    if doc.get("method"):
+        lines.append(f"  method: {doc['method']['name']} ({doc['method']['why']})")
     path = doc.get("timeline_path") or []
     if doc.get("cluster"):
         lines.insert(1, f"  cluster {doc['cluster']}, timeline {doc.get('timeline')}")
@@ -188,10 +209,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         option_file=args.target_option_file,
     )
     refuse_protected(server, storage_config(args).mysql)
+    if args.apply_workers < 0:
+        raise UsageError("--apply-workers must be 0 (automatic) or more")
     with work_dir(args) as workdir:
         prepared = _prepare(args, workdir)
-        applied = applying.apply(prepared, server, progress_printer(args))
-    document = {**prepared.to_dict(), "replay": applied.to_dict()}
+        method = choose(args.method, server, prepared.snapshot.flavor, args.apply_workers)
+        applied = applying.apply(prepared, server, progress_printer(args), method=method)
+    document = {**prepared.to_dict(), "method": method.to_dict(), "replay": applied.to_dict()}
     if args.json:
         print(json.dumps(document, sort_keys=True))
     else:
@@ -226,6 +250,8 @@ def cmd_drill(args: argparse.Namespace) -> int:
             None if args.json else progress_printer(args),
             cluster=args.cluster or config.storage.cluster,
             timeline=args.timeline,
+            method=args.method,
+            workers=args.apply_workers,
         )
     emit(args, result.to_dict(), render_drill)
     return EXIT_OK if result.ok else EXIT_FAILED
