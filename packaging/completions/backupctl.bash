@@ -23,9 +23,9 @@ _backupctl() {
         "binlog fetch") opts="--cluster --config --dest --from --help --json --server --socket --timeline --to -h"; subs="" ;;
         "restore") opts="--config --help --json --socket -h"; subs="plan replay volumes" ;;
         "restore plan") opts="--allow-crash-consistent --cluster --config --help --json --server --socket --timeline --to --work-dir -h"; subs="" ;;
-        "restore replay") opts="--allow-crash-consistent --cluster --config --help --json --server --socket --target-host --target-option-file --target-port --target-socket --target-user --timeline --to --work-dir -h"; subs="" ;;
+        "restore replay") opts="--allow-crash-consistent --apply-workers --cluster --config --help --json --method --server --socket --target-host --target-option-file --target-port --target-socket --target-user --timeline --to --work-dir -h"; subs="" ;;
         "restore volumes") opts="--allow-crash-consistent --availability-zone --cluster --config --dest --device --help --instance-id --json --server --socket --timeline --to --work-dir -h"; subs="" ;;
-        "drill") opts="--allow-crash-consistent --cluster --config --help --json --server --socket --timeline --to --work-dir -h"; subs="" ;;
+        "drill") opts="--allow-crash-consistent --apply-workers --cluster --config --help --json --method --server --socket --timeline --to --work-dir -h"; subs="" ;;
         "verify") opts="--config --help --json --sample --socket -h"; subs="" ;;
         "check") opts="--config --help --json --nagios --notify --socket --user -h"; subs="" ;;
     esac
