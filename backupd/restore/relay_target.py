@@ -29,6 +29,10 @@ FILTERS = (
     "replicate_wild_do_table",
     "replicate_wild_ignore_table",
 )
+MYSQL_REASON = (
+    "the relay method is implemented for MariaDB only (MySQL's replica_parallel_workers path "
+    "is not built yet)"
+)
 _SYSTEM_SCHEMAS = "'mysql', 'information_schema', 'performance_schema', 'sys'"
 _TRANSACTIONAL = "'InnoDB', 'SEQUENCE'"
 
@@ -149,8 +153,7 @@ def unfit(facts: TargetFacts, flavor: str) -> str:
     checks = (
         (
             flavor == "mysql" or "mariadb" not in facts.version.lower(),
-            "the relay method is implemented for MariaDB only (MySQL's "
-            "replica_parallel_workers path is not built yet)",
+            MYSQL_REASON,
         ),
         (bool(facts.error), f"the target refuses replication statements ({facts.error})"),
         (
@@ -190,9 +193,7 @@ def decide(requested: str, facts: TargetFacts, flavor: str, workers: int) -> Met
         return PIPE_BY_REQUEST
     why_not = unfit(facts, flavor)
     if why_not:
-        if requested == "relay":
-            raise RelayUnavailable(why=why_not)
-        return Method("pipe", f"relay not possible: {why_not}")
+        return pipe_because(requested, why_not)
     mode = "conservative" if facts.non_transactional else "optimistic"
     why = (
         f"the target's data directory {facts.datadir} is on this host: its SQL thread applies "
@@ -203,10 +204,22 @@ def decide(requested: str, facts: TargetFacts, flavor: str, workers: int) -> Met
     return Method("relay", why, workers, mode)
 
 
+def pipe_because(requested: str, why_not: str) -> Method:
+    """The pipe under `auto`; RelayUnavailable when relay was asked for by name."""
+    if requested == "relay":
+        raise RelayUnavailable(why=why_not)
+    return Method("pipe", f"relay not possible: {why_not}")
+
+
 def choose(requested: str, server: ReplayServer, flavor: str, workers: int = 0) -> Method:
-    """Connect to the target and decide; `pipe` asked for needs no connection."""
+    """Connect to the target and decide; `pipe`, or a MySQL archive, needs no connection."""
     if requested == "pipe":
         return PIPE_BY_REQUEST
+    if flavor == "mysql":
+        return pipe_because(requested, MYSQL_REASON)
     with connect(server) as conn:
-        facts = read_facts(conn)
+        try:
+            facts = read_facts(conn)
+        except pymysql.err.MySQLError as exc:
+            return pipe_because(requested, f"cannot read the target's settings ({describe(exc)})")
     return decide(requested, facts, flavor, workers or default_workers())
