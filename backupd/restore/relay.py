@@ -21,9 +21,6 @@ session state cross file boundaries inside the SQL thread.
 
 from __future__ import annotations
 
-import mmap
-import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +30,7 @@ from typing import Any
 import pymysql
 
 from backupd.database import describe
+from backupd.restore.relay_layout import RelayFiles, free_server_id, lay_out, own, scan
 from backupd.restore.relay_target import Method, connect
 from backupd.restore.replay import Progress, ReplayFailed, ReplayRange, ReplayServer
 
@@ -44,111 +42,6 @@ _IDLE_WORKER = "Waiting for work"
 # default IDEMPOTENT would turn a replayed CREATE TABLE into CREATE OR REPLACE).
 _SAVED = ("server_id", "slave_parallel_threads", "slave_ddl_exec_mode")
 STALL_SECONDS = 60.0  # all relay logs read, no worker busy, position unchanged: a stall
-
-
-@dataclass(frozen=True)
-class RangeEvents:
-    """What the events of a range tell before it is applied."""
-
-    server_ids: frozenset[int]
-    events: int
-
-
-def scan(replay_range: ReplayRange) -> RangeEvents:
-    """Server ids of every event up to the end point, and how many events are replayed."""
-    ids: set[int] = set()
-    count = 0
-    last = len(replay_range.files) - 1
-    for number, path in enumerate(replay_range.files):
-        first = replay_range.start_position if number == 0 else 0
-        stop = replay_range.stop_position if number == last else None
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size <= 4:
-                continue
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                end = size if stop is None else min(stop, size)
-                offset = 4
-                while offset + 19 <= end:
-                    ids.add(int.from_bytes(data[offset + 5 : offset + 9], "little"))
-                    length = int.from_bytes(data[offset + 9 : offset + 13], "little")
-                    if length < 19:
-                        break
-                    count += offset >= first
-                    offset += length
-    return RangeEvents(frozenset(ids), count)
-
-
-def free_server_id(current: int, taken: frozenset[int]) -> int:
-    """`current` when no event carries it, else the lowest id above every one that does."""
-    if current not in taken:
-        return current
-    candidate = max(taken) + 1
-    return candidate if candidate < 2**32 else min(set(range(1, len(taken) + 2)) - taken)
-
-
-@dataclass(frozen=True)
-class RelayFiles:
-    """Our relay logs in the target's relay directory, in replay order."""
-
-    directory: Path
-    base: str  # e.g. mariadbd-relay-bin-backupd_replay
-    entry_prefix: str  # written before each name in the index ("./" or a directory)
-    names: tuple[str, ...]
-    sizes: tuple[int, ...]
-
-    @property
-    def index(self) -> Path:
-        return self.directory / f"{self.base}.index"
-
-    def number(self, name: str) -> int:
-        stem, _, digits = name.rpartition(".")
-        return int(digits) if stem == self.base and digits.isdigit() else -1
-
-
-def relay_name(base: str, number: int) -> str:
-    return f"{base}.{number:06d}"
-
-
-def _lay_out(replay_range: ReplayRange, directory: Path, base: str, owner: os.stat_result) -> (
-    tuple[tuple[str, ...], tuple[int, ...]]
-):  # fmt: skip
-    """Link (or copy) each file in as a relay log; the last is cut at the end point."""
-    names, sizes = [], []
-    last = len(replay_range.files) - 1
-    for number, source in enumerate(replay_range.files):
-        name = relay_name(base, number + 1)
-        target = directory / name
-        stop = replay_range.stop_position if number == last else None
-        if stop is None or stop >= source.stat().st_size:
-            _link_or_copy(source, target)
-        else:
-            with open(source, "rb") as src, open(target, "wb") as dst:
-                shutil.copyfileobj(_Limited(src, stop), dst, 1024 * 1024)
-        os.chown(target, owner.st_uid, owner.st_gid)
-        names.append(name)
-        sizes.append(target.stat().st_size)
-    return tuple(names), tuple(sizes)
-
-
-class _Limited:
-    """A reader that stops after `limit` bytes."""
-
-    def __init__(self, stream: Any, limit: int) -> None:
-        self.stream, self.left = stream, limit
-
-    def read(self, size: int = -1) -> bytes:
-        size = self.left if size < 0 else min(size, self.left)
-        chunk: bytes = self.stream.read(size)
-        self.left -= len(chunk)
-        return chunk
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:  # another filesystem: copy
-        shutil.copyfile(source, target)
 
 
 @dataclass(frozen=True)
@@ -287,6 +180,8 @@ def replay_relay(
             raise ReplayFailed(
                 f"the target refused a replication statement: {describe(exc)}"
             ) from exc
+        except OSError as exc:
+            raise ReplayFailed(f"cannot lay out the relay logs: {exc}") from exc
         finally:
             _restore(session, datadir, saved)
     progress.events = sum(s.events for s in scanned)
@@ -318,10 +213,10 @@ def _apply_range(
 ) -> None:
     directory, relay_base, prefix = session.probe(datadir)
     owner = datadir.stat()
-    names, sizes = _lay_out(replay_range, directory, relay_base, owner)
+    names, sizes = lay_out(replay_range, directory, relay_base, owner)
     files = RelayFiles(directory, relay_base, prefix, names, sizes)
     files.index.write_text("".join(f"{prefix}{name}\n" for name in names))
-    os.chown(files.index, owner.st_uid, owner.st_gid)
+    own(files.index, owner)
     start, stop = replay_range.start_position, sizes[-1]
     escape = session.conn.escape
     session.create(

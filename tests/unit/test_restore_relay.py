@@ -10,14 +10,8 @@ from pathlib import Path
 import pytest
 
 from backupd.errors import RelayUnavailable
-from backupd.restore.relay import (
-    RelayFiles,
-    SlaveStatus,
-    _Watcher,
-    free_server_id,
-    relay_name,
-    scan,
-)
+from backupd.restore.relay import SlaveStatus, _Watcher
+from backupd.restore.relay_layout import RelayFiles, free_server_id, relay_name, scan
 from backupd.restore.relay_target import PIPE_BY_REQUEST, TargetFacts, decide, unfit
 from backupd.restore.replay import Progress, ReplayRange
 from tests.binlog_fakes import FakeFile, Txn
