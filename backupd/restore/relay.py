@@ -30,10 +30,12 @@ from typing import Any
 import pymysql
 
 from backupd.database import describe
+from backupd.log import get_logger
 from backupd.restore.relay_layout import RelayFiles, free_server_id, lay_out, own, scan
 from backupd.restore.relay_target import Method, connect
 from backupd.restore.replay import Progress, ReplayFailed, ReplayRange, ReplayServer
 
+_log = get_logger("relay")
 CONNECTION = "backupd_replay"
 _DUMMY_HOST = "backupd-replay.invalid"  # never contacted: only the SQL thread ever runs
 _NO_SUCH_CONNECTION = 1617
@@ -197,8 +199,12 @@ def _restore(session: _Session, datadir: Path, saved: dict[str, Any]) -> None:
         session.drop_connection(datadir)
         for name, value in saved.items():
             session.run(f"SET GLOBAL {name} = {session.conn.escape(value)}")
-    except pymysql.err.MySQLError:
-        pass  # the replay's own error (or success) is what the caller must see
+    except pymysql.err.MySQLError as exc:  # the replay's own outcome is what the caller sees
+        _log.warning(
+            "could not leave the target as found after the relay replay",
+            error=describe(exc),
+            settings=", ".join(f"{k}={v}" for k, v in saved.items()),
+        )
 
 
 def _apply_range(
