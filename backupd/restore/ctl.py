@@ -105,10 +105,21 @@ def _method_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--apply-workers",
-        type=int,
+        type=_workers,
         default=0,
         help="relay: parallel applier threads (default: 2 per CPU, 8 to 16)",
     )
+
+
+def _workers(text: str) -> int:
+    """0 (automatic) to 256 parallel applier threads; anything else is refused (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a worker count from 0 to 256")
+    return value
 
 
 def storage_config(args: argparse.Namespace) -> Config:
@@ -209,8 +220,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
         option_file=args.target_option_file,
     )
     refuse_protected(server, storage_config(args).mysql)
-    if args.apply_workers < 0:
-        raise UsageError("--apply-workers must be 0 (automatic) or more")
     with work_dir(args) as workdir:
         prepared = _prepare(args, workdir)
         method = choose(args.method, server, prepared.snapshot.flavor, args.apply_workers)
