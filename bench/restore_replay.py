@@ -3,8 +3,9 @@
 Prints one JSON document. Run as root: `.venv/bin/python -m bench.restore_replay`.
 Two recorded workloads: `concurrent` (8 clients over several tables: parallelism exists) and
 `hot_row` (8 clients updating one row: none does). Each is replayed into the same target
-server (the test bed's durability: sync_binlog=1, innodb_flush_log_at_trx_commit=1, and
-log_slave_updates so the relay method's applier binlogs like the pipe's client does) by the
+server (the test bed's durability: sync_binlog=1, innodb_flush_log_at_trx_commit=1, or
+with --relaxed-target a drill's: no fsync per commit; and log_slave_updates so the relay
+method's applier binlogs like the pipe's client does) by the
 plain pipe, backupd's pipe and backupd's relay method, its database emptied between runs
 and its table checksums compared with the source's after each.
 """
@@ -148,6 +149,11 @@ def main() -> None:
     parser.add_argument("--tables", type=int, default=4)
     parser.add_argument("--workers", type=int, default=8, help="relay: parallel applier threads")
     parser.add_argument("--runs", type=int, default=3, help="replays of each workload")
+    parser.add_argument(
+        "--relaxed-target",
+        action="store_true",
+        help="target without per-commit fsync (sync_binlog=0, trx_commit=2), like a drill's",
+    )
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-replay-"))
     source = MariaDB(base / "src", base / "src" / "data", server_id=1)
@@ -158,6 +164,10 @@ def main() -> None:
     try:
         source.install()
         target.install()
+        if args.relaxed_target:
+            target.sql("SET GLOBAL sync_binlog = 0")
+            target.sql("SET GLOBAL innodb_flush_log_at_trx_commit = 2")
+        report["target_fsync_per_commit"] = not args.relaxed_target
         for name in WORKLOADS:
             names, start = record(
                 source, name, args.clients, args.transactions, args.rows, args.tables
