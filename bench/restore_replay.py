@@ -122,11 +122,10 @@ def timed(label: str, run: Callable[[], Any], total_bytes: int) -> dict[str, Any
 
 
 def measure(
-    files: list[Path], start: int, target: MariaDB, expected: list[int], tables: int, workers: int
+    files: list[Path], start: int, target: MariaDB, expected: list[int], tables: int, relay: Method
 ) -> list[dict[str, Any]]:
     spec = ReplayRange(files, start)
     server = ReplayServer(socket=target.socket, user="root")
-    relay = Method("relay", "benchmark", workers, "optimistic")
     runs: list[tuple[str, Callable[[], Any]]] = [
         ("plain mariadb-binlog | mariadb", lambda: plain_pipe(files, start, target)),
         ("backupd pipe", lambda: replay(spec, server)),
@@ -149,6 +148,8 @@ def main() -> None:
     parser.add_argument("--tables", type=int, default=4)
     parser.add_argument("--workers", type=int, default=8, help="relay: parallel applier threads")
     parser.add_argument("--runs", type=int, default=3, help="replays of each workload")
+    parser.add_argument("--parallel-mode", default="optimistic", help="relay: slave_parallel_mode")
+    parser.add_argument("--workload", action="append", choices=list(WORKLOADS), help="(all)")
     parser.add_argument(
         "--relaxed-target",
         action="store_true",
@@ -168,7 +169,8 @@ def main() -> None:
             target.sql("SET GLOBAL sync_binlog = 0")
             target.sql("SET GLOBAL innodb_flush_log_at_trx_commit = 2")
         report["target_fsync_per_commit"] = not args.relaxed_target
-        for name in WORKLOADS:
+        relay = Method("relay", "benchmark", args.workers, args.parallel_mode)
+        for name in args.workload or list(WORKLOADS):
             names, start = record(
                 source, name, args.clients, args.transactions, args.rows, args.tables
             )
@@ -177,7 +179,7 @@ def main() -> None:
             copies.mkdir()
             files = [Path(shutil.copy(source.binlog_dir / n, copies / n)) for n in names]
             runs = [
-                measure(files, start, target, expected, args.tables, args.workers)
+                measure(files, start, target, expected, args.tables, relay)
                 for _ in range(args.runs)
             ]
             ratios = [round(r[0]["seconds"] / r[2]["seconds"], 2) for r in runs]
@@ -190,6 +192,7 @@ def main() -> None:
                 "pipe_vs_plain": [round(r[0]["seconds"] / r[1]["seconds"], 2) for r in runs],
             }
         report["relay_workers"] = args.workers
+        report["relay_parallel_mode"] = args.parallel_mode
         print(json.dumps(report, indent=2))
     finally:
         source.stop()
