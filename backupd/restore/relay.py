@@ -180,7 +180,7 @@ def replay_relay(
                 base += replay_range.total_bytes()
         except pymysql.err.MySQLError as exc:
             raise ReplayFailed(
-                f"the target refused a replication statement: {describe(exc)}"
+                f"the target failed a statement of the relay replay: {describe(exc)}"
             ) from exc
         except OSError as exc:
             raise ReplayFailed(f"cannot lay out the relay logs: {exc}") from exc
