@@ -277,6 +277,7 @@ class _Watcher:
         self.progress, self.base = progress, base
         self.on_progress, self.interval = on_progress, interval
         self.last_report = 0.0
+        self.stall_seconds = STALL_SECONDS
 
     def reached(self, status: SlaveStatus) -> bool:
         number = self.files.number(status.relay_file)
@@ -304,7 +305,7 @@ class _Watcher:
             if (status.relay_file, status.relay_pos) != seen:
                 seen, still_since = (status.relay_file, status.relay_pos), now
                 self._report(status, now)
-            elif now - still_since > STALL_SECONDS and self._idle(status):
+            elif now - still_since > self.stall_seconds and self._idle(status):
                 raise ReplayFailed(
                     f"the applier read every relay log but stays at {status.where()}, before "
                     "the end point (events skipped?)"

@@ -13,7 +13,7 @@ from backupd.errors import RelayUnavailable
 from backupd.restore.relay import SlaveStatus, _Watcher
 from backupd.restore.relay_layout import RelayFiles, free_server_id, relay_name, scan
 from backupd.restore.relay_target import PIPE_BY_REQUEST, TargetFacts, decide, unfit
-from backupd.restore.replay import Progress, ReplayRange
+from backupd.restore.replay import Progress, ReplayFailed, ReplayRange
 from tests.binlog_fakes import FakeFile, Txn
 
 FIT = TargetFacts(
@@ -115,3 +115,48 @@ def test_the_end_is_the_group_position_in_the_last_file_or_past_it() -> None:
     assert watcher.done_bytes(status(relay_name(base, 1), 400)) == 0
     assert watcher.done_bytes(status(relay_name(base, 2), 300)) == 900
     assert watcher.done_bytes(status(relay_name(base, 3), 4)) == 1400
+
+
+class FakeSession:
+    """SHOW SLAVE STATUS answers in turn (the last one repeats), and idle workers."""
+
+    def __init__(self, *answers: SlaveStatus) -> None:
+        self.answers = list(answers)
+
+    def status(self) -> SlaveStatus:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    def busy_workers(self) -> int:
+        return 0
+
+
+def watcher_on(session: FakeSession) -> _Watcher:
+    base = "r-backupd_replay"
+    files = RelayFiles(Path("/d"), base, "./", (relay_name(base, 1),), (900,))
+    progress = Progress(500, time.monotonic())
+    return _Watcher(session, files, 400, 900, progress, 0, None, 0.0)  # type: ignore[arg-type]
+
+
+def test_the_watch_ends_at_the_end_point_and_counts_progress() -> None:
+    name = relay_name("r-backupd_replay", 1)
+    watcher = watcher_on(FakeSession(status(name, 400), status(name, 650), status(name, 900)))
+    watcher.wait()
+    assert watcher.progress.done_bytes == 250  # the last report before the end
+
+
+def test_an_sql_error_fails_the_watch_with_the_servers_words() -> None:
+    failed = replace(status(relay_name("r-backupd_replay", 1), 500, running=False),
+                     errno=1062, error="Duplicate entry '2' for key 'PRIMARY'")  # fmt: skip
+    with pytest.raises(ReplayFailed, match=r"error 1062 at relay log .*Duplicate entry '2'"):
+        watcher_on(FakeSession(failed)).wait()
+
+
+def test_a_thread_stopped_early_or_stalled_fails_the_watch() -> None:
+    name = relay_name("r-backupd_replay", 1)
+    with pytest.raises(ReplayFailed, match=r"stopped at relay log .*before the end point"):
+        watcher_on(FakeSession(status(name, 500, running=False))).wait()
+    stalled = replace(status(name, 500), state="Slave has read all relay log; waiting")
+    watcher = watcher_on(FakeSession(stalled))
+    watcher.stall_seconds = 0.0
+    with pytest.raises(ReplayFailed, match="read every relay log but stays at"):
+        watcher.wait()
