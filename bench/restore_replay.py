@@ -121,6 +121,11 @@ def timed(label: str, run: Callable[[], Any], total_bytes: int) -> dict[str, Any
     }
 
 
+def retries(server: MariaDB) -> int:
+    """Transactions the parallel applier rolled back and ran again (optimistic conflicts)."""
+    return int(server.sql("SHOW GLOBAL STATUS LIKE 'Slave_retried_transactions'")[0][1])
+
+
 def measure(
     files: list[Path], start: int, target: MariaDB, expected: list[int], tables: int, relay: Method
 ) -> list[dict[str, Any]]:
@@ -134,7 +139,9 @@ def measure(
     results = []
     for label, run in runs:
         target.sql(f"DROP DATABASE IF EXISTS {SCHEMA}")
+        retried = retries(target)
         results.append(timed(label, run, spec.total_bytes()))
+        results[-1]["retried_transactions"] = retries(target) - retried
         if checksums(target, tables) != expected:
             raise RuntimeError(f"{label}: the target's checksums differ from the source's")
     return results
