@@ -160,3 +160,21 @@ def test_a_thread_stopped_early_or_stalled_fails_the_watch() -> None:
     watcher.stall_seconds = 0.0
     with pytest.raises(ReplayFailed, match="read every relay log but stays at"):
         watcher.wait()
+
+
+def test_the_printed_plan_says_which_method_and_why() -> None:
+    from backupd.restore.ctl import render_plan
+
+    doc = {
+        "server": "1", "target": "latest", "files": ["mysql-bin.000002"], "segments": ["k"],
+        "snapshot": {"set_id": "s", "provider": "local", "coordinate": "mysql-bin.000002:4",
+                     "gtid": ""},
+        "end": {"coordinate": "mysql-bin.000002:900", "gtid": "0-1-9", "commit_time": 0,
+                "transactions": 3, "gtid_state": "0-1-9"},
+        "method": decide("auto", replace(FIT, local=False), "mariadb", 8).to_dict(),
+    }  # fmt: skip
+    assert "  method: pipe (relay not possible: the target server does not run on this host" in (
+        render_plan(doc)
+    )
+    del doc["method"]  # `restore plan` has no target: no method line
+    assert "method:" not in render_plan(doc)
