@@ -36,8 +36,15 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "backupctl restore volumes --to latest --availability-zone eu-west-1a"
         " --instance-id i-0123456789abcdef0 --device /dev/sdf",
     ),
-    "backupctl drill": ("backupctl drill --to latest",),
+    "backupctl restore cache": ("backupctl restore cache --clear",),
+    "backupctl drill": (
+        "backupctl drill --to latest",
+        "backupctl drill --before 0-1-4242",
+        "backupctl drill --to latest --skip 0-1-4242",
+        "backupctl drill --before 0-1-4242 --tables shop.orders --dump /tmp/orders.sql",
+    ),
     "backupctl verify": ("backupctl verify --sample 100",),
+    "backupctl undo": ("backupctl undo 0-1-4242 --print > undo-0-1-4242.sql",),
 }
 
 

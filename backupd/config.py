@@ -230,6 +230,8 @@ class SnapshotSection(Section):
     crash_consistent_fallback: bool = False
     lock_attempts: Annotated[int, Field(ge=1, le=10)] = 3
     lock_retry_delay_seconds: Annotated[float, Field(ge=0, le=600)] = 5.0
+    max_restore_seconds: Annotated[float, Field(ge=0)] = 0.0  # 0: off (restore_estimate.py)
+    restore_estimate_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
     hooks: HooksSection = Field(default_factory=HooksSection)
     retention: RetentionSection = Field(default_factory=RetentionSection)
     ebs: EbsSection = Field(default_factory=EbsSection)
@@ -317,6 +319,19 @@ class DrillSection(Section):
         return value
 
 
+class RestoreSection(Section):
+    """`restore plan|replay` and `drill`: where fetched objects are kept, how many at once."""
+
+    work_dir: str = "/var/cache/backupd/restore"
+    fetch_workers: Annotated[int, Field(ge=1, le=64)] = 4
+    cache_max_bytes: NonNegativeInt = 20 * 1024 * 1024 * 1024
+
+    @field_validator("work_dir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        return _absolute_path(value, "work_dir")
+
+
 class NotifySection(Section):
     on_success: list[str] = Field(default_factory=list)
     on_failure: list[str] = Field(default_factory=list)
@@ -340,6 +355,7 @@ class Config(Section):
     binlog: BinlogSection = Field(default_factory=BinlogSection)
     drill: DrillSection = Field(default_factory=DrillSection)
     notify: NotifySection = Field(default_factory=NotifySection)
+    restore: RestoreSection = Field(default_factory=RestoreSection)
 
     @model_validator(mode="after")
     def _no_freezing_own_dirs(self) -> Config:

@@ -22,6 +22,7 @@ from backupd.ctl_support import DEFAULT_SOCKET, Registrar, Subparsers, emit, soc
 from backupd.errors import EXIT_OK, EXIT_UNHEALTHY, BackupdError
 from backupd.render import render_status
 from backupd.restore import ctl as restore_ctl
+from backupd.restore import undo_ctl
 from backupd.snapshot import ctl as snapshot_ctl
 
 
@@ -92,6 +93,7 @@ REGISTRARS: list[Registrar] = [
     snapshot_ctl.register,
     binlog_ctl.register,
     restore_ctl.register,
+    undo_ctl.register,
     check_ctl.register,
 ]
 

@@ -33,6 +33,7 @@ from backupd.metrics import Metrics, MetricsServer
 from backupd.notifications import Notifications
 from backupd.private import make_data_private
 from backupd.restore.service import DrillService
+from backupd.restore_estimate import RestoreBudget
 from backupd.sdnotify import Notifier
 from backupd.server_settings import SettingRisk, assess
 from backupd.service import Service, ServiceContext
@@ -60,7 +61,9 @@ RESTART_ONLY_KEYS = (
 
 def build_services(context: ServiceContext) -> list[Service]:
     """Every feature service, in start order (stopped in reverse)."""
-    return [SnapshotService(context), BinlogService(context), DrillService(context)]
+    snapshots, binlog = SnapshotService(context), BinlogService(context)
+    budget = RestoreBudget(context, snapshots.request, snapshots.busy, binlog.bytes_since)
+    return [snapshots, binlog, DrillService(context), budget]
 
 
 def control_limits(section: DaemonSection) -> Limits:

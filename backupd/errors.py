@@ -255,6 +255,26 @@ class ProtectedServer(BackupdError):
     http_status = 409
 
 
+class UndoRefused(BackupdError):
+    """Undo refused: {message}"""
+
+    code = "undo_refused"
+    http_status = 409
+
+
+class TableDumpFailed(BackupdError):
+    """Table dump failed: {message}"""
+
+    code = "table_dump_failed"
+
+
+class TargetPositionMismatch(BackupdError):
+    """Refusing to replay: the target reports {have}, but snapshot set {set_id} is at {want}; {why}. Replay only into a server freshly restored from that set (restore volumes, then the replay command it printed)"""  # noqa: E501
+
+    code = "target_position_mismatch"
+    http_status = 409
+
+
 class RelayUnavailable(BackupdError):
     """Cannot replay through the target's replication applier (--method relay): {why}; use --method pipe or --method auto"""  # noqa: E501
 

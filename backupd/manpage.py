@@ -38,6 +38,7 @@ FILES = (
     ("/etc/sysconfig/backupd", "the same on Amazon Linux and RHEL"),
     ("/run/backupd/control.sock", "the control socket backupctl talks to"),
     ("/var/lib/backupd", "state: binlog archive position, spool"),
+    ("/var/cache/backupd/restore", "restore work directory: the verified object cache"),
 )
 SEE_ALSO = "backupd(8), backupctl(8), backupd.toml(5), systemctl(1), mariadb\\-binlog(1)"
 DOCS = "/usr/share/doc/backupd"

@@ -40,7 +40,7 @@ def render_status(doc: dict[str, Any]) -> str:
     if storage.get("requests"):
         counts = ", ".join(f"{op} {n}" for op, n in storage["requests"].items())
         lines.append(f"  requests since start: {counts}")
-    for name in ("snapshot", "binlog", "control"):
+    for name in ("snapshot", "binlog", "control", "restore_estimate"):
         if name in doc:
             lines.append(f"{name}: {doc[name].get('summary', '')}")
     for warning in doc.get("warnings", []):

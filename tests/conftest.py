@@ -161,6 +161,26 @@ def base_config(workdir: Path, live_mariadb: MariaDB) -> dict[str, dict[str, Any
     }
 
 
+RESTORE_WORK_DIR = "BACKUPD_RESTORE__WORK_DIR"
+
+
+@pytest.fixture(autouse=True)
+def restore_work_dir(tmp_path: Path) -> Iterator[Path]:
+    """Each test's restores and drills get their own object cache, never the host's
+    /var/cache/backupd/restore (the environment reaches backupctl and the daemon). Not via
+    `monkeypatch`: a test's `monkeypatch.undo()` must not take it away."""
+    path = tmp_path / "restore-work"
+    saved = os.environ.get(RESTORE_WORK_DIR)
+    os.environ[RESTORE_WORK_DIR] = str(path)
+    try:
+        yield path
+    finally:
+        if saved is None:
+            os.environ.pop(RESTORE_WORK_DIR, None)
+        else:
+            os.environ[RESTORE_WORK_DIR] = saved
+
+
 @pytest.fixture
 def write_config(workdir: Path) -> ConfigFactory:
     def write(config: dict[str, dict[str, Any]], name: str = "backupd.toml") -> Path:

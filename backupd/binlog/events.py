@@ -248,3 +248,10 @@ def _unzstd(body: bytes, expanded: int | None) -> bytes:
     if not stream.eof or (expanded is not None and len(out) != expanded):
         raise EventError("transaction payload is truncated or does not match its size")
     return out
+
+
+def mysql_gtid(raw: bytes | bytearray | memoryview) -> str:
+    """The `uuid:gno` of a MySQL GTID event (after a 1-byte flag: SID 16 bytes, GNO 8 LE)."""
+    sid = bytes(raw[HEADER_SIZE + 1 : HEADER_SIZE + 17]).hex()
+    (gno,) = struct.unpack_from("<q", raw, HEADER_SIZE + 17)
+    return f"{sid[:8]}-{sid[8:12]}-{sid[12:16]}-{sid[16:20]}-{sid[20:]}:{gno}"

@@ -95,12 +95,17 @@ def rebuild_file(
     return rebuild(store, found, dest)
 
 
-def rebuild(store: ObjectStore, chain: layout.FileChain, dest: Path) -> FetchedFile:
+def require_whole(chain: layout.FileChain) -> None:
+    """A file is rebuilt only from offset 0 and without a hole."""
     if chain.holes:
         start, end = chain.holes[0]
         raise ArchiveCorrupt(f"{chain.file}: bytes {start}..{end} are missing from the archive")
     if not chain.segments:
         raise ArchiveCorrupt(f"{chain.file}: no segment starts at offset 0")
+
+
+def rebuild(store: ObjectStore, chain: layout.FileChain, dest: Path) -> FetchedFile:
+    require_whole(chain)
     digest = hashlib.sha256()
     target = dest / chain.file
     tmp = dest / f".{chain.file}.partial"

@@ -263,6 +263,19 @@ class BinlogService:
         if lag == 0 and self.progress.pending == 0:
             self.progress.caught_up_at = asked_at
 
+    def bytes_since(self, coordinate: str, timeline: int) -> int | None:
+        """Bytes archived after `coordinate` ("file:pos") of the timeline being written, from
+        the server's binlog list (no repository request); None when it cannot say: another
+        timeline, or the file is no longer on the server."""
+        file, _, position = coordinate.rpartition(":")
+        archiver = self.archiver
+        if archiver is None or not position.isdigit() or timeline != archiver.timeline:
+            return None
+        logs = self._logs
+        since = lag_bytes(logs, file, int(position))
+        unarchived = lag_bytes(logs, self.progress.file, self.progress.position)
+        return None if since is None or unarchived is None else max(0, since - unarchived)
+
     # -- status ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:

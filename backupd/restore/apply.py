@@ -18,6 +18,7 @@ from backupd.restore.prepare import Prepared
 from backupd.restore.relay import replay_relay
 from backupd.restore.relay_target import Method
 from backupd.restore.replay import Progress, ReplayFailed, ReplayServer, replay
+from backupd.restore.tools import tools_for
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,12 @@ class Applied:
 
 def server_query(server: ReplayServer, sql: str, client: str = "mariadb") -> list[str]:
     """One row of tab-separated values, through the same client and options as the replay."""
+    rows = server_rows(server, sql, client)
+    return rows[0] if rows else [""]
+
+
+def server_rows(server: ReplayServer, sql: str, client: str = "mariadb") -> list[list[str]]:
+    """Every row of the result, each as its tab-separated values."""
     done = subprocess.run(
         [client, *server.client_args(), "--batch", "--skip-column-names", "-e", sql],
         capture_output=True,
@@ -49,8 +56,7 @@ def server_query(server: ReplayServer, sql: str, client: str = "mariadb") -> lis
     )
     if done.returncode != 0:
         raise ReplayFailed(f"{client}: {done.stderr.strip() or 'failed'}")
-    line = done.stdout.splitlines()[0] if done.stdout.strip() else ""
-    return line.split("\t")
+    return [line.split("\t") for line in done.stdout.splitlines()]
 
 
 def apply(
@@ -63,6 +69,7 @@ def apply(
     end = prepared.end
     seconds = 0.0
     events = done = 0
+    tools = tools_for(prepared.snapshot.flavor)
     if end.transactions and method is not None and method.name == "relay":
         progress = replay_relay(
             prepared.replay_ranges(), server, method, on_progress, progress_interval
@@ -70,9 +77,12 @@ def apply(
         events, done = progress.events, progress.done_bytes
         seconds = progress_seconds(progress)
     elif end.transactions:
+        tools.require()
         progress = replay(
             prepared.replay_ranges(),
             server,
+            binlog_tool=tools.binlog_tool,
+            client=tools.client,
             on_progress=on_progress,
             progress_interval=progress_interval,
         )

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -19,16 +22,22 @@ from typing import Any
 from backupd.config import DEFAULT_CONFIG_PATH, Config
 from backupd.config_loader import load_config
 from backupd.ctl_support import Subparsers, emit
-from backupd.errors import EXIT_FAILED, EXIT_OK, EXIT_UNHEALTHY, UsageError
+from backupd.errors import EXIT_FAILED, EXIT_OK, EXIT_UNHEALTHY, PermissionDenied, UsageError
+from backupd.private import private_dir
 from backupd.restore import apply as applying
 from backupd.restore import drill as drilling
-from backupd.restore import repository, volumes
+from backupd.restore import pinning, repository, table_dump, volumes
 from backupd.restore import verify as verifying
+from backupd.restore.around import Around, parse_ref
+from backupd.restore.fetcher import Fetcher, fetcher_for
 from backupd.restore.guard import refuse_protected
 from backupd.restore.prepare import Prepared, prepare
+from backupd.restore.progress import Terminal, progress_line, wanted
 from backupd.restore.relay_target import METHODS, choose
 from backupd.restore.replay import Progress, ReplayServer
-from backupd.restore_target import parse_target
+from backupd.restore.tools import tools_for
+from backupd.restore.volume_options import overrides_of, volume_options, warming_of
+from backupd.restore_target import Target, parse_target
 from backupd.storage import open_store
 
 
@@ -38,12 +47,12 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     )
     sub = restore.add_subparsers(dest="restore_command", required=True)
     plan = sub.add_parser("plan", parents=parents, help="what a restore to TARGET would do")
-    _target_options(plan)
+    _target_options(plan, around=True)
     plan.set_defaults(func=cmd_plan)
     replay = sub.add_parser(
         "replay", parents=parents, help="replay archived binlogs into a server up to TARGET"
     )
-    _target_options(replay)
+    _target_options(replay, around=True)
     where = replay.add_mutually_exclusive_group(required=True)
     where.add_argument("--target-socket", help="the restored server's socket")
     where.add_argument("--target-host", help="the restored server's host (TCP)")
@@ -53,6 +62,7 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     replay.add_argument("--target-user", default="", help="user (default: the client's)")
     replay.add_argument("--target-option-file", default="", help="client option file")
     _method_options(replay)
+    pinning.add_replay_options(replay)
     replay.set_defaults(func=cmd_replay)
     volumes = sub.add_parser(
         "volumes", parents=parents, help="the snapshot set for TARGET as new volumes + steps"
@@ -64,11 +74,14 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     volumes.add_argument(
         "--device", action="append", default=[], help="EBS: device per volume (repeat)"
     )
+    pinning.add_volumes_options(volumes)
+    volume_options(volumes)
     volumes.set_defaults(func=cmd_volumes)
     drill = commands.add_parser(
         "drill", parents=parents, help="restore to TARGET in a scratch server and prove it"
     )
-    _target_options(drill)
+    _target_options(drill, around=True)
+    table_dump.add_options(drill)
     _method_options(drill)
     drill.set_defaults(func=cmd_drill)
     verify = commands.add_parser(
@@ -76,10 +89,31 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     )
     verify.add_argument("--sample", type=int, help="check N random objects instead of all")
     verify.set_defaults(func=cmd_verify)
+    cache = sub.add_parser(
+        "cache", parents=parents, help="the object cache plan, replay and drill share"
+    )
+    cache.add_argument("--work-dir", help="the work directory (default: [restore] work_dir)")
+    cache.add_argument("--clear", action="store_true", help="remove every cached object")
+    cache.set_defaults(func=cmd_cache)
 
 
-def _target_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--to", required=True, help="time (ISO, with zone), GTID, file:pos, latest")
+def _target_options(parser: argparse.ArgumentParser, around: bool = False) -> None:
+    parser.add_argument(
+        "--to", required=not around, help="time (ISO, with zone), GTID, file:pos, latest"
+    )
+    if around:
+        parser.add_argument(
+            "--before",
+            metavar="GTID|COORD",
+            help="stop right before this transaction (instead of --to)",
+        )
+        parser.add_argument(
+            "--skip",
+            metavar="GTID|COORD",
+            action="append",
+            default=[],
+            help="replay everything except this transaction (repeat for several)",
+        )
     parser.add_argument("--server", help="server identity (archives written before timelines)")
     parser.add_argument(
         "--cluster", help="the archive's cluster (default: [storage] cluster, or the only one)"
@@ -87,7 +121,13 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeline", type=int, help="the timeline TARGET is on (default: the latest)"
     )
-    parser.add_argument("--work-dir", help="where binlogs (and drill images) go (default: temp)")
+    parser.add_argument(
+        "--work-dir",
+        help="object cache and run directories (default: [restore] work_dir)",
+    )
+    parser.add_argument(
+        "--fetch-workers", type=int, help="objects downloaded at once ([restore] fetch_workers)"
+    )
     parser.add_argument(
         "--allow-crash-consistent",
         action="store_true",
@@ -128,26 +168,58 @@ def storage_config(args: argparse.Namespace) -> Config:
 
 @contextlib.contextmanager
 def work_dir(args: argparse.Namespace) -> Iterator[Path]:
-    if args.work_dir:
-        path = Path(args.work_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="backupd-restore-") as tmp:
-        yield Path(tmp)
+    """This command's run directory under the work dir, removed afterwards (the cache stays)."""
+    root = Path(args.work_dir or storage_config(args).restore.work_dir)
+    try:
+        if not os.access(private_dir(root / "objects"), os.W_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+        run = Path(tempfile.mkdtemp(prefix="run-", dir=root))
+    except PermissionError as exc:  # e.g. made by root, now run as the service user
+        raise PermissionDenied(
+            f"cannot use the restore work dir {root} ({exc.strerror}): run as its owner "
+            "or pass --work-dir"
+        ) from exc
+    try:
+        yield run
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
 
 
-def _prepare(args: argparse.Namespace, workdir: Path) -> Prepared:
+def target_around(args: argparse.Namespace) -> tuple[Target, Around]:
+    """--to, or --before (exactly one), and the --skip list; the skip warning on stderr."""
+    if (args.to is None) == (args.before is None):
+        raise UsageError("give --to TARGET or --before GTID|COORD (exactly one of them)")
+    before = parse_ref(args.before, "--before") if args.before is not None else None
+    skips = tuple(parse_ref(text, "--skip") for text in args.skip)
+    around = Around(before, skips)
+    if around.warning:
+        print(f"warning: {around.warning}", file=sys.stderr, flush=True)
+    return before or parse_target(args.to), around
+
+
+def fetcher(args: argparse.Namespace, config: Config, terminal: Terminal) -> Fetcher:
+    if args.fetch_workers is not None and not 1 <= args.fetch_workers <= 64:
+        raise UsageError("--fetch-workers must be between 1 and 64")
+    return fetcher_for(config.restore, args.work_dir, args.fetch_workers, terminal.follow("fetch"))
+
+
+def _prepare(
+    args: argparse.Namespace, workdir: Path, terminal: Terminal, pinned_set: str = ""
+) -> Prepared:
     config = storage_config(args)
     store = open_store(config.storage)
+    target, around = target_around(args)
     return prepare(
         store,
-        parse_target(args.to),
+        target,
         workdir / "binlogs",
         args.server,
         args.allow_crash_consistent,
         cluster=args.cluster or config.storage.cluster,
         timeline=args.timeline,
+        around=around,
+        pinned_set=pinned_set,
+        fetcher=fetcher(args, config, terminal),
     )
 
 
@@ -166,6 +238,11 @@ def render_plan(doc: dict[str, Any]) -> str:
     ]
     if doc.get("method"):
         lines.append(f"  method: {doc['method']['name']} ({doc['method']['why']})")
+    lines += [
+        f"  skipped: {s['named']} ({s['from']} .. {s['to']}, GTID {s['gtid'] or '-'})"
+        for s in doc.get("skipped") or []
+    ]
+    lines += [f"  warning: {w}" for w in doc.get("warnings") or []]
     path = doc.get("timeline_path") or []
     if doc.get("cluster"):
         lines.insert(1, f"  cluster {doc['cluster']}, timeline {doc.get('timeline')}")
@@ -179,13 +256,13 @@ def render_plan(doc: dict[str, Any]) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    with work_dir(args) as workdir:
-        prepared = _prepare(args, workdir)
+    with Terminal(wanted(args.json)) as terminal, work_dir(args) as workdir:
+        prepared = _prepare(args, workdir, terminal)
     emit(args, prepared.to_dict(), render_plan)
     return EXIT_OK
 
 
-def progress_printer(args: argparse.Namespace) -> Any:
+def progress_printer(args: argparse.Namespace, terminal: Terminal) -> Any:
     def show(progress: Progress) -> None:
         eta = progress.eta_seconds
         doc: dict[str, Any] = {
@@ -197,14 +274,9 @@ def progress_printer(args: argparse.Namespace) -> Any:
         }
         if args.json:
             print(json.dumps({"progress": doc}), flush=True)
-        elif sys.stderr.isatty():
-            print(
-                f"\r{doc['events']} events, {doc['bytes_done']}/{doc['bytes_total']} bytes, "
-                f"{doc['bytes_per_second'] / 1e6:.1f} MB/s, ETA {doc['eta_seconds']}s   ",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
+        else:
+            line = progress_line("replay", progress, f"{progress.events} events, ")
+            terminal.show(line, force=progress.done_bytes >= progress.total_bytes)
 
     return show
 
@@ -219,12 +291,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
         user=args.target_user,
         option_file=args.target_option_file,
     )
-    refuse_protected(server, storage_config(args).mysql)
-    with work_dir(args) as workdir:
-        prepared = _prepare(args, workdir)
+    config = storage_config(args)
+    pin = pinning.load_pin(args, config)
+    refuse_protected(server, config.mysql, tools_for(pin.flavor).client if pin else "mariadb")
+    with Terminal(wanted(args.json)) as terminal, work_dir(args) as workdir:
+        prepared = _prepare(args, workdir, terminal, pin.set_id if pin else "")
+        tools = tools_for(prepared.snapshot.flavor)
+        start = pinning.check_start(args, server, prepared.snapshot, tools)
         method = choose(args.method, server, prepared.snapshot.flavor, args.apply_workers)
-        applied = applying.apply(prepared, server, progress_printer(args), method=method)
-    document = {**prepared.to_dict(), "method": method.to_dict(), "replay": applied.to_dict()}
+        applied = applying.apply(prepared, server, progress_printer(args, terminal), method=method)
+    document = {
+        **prepared.to_dict(),
+        "method": method.to_dict(),
+        "replay": applied.to_dict(),
+        "start_position": start.to_dict(),
+        "record": args.record or None,
+    }
     if args.json:
         print(json.dumps(document, sort_keys=True))
     else:
@@ -243,24 +325,32 @@ def render_drill(doc: dict[str, Any]) -> str:
         f"(server ready at the target after {doc['ready_seconds']}s)",
     ]
     lines += [f"  {t['table']}: {t['check']} checksum {t['checksum']}" for t in doc["tables"]]
+    if doc.get("dump"):
+        dumped = doc["dump"]
+        lines.append(f"  dump of {', '.join(dumped['tables'])} written to {dumped['file']}")
     return "\n".join(lines)
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
     config = storage_config(args)
     store = open_store(config.storage)
-    with work_dir(args) as workdir:
+    target, around = target_around(args)
+    dump = table_dump.request(args)
+    with Terminal(wanted(args.json)) as terminal, work_dir(args) as workdir:
         result = drilling.drill(
             store,
-            parse_target(args.to),
+            target,
             config.snapshot.local.directory,
             workdir,
             args.server,
-            None if args.json else progress_printer(args),
+            None if args.json else progress_printer(args, terminal),
             cluster=args.cluster or config.storage.cluster,
             timeline=args.timeline,
             method=args.method,
             workers=args.apply_workers,
+            around=around,
+            dump=dump,
+            fetcher=fetcher(args, config, terminal),
         )
     emit(args, result.to_dict(), render_drill)
     return EXIT_OK if result.ok else EXIT_FAILED
@@ -292,7 +382,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.sample is not None and args.sample < 1:
         raise UsageError("--sample must be at least 1")
     config = storage_config(args)
-    report = verifying.verify(config, open_store(config.storage), args.sample)
+    with Terminal(wanted(args.json)) as terminal:
+        report = verifying.verify(
+            config, open_store(config.storage), args.sample, terminal.follow("verify")
+        )
     emit(args, report.to_dict(), render_verify)
     return EXIT_OK if not report.problems else EXIT_UNHEALTHY
 
@@ -309,30 +402,69 @@ def cmd_volumes(args: argparse.Namespace) -> int:
     )
     plan = repository.plan(repo, parse_target(args.to))
     record = repository.require_set(repo, plan.snapshot.set_id)
+    if record.provider == "local" and not args.dest:
+        raise UsageError("--dest is required for a local-provider snapshot set")
+    if record.provider != "local" and not args.availability_zone:
+        raise UsageError("--availability-zone is required for an EBS snapshot set")
+    pin, pin_path, command = pinning.volumes_record(args, config, repo, record)
     if record.provider == "local":
-        if not args.dest:
-            raise UsageError("--dest is required for a local-provider snapshot set")
         result = volumes.local_volumes(
-            record, config.snapshot.local.directory, Path(args.dest), args.to
+            record,
+            config.snapshot.local.directory,
+            Path(args.dest),
+            command,
+            args.target_socket,
         )
     else:
-        if not args.availability_zone:
-            raise UsageError("--availability-zone is required for an EBS snapshot set")
         result = volumes.ebs_volumes(
             record,
             config.snapshot.ebs,
             args.availability_zone,
-            args.to,
+            command,
             args.instance_id,
             args.device,
+            socket=args.target_socket,
+            overrides=overrides_of(args),
+            warming=warming_of(args),
         )
+    written = pinning.finish_volumes(pin, pin_path, command, result.volumes)
+    document = {**result.to_dict(), "record": written}
 
     def text(doc: dict[str, Any]) -> str:
         lines = [f"snapshot set {doc['set_id']} ({doc['provider']}) restored as:"]
         lines += [f"  {json.dumps(v, sort_keys=True)}" for v in doc["volumes"]]
+        lines += [f"note: {note}" for note in doc.get("notes", [])]
+        if doc.get("warm"):
+            lines.append(f"volumes ready ({doc['warm']}) in {doc['ready_seconds']}s")
         lines.append("then, step by step:")
         lines += [f"  {n}. {step}" for n, step in enumerate(doc["steps"], 1)]
+        lines += pinning.render_record(doc["record"])
         return "\n".join(lines)
 
-    emit(args, result.to_dict(), text)
+    emit(args, document, text)
+    return EXIT_OK
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    cache = fetcher_for(storage_config(args).restore, args.work_dir).cache
+    doc: dict[str, Any] = {
+        "directory": str(cache.objects),
+        "max_bytes": cache.max_bytes,
+        "cleared": cache.clear().to_dict() if args.clear else None,
+        **cache.usage().to_dict(),
+    }
+
+    def text(doc: dict[str, Any]) -> str:
+        bound = f"bound {doc['max_bytes'] / 1e6:.1f} MB" if doc["max_bytes"] else "no bound"
+        lines = []
+        if doc["cleared"] is not None:
+            cleared = doc["cleared"]
+            lines.append(f"cleared {cleared['entries']} object(s), {cleared['bytes'] / 1e6:.1f} MB")
+        lines.append(
+            f"object cache {doc['directory']}: {doc['entries']} object(s), "
+            f"{doc['bytes'] / 1e6:.1f} MB ({bound})"
+        )
+        return "\n".join(lines)
+
+    emit(args, doc, text)
     return EXIT_OK

@@ -21,6 +21,9 @@ from typing import Any
 
 from backupd.errors import BackupdError, ProviderError
 from backupd.restore import apply as applying
+from backupd.restore import table_dump
+from backupd.restore.around import Around
+from backupd.restore.fetcher import Fetcher
 from backupd.restore.prepare import Prepared, prepare
 from backupd.restore.proof import TableProof, prove
 from backupd.restore.relay_target import Method, choose
@@ -47,6 +50,7 @@ class DrillResult:
     seconds: float
     ready_seconds: float  # command start -> scratch server answering at the target (RTO)
     steps: dict[str, float] = field(default_factory=dict)
+    dump: dict[str, Any] | None = None  # --tables: the dump written
     method: Method | None = None
 
     @property
@@ -65,6 +69,7 @@ class DrillResult:
             "seconds": round(self.seconds, 3),
             "ready_seconds": round(self.ready_seconds, 3),
             "steps": {k: round(v, 3) for k, v in self.steps.items()},
+            **({"dump": self.dump} if self.dump else {}),
         }
 
 
@@ -177,6 +182,9 @@ def drill(
     on_progress: Callable[[Progress], None] | None = None,
     cluster: str = "",
     timeline: int | None = None,
+    around: Around | None = None,
+    dump: table_dump.Request | None = None,
+    fetcher: Fetcher | None = None,
     method: str = "auto",
     workers: int = 0,
 ) -> DrillResult:
@@ -196,6 +204,8 @@ def drill(
             provider="local",
             cluster=cluster,
             timeline=timeline,
+            around=around,
+            fetcher=fetcher,
         )
         steps["plan_and_fetch"] = time.monotonic() - started
         with materialised(prepared.snapshot, local_directory, run_dir) as mounts:
@@ -211,13 +221,14 @@ def drill(
                 with scratch.connect() as conn:
                     proofs = prove(conn)
                 steps["proved"] = time.monotonic() - started
+                dumped = dump.write(scratch, prepared) if dump else None
             finally:
                 scratch.stop()
                 scratch = None
                 steps["server_stopped"] = time.monotonic() - started
         steps["unmounted"] = time.monotonic() - started
         seconds = time.monotonic() - started
-        return DrillResult(prepared, applied, proofs, seconds, ready, steps, chosen)
+        return DrillResult(prepared, applied, proofs, seconds, ready, steps, dumped, chosen)
     except ProviderError as exc:
         raise DrillFailed(exc.message) from exc
     finally:

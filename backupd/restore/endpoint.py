@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backupd.binlog import events
+from backupd.restore import mysql_gtid
 from backupd.restore.plan import Gtid, Position, RestoreImpossible, gtid_state
 from backupd.restore_target import (
     CoordinateTarget,
@@ -139,7 +140,9 @@ class _Transactions:
         if kind == events.MARIADB_GTID:
             gtid, flags2 = events.mariadb_gtid(raw, header.server_id)
             self._begin(gtid, not flags2 & events.MARIADB_GTID_STANDALONE)
-        elif kind in (events.MYSQL_GTID, events.MYSQL_ANONYMOUS_GTID):
+        elif kind == events.MYSQL_GTID:
+            self._begin(events.mysql_gtid(raw), None)
+        elif kind == events.MYSQL_ANONYMOUS_GTID:
             self._begin("", None)
         if not self.open:
             return False
@@ -184,10 +187,10 @@ def resolve(
     files: Sequence[Path], start: Position, start_gtid: str, target: Target, flavor: str
 ) -> EndPoint:
     """Where the replay stops for `target`; RestoreImpossible when it is not a boundary."""
-    if isinstance(target, GtidTarget) and (target.uuid or flavor == "mysql"):
+    if isinstance(target, GtidTarget) and bool(target.uuid) != (flavor == "mysql"):
         raise RestoreImpossible(
-            "GTID targets are supported on MariaDB only for now; "
-            "give a time or a binlog coordinate instead"
+            f"{target} is a {'MySQL' if target.uuid else 'MariaDB'} GTID, but the archive "
+            f"was written by {flavor or 'mariadb'}"
         )
     chosen: list[Boundary] = []
     if isinstance(target, GtidTarget) and _snapshot_has(start_gtid, target):
@@ -248,7 +251,7 @@ def _verdict(boundary: Boundary, target: Target) -> str:
             return "past"
         return "hit" if boundary.position == goal else "in"
     if isinstance(target, GtidTarget):
-        return "hit" if boundary.gtid == target.text else "in"
+        return "hit" if boundary.gtid == _gtid_text(target) else "in"
     return "in"
 
 
@@ -295,13 +298,20 @@ def _next_boundary(files: Sequence[Path], reached: Position) -> Position | None:
     return next((b.position for b in boundaries(files, reached)), None)
 
 
+def _gtid_text(target: GtidTarget) -> str:
+    """As the walk writes it: MySQL uuids in lowercase."""
+    return f"{target.uuid}:{target.sequence}" if target.uuid else target.text
+
+
 def _snapshot_has(start_gtid: str, target: GtidTarget) -> bool:
+    if target.uuid:
+        return mysql_gtid.contains(start_gtid, target.uuid, target.sequence)
     have = gtid_state(start_gtid).get(target.domain)
     return have is not None and str(have) == target.text
 
 
 def _check_gtid(chosen: list[Boundary], target: GtidTarget) -> None:
-    if chosen and chosen[-1].gtid == target.text:
+    if chosen and chosen[-1].gtid == _gtid_text(target):
         return
     raise RestoreImpossible(f"GTID {target} is not among the archived transactions")
 
@@ -330,3 +340,33 @@ def _state_after(start_gtid: str, chosen: list[Boundary]) -> str:
 
 def _when(stamp: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """One archived transaction: where its first event starts and where it ends."""
+
+    start: Position  # its first event (the `# at` of its GTID event)
+    end: Boundary
+
+
+def transactions(files: Sequence[Path], start: Position) -> Iterator[Transaction]:
+    """Every complete transaction after `start`, in order, with its start and its end."""
+    tracker = _Transactions()
+    first: Position | None = None
+    for path in files:
+        begin = start.pos if path.name == start.file else 0
+        for offset, raw, alg in file_events(path, begin):
+            if first is None and raw[4] not in _METADATA:
+                first = Position(path.name, offset)
+            found = tracker.feed(path.name, offset, raw, alg)
+            if found is not None:
+                yield Transaction(first or found.position, found)
+                first = None
+
+
+def end_point(
+    chosen: Sequence[Boundary], start: Position, start_gtid: str, flavor: str
+) -> EndPoint:
+    """The end point after replaying exactly the `chosen` transactions from `start`."""
+    return _end_point(list(chosen), start, start_gtid, flavor)

@@ -20,7 +20,9 @@ from backupd.restore.apply import server_query
 from backupd.restore.replay import ReplayServer
 
 
-def refuse_protected(target: ReplayServer, protected: MysqlSection) -> None:
+def refuse_protected(
+    target: ReplayServer, protected: MysqlSection, client: str = "mariadb"
+) -> None:
     """Raise ProtectedServer when `target` is the server `[mysql]` names."""
     if target.socket and protected.socket and _same_path(target.socket, protected.socket):
         raise ProtectedServer(why=f"its socket {target.socket} is [mysql] socket")
@@ -28,7 +30,7 @@ def refuse_protected(target: ReplayServer, protected: MysqlSection) -> None:
     if mine is None:
         return  # no protected server reachable here: nothing to mistake the target for
     variable, identity, datadir = mine
-    theirs = server_query(target, f"SELECT @@GLOBAL.{variable}, @@GLOBAL.datadir")
+    theirs = server_query(target, f"SELECT @@GLOBAL.{variable}, @@GLOBAL.datadir", client)
     if len(theirs) == 2 and theirs[0] == identity and _same_path(theirs[1], datadir):
         raise ProtectedServer(
             why=f"it has the same {variable} ({identity}) and datadir ({datadir}) as [mysql]"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from backupd.binlog.extent import EOF, TX, Extent, HasExtent
 from backupd.errors import BackupdError
+from backupd.restore import mysql_gtid
 from backupd.restore_target import (
     CoordinateTarget,
     GtidTarget,
@@ -216,6 +217,8 @@ def _snapshot_precedes(snapshot: SnapshotPoint, target: Target) -> bool:
         return int(snapshot.taken_at) <= target.timestamp
     if isinstance(target, CoordinateTarget):
         return snapshot.coordinate <= Position(target.file, target.position)
+    if isinstance(target, GtidTarget) and target.uuid:  # MySQL: a set of intervals per uuid
+        return mysql_gtid.reach(snapshot.gtid, target.uuid) <= target.sequence
     if isinstance(target, GtidTarget):
         reached = gtid_state(snapshot.gtid).get(target.domain)
         return reached is None or reached.sequence <= target.sequence
@@ -263,6 +266,8 @@ def _trim_to_time(chain: Chain, target: TimeTarget) -> tuple[tuple[Segment, ...]
 
 
 def _trim_to_gtid(chain: Chain, target: GtidTarget) -> tuple[tuple[Segment, ...], str]:
+    if target.uuid:  # MySQL segments record no GTIDs: the end-point walk finds it
+        return chain.segments, ""
     for i, segment in enumerate(chain.segments):
         first = gtid_state(segment.first_gtid).get(target.domain)
         last = gtid_state(segment.last_gtid).get(target.domain)

@@ -6,14 +6,17 @@ plan needs is fetched and its checksums verified, so a plan that prints is a pla
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backupd.binlog import fetch, layout
+from backupd.binlog import layout
 from backupd.errors import ArchiveCorrupt, ObjectMissing
 from backupd.restore import repository
-from backupd.restore.endpoint import EndPoint, resolve
+from backupd.restore.around import Around, Located, split
+from backupd.restore.endpoint import EndPoint
+from backupd.restore.fetcher import Fetcher
+from backupd.restore.object_cache import ObjectCache
 from backupd.restore.plan import Leg, Plan, RestoreImpossible
 from backupd.restore.replay import ReplayRange
 from backupd.restore_target import CoordinateTarget, Target, TimeTarget
@@ -28,6 +31,7 @@ class LegFiles:
     leg: Leg
     files: list[Path]  # from the leg's first file to its stop's (or the end point's)
     end: EndPoint  # the leg's own end point (the last leg's is the restore's)
+    skipped: tuple[Located, ...] = ()  # --skip: transactions of this leg left out
 
     def replay_range(self) -> ReplayRange | None:
         """None when the leg replays nothing (it ends where it starts)."""
@@ -48,6 +52,7 @@ class Prepared:
     cluster: str = ""
     timeline: int = 0  # the timeline the target is on (0: an archive from before timelines)
     legs: tuple[LegFiles, ...] = ()
+    around: Around = field(default_factory=Around)  # --before / --skip
 
     @property
     def timeline_path(self) -> list[dict[str, Any]]:
@@ -68,7 +73,16 @@ class Prepared:
         return [f for part in self.legs if (r := part.replay_range()) for f in r.files]
 
     def replay_ranges(self) -> list[ReplayRange]:
-        return [r for part in self.legs if (r := part.replay_range()) is not None]
+        return [
+            piece
+            for part in self.legs
+            if (r := part.replay_range()) is not None
+            for piece in split(r, part.skipped)
+        ]
+
+    @property
+    def skipped(self) -> list[Located]:
+        return [s for part in self.legs for s in part.skipped]
 
     def to_dict(self) -> dict[str, Any]:
         plan = self.plan
@@ -77,7 +91,7 @@ class Prepared:
             "cluster": self.cluster or None,
             "timeline": self.timeline or None,
             "timeline_path": self.timeline_path,
-            "target": str(plan.target),
+            "target": f"before {self.around.before}" if self.around.before else str(plan.target),
             "snapshot": {
                 "set_id": plan.snapshot.set_id,
                 "taken_at": plan.snapshot.taken_at,
@@ -89,6 +103,8 @@ class Prepared:
             "segments": [s.key for s in plan.segments],
             "files": [f.name for f in self.replay_files],
             "end": self.end.to_dict(),
+            "skipped": [s.to_dict() for s in self.skipped],
+            "warnings": [self.around.warning] if self.around.warning else [],
         }
 
 
@@ -101,21 +117,34 @@ def prepare(
     provider: str = "",
     cluster: str = "",
     timeline: int | None = None,
+    around: Around | None = None,
+    pinned_set: str = "",
+    fetcher: Fetcher | None = None,
 ) -> Prepared:
-    """Raise RestoreImpossible naming the gap, bound or bad object that prevents it."""
+    """Raise RestoreImpossible naming the gap, bound or bad object that prevents it.
+
+    `pinned_set`: start from that set only (a restore record's). Objects come through
+    `fetcher` (the shared cache); without one, a cache next to `workdir`.
+    """
+    around = around or Around()
+    fetcher = fetcher or Fetcher(ObjectCache(workdir.parent / "objects"))
     repo = repository.load(store, server, allow_crash, provider, cluster, timeline)
+    if pinned_set:
+        repo = repository.pinned(repo, pinned_set)
     plan = repository.plan(repo, target)
     record = repository.require_set(repo, plan.snapshot.set_id)
     legs = []
     gtid = plan.snapshot.gtid
     for leg in plan.path:
         directory = workdir / f"tl{leg.timeline:06d}" if leg.timeline else workdir
-        files = fetch_files(store, repo, leg, directory)
+        files = fetch_files(store, repo, leg, directory, fetcher)
         goal = target if leg.stop is None else CoordinateTarget(leg.stop.file, leg.stop.pos)
-        end = resolve(files, leg.start, gtid, goal, record.flavor)
+        end, skipped = around.resolve(
+            files, leg.start, gtid, goal, record.flavor, last=leg.stop is None
+        )
         if leg.stop is not None:
             _check_before(target, end, leg)
-        legs.append(LegFiles(leg, files, end))
+        legs.append(LegFiles(leg, files, end, skipped))
         gtid = end.gtid_state
     last = legs[-1].end
     total = EndPoint(
@@ -127,9 +156,11 @@ def prepare(
         last.gtid_floor,
     )
     all_files = [f for part in legs for f in part.files]
+    around.check_found([s for part in legs for s in part.skipped], plan.start, total)
     return Prepared(
-        repo.server, plan, record, all_files, total, repo.cluster, repo.timeline, tuple(legs)
-    )
+        repo.server, plan, record, all_files, total, repo.cluster, repo.timeline, tuple(legs),
+        around,
+    )  # fmt: skip
 
 
 def _check_before(target: Target, end: EndPoint, leg: Leg) -> None:
@@ -142,20 +173,18 @@ def _check_before(target: Target, end: EndPoint, leg: Leg) -> None:
 
 
 def fetch_files(
-    store: ObjectStore, repo: repository.Repository, leg: Leg, workdir: Path
+    store: ObjectStore, repo: repository.Repository, leg: Leg, workdir: Path, fetcher: Fetcher
 ) -> list[Path]:
     """Rebuild each file the leg touches (from offset 0: the format description is needed)."""
-    workdir.mkdir(parents=True, exist_ok=True)
     stream = repo.streams.get(leg.timeline, repo.stream)
-    paths = []
+    chains = []
     for name in leg.files:
         parts = [k for k in repo.keys.values() if k.file == name and k.stream == stream]
         found = layout.chain(parts)
         if found is None:
             raise RestoreImpossible(f"binlog file {name} is not in the archive")
-        try:
-            rebuilt = fetch.rebuild_file(store, stream, found, workdir)
-        except (ArchiveCorrupt, ObjectMissing) as exc:
-            raise RestoreImpossible(f"archived object unusable: {exc.message}") from exc
-        paths.append(workdir / rebuilt.file)
-    return paths
+        chains.append(found)
+    try:
+        return fetcher.files(store, stream, chains, workdir)
+    except (ArchiveCorrupt, ObjectMissing) as exc:
+        raise RestoreImpossible(f"archived object unusable: {exc.message}") from exc

@@ -11,7 +11,8 @@ timelines never enter the plan, so a restore never replays an abandoned history.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from backupd.binlog import layout
 from backupd.binlog.archive import Selected, Timeline, select
@@ -212,3 +213,22 @@ def require_set(repo: Repository, set_id: str) -> SnapshotSet:
             f"no snapshot set {set_id!r} on timeline {repo.timeline} "
             f"of {repo.cluster or repo.server}"
         ) from None
+
+
+def pinned(repo: Repository, set_id: str) -> Repository:
+    """The repository with `set_id` as the only starting point: a pinned restore replays
+    from the set its volumes came from, never from one taken or pruned since."""
+    if set_id not in repo.sets:
+        raise UsageError(
+            f"snapshot set {set_id!r} of the restore record is not on timeline {repo.timeline} "
+            f"of {repo.cluster or repo.server} (pruned since, or another --cluster/--timeline)"
+        )
+
+    def only(points: Sequence[SnapshotPoint]) -> list[SnapshotPoint]:
+        return [p for p in points if p.set_id == set_id]
+
+    return replace(
+        repo,
+        points=only(repo.points),
+        lineage=[replace(t, points=only(t.points)) for t in repo.lineage],
+    )

@@ -25,6 +25,8 @@ from backupd.log import get_logger
 from backupd.metrics import PREFIX
 from backupd.notifications import Event
 from backupd.restore.drill import drill
+from backupd.restore.fetcher import fetcher_for
+from backupd.restore_estimate import record_phases
 from backupd.restore_target import parse_target
 from backupd.service import ServiceContext
 
@@ -117,6 +119,7 @@ class DrillService:
                 config.snapshot.local.directory,
                 Path(config.daemon.state_dir) / "drill",
                 cluster=cluster_name(config.storage),
+                fetcher=fetcher_for(config.restore),
             )
             doc = {"result": "success" if result.ok else "failed", **_brief(result.to_dict())}
             if not result.ok:
@@ -132,6 +135,7 @@ class DrillService:
         self.metrics.duration.set(finished - started)
         if doc["result"] == "success":
             self.metrics.last_success.set(finished)
+            record_phases(config.daemon.state_dir, doc, finished)
         self.last = doc
         _log.info("drill finished", result=doc["result"], error=doc.get("error", ""))
         self.context.notify(drill_event(doc))

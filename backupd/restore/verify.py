@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from backupd.config import Config
 from backupd.errors import ArchiveCorrupt, ObjectMissing, StorageError
 from backupd.restore import repository
 from backupd.restore.plan import follow_chain, index_segments
+from backupd.restore.progress import Meter
 from backupd.snapshot.catalog import COMPLETED, Catalog, SnapshotSet
 from backupd.storage import ObjectStore
 
@@ -116,13 +118,20 @@ def check_chain(repo: repository.Repository, report: Report) -> None:
 
 
 def check_objects(
-    store: ObjectStore, repo: repository.Repository, sample: int | None, report: Report
+    store: ObjectStore,
+    repo: repository.Repository,
+    sample: int | None,
+    report: Report,
+    on_progress: Callable[[Meter], None] | None = None,
 ) -> None:
     keys = sorted(repo.keys.values())
     report.objects_total += len(keys)
     if sample is not None and sample < len(keys):
         keys = random.sample(keys, sample)
+    meter = Meter("verify", sum(seg.size for seg in keys))
     for seg in keys:
+        if on_progress is not None:
+            on_progress(meter)
         try:
             fetch.load_segment(store, seg)
         except ObjectMissing:
@@ -130,6 +139,10 @@ def check_objects(
         except (ArchiveCorrupt, StorageError) as exc:
             report.problems.append(f"object unusable: {exc.message}")
         report.objects_checked += 1
+        meter.add(seg.size)
+    meter.finished = True
+    if on_progress is not None and keys:
+        on_progress(meter)
 
 
 def window(repo: repository.Repository) -> dict[str, Any]:
@@ -150,7 +163,12 @@ def window(repo: repository.Repository) -> dict[str, Any]:
     }
 
 
-def verify(config: Config, store: ObjectStore, sample: int | None = None) -> Report:
+def verify(
+    config: Config,
+    store: ObjectStore,
+    sample: int | None = None,
+    on_progress: Callable[[Meter], None] | None = None,
+) -> Report:
     report = Report()
     sets, broken = Catalog(store).list()
     report.problems += [f"unreadable manifest {b}" for b in broken]
@@ -161,7 +179,7 @@ def verify(config: Config, store: ObjectStore, sample: int | None = None) -> Rep
     for name, (cluster, timeline, server) in streams.items():
         repo = repository.load(store, server, cluster=cluster, timeline=timeline)
         check_chain(repo, report)
-        check_objects(store, repo, sample, report)
+        check_objects(store, repo, sample, report, on_progress)
         report.windows[name] = window(repo)
         if report.windows[name]["why"]:
             report.problems.append(f"{name}: {report.windows[name]['why']}")

@@ -37,6 +37,14 @@ class VolumeSnapshot:
     size_bytes: int = 0
     copies: dict[str, str] = field(default_factory=dict)  # region -> snapshot id
     progress: str = ""  # EBS: DescribeSnapshots' Progress ("42%") when last asked
+    # EBS: the captured volume as DescribeVolumes saw it, so a restore makes the same kind
+    # (`restore volumes`); empty/0 in manifests written before they were recorded.
+    volume_type: str = ""  # gp3, gp2, io2, ...
+    size_gib: int = 0
+    iops: int = 0
+    throughput: int = 0  # MiB/s (gp3)
+    encrypted: bool = False
+    kms_key_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -48,7 +56,7 @@ class SnapshotSet:
     version: str  # backupd version that took it
     state: str = PENDING
     consistency: str = "application"  # "application" | "crash"
-    trigger: str = "manual"  # "manual" | "schedule"
+    trigger: str = "manual"  # "manual" | "schedule" | "restore_budget"
     coordinate: str = ""  # binlog file:pos read while commits were blocked
     gtid: str = ""
     flavor: str = ""

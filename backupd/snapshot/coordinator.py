@@ -88,6 +88,7 @@ def snapshot_tags(record: SnapshotSet, extra: dict[str, str]) -> dict[str, str]:
         base.TAG_CONSISTENCY: record.consistency,
         base.TAG_COORDINATE: record.coordinate,
         base.TAG_GTID: record.gtid,
+        base.TAG_TRIGGER: record.trigger,
     }
     return {key: value[:TAG_VALUE_MAX] for key, value in tags.items()}
 

@@ -59,6 +59,7 @@ def record_summary(record: SnapshotSet) -> dict[str, Any]:
     return {
         "set_id": record.set_id,
         "state": record.state,
+        "trigger": record.trigger,
         "consistency": record.consistency,
         "started_at": record.started_at,
         "completed_at": record.completed_at or None,
@@ -176,6 +177,10 @@ class SnapshotService:
         self._current = run
         self._queue.put_nowait(run)
         return run
+
+    def busy(self) -> bool:
+        """A run queued or in progress, or a set EC2 has not completed yet."""
+        return self._busy.locked() or bool(self.pending)
 
     def _scheduled(self) -> None:
         try:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from backupd.durable import write_file
 from backupd.errors import ObjectMissing, StorageError
@@ -44,6 +46,19 @@ class FileStore:
             raise ObjectMissing(key=key) from exc
         except OSError as exc:
             raise StorageError(f"cannot read {key} under {self.root}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def reader(self, key: str) -> Iterator[BinaryIO]:
+        """The object as a stream (see backupd/storage/streaming.py)."""
+        self._on_request("GetObject")
+        try:
+            handle = open(self._path(key), "rb")  # noqa: SIM115 (closed below)
+        except FileNotFoundError as exc:
+            raise ObjectMissing(key=key) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {key} under {self.root}: {exc}") from exc
+        with handle:
+            yield handle
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         self._on_request("ListObjectsV2")

@@ -7,10 +7,12 @@ and Object Lock retention are applied per object when configured.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 import boto3
@@ -74,16 +76,25 @@ class S3Store:
             raise StorageError(f"upload of {key} to {self.url} failed: {exc}") from exc
 
     def get(self, key: str) -> bytes:
+        with self.reader(key) as body:
+            return body.read()
+
+    @contextlib.contextmanager
+    def reader(self, key: str) -> Iterator[BinaryIO]:
+        """The object as a stream (see backupd/storage/streaming.py)."""
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
-            body: bytes = response["Body"].read()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in _MISSING_CODES:
                 raise ObjectMissing(key=key) from exc
             raise StorageError(f"download of {key} from {self.url} failed: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"download of {key} from {self.url} failed: {exc}") from exc
-        return body
+        body = response["Body"]
+        try:
+            yield io.BufferedReader(_Body(body, f"download of {key} from {self.url} failed"))
+        finally:
+            body.close()
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         strip = len(self.prefix) + 1 if self.prefix else 0
@@ -118,3 +129,30 @@ class S3Store:
             "kms_key_id": str(head.get("SSEKMSKeyId", "")),
             "lock_mode": str(head.get("ObjectLockMode", "")),
         }
+
+
+class _Body(io.RawIOBase):
+    """A response body whose read errors are StorageErrors, like the request's."""
+
+    def __init__(self, body: Any, what: str) -> None:
+        super().__init__()
+        self._body = body
+        self._what = what
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readall(self) -> bytes:
+        return self._read(None)
+
+    def _read(self, size: int | None) -> bytes:
+        try:
+            data: bytes = self._body.read(size)
+        except BotoCoreError as exc:
+            raise StorageError(f"{self._what}: {exc}") from exc
+        return data

@@ -28,3 +28,8 @@ def test_demo_runs_end_to_end(scratch: Path) -> None:
     assert result.stdout.count("completed (application)") == 2  # local, then EBS (moto)
     assert not (scratch / "demo" / "data").is_mount()
     assert "demo: proof" in result.stdout and " == restored " in result.stdout
+    # "Undo an accident": right before it, everything but it, the table dump, the inverse
+    assert result.stdout.count(" == restored ") == 3 and " != restored " not in result.stdout
+    assert "-- target: before " in result.stdout and "-- backupd undo preview" in result.stdout
+    assert "restore record: " in result.stdout and "replay with: backupctl " in result.stdout
+    assert "object cache " in result.stdout  # plan and drill shared the restore cache

@@ -106,6 +106,8 @@ def test_ebs_snapshot_set_is_tagged_and_recorded(
     (volume,) = record["volumes"]
     assert volume["volume"] == instance["data"]
     assert volume["method"] == "create-snapshots"  # one CreateSnapshots call for the set
+    live = ec2(moto.url).describe_volumes(VolumeIds=[instance["data"]])["Volumes"][0]
+    assert (volume["volume_type"], volume["size_gib"]) == (live["VolumeType"], 8)  # restore: same
     snaps = set_snapshots(moto.url, record["set_id"])
     assert [s["VolumeId"] for s in snaps] == [instance["data"]]  # `other` was not kept
     tags = {t["Key"]: t["Value"] for t in snaps[0]["Tags"]}
@@ -114,6 +116,7 @@ def test_ebs_snapshot_set_is_tagged_and_recorded(
     assert tags["backupd:consistency"] == "application"
     assert tags["backupd:owner"] == record["owner"] and tags["backupd:host"] == record["host"]
     assert tags["backupd:version"] == record["version"] and tags["team"] == "db"
+    assert tags["backupd:trigger"] == record["trigger"] == "manual"
     _code, listing = backupctl_json("--socket", sock, "snapshots")
     (listed,) = [s for s in listing["snapshots"] if s["set_id"] == record["set_id"]]
     assert listed["provider"] == "ebs" and listed["coordinate"] == record["coordinate"]

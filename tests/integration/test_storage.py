@@ -11,6 +11,7 @@ import pytest
 from backupd.config import StorageSection
 from backupd.errors import ObjectMissing, StorageError
 from backupd.storage import ObjectStore, open_store
+from backupd.storage.streaming import open_object
 from tests.testbed.moto import MotoServer
 
 pytestmark = pytest.mark.integration
@@ -24,6 +25,11 @@ def exercise(store: ObjectStore) -> None:
     assert store.get("a/2.bin") == b"two" * 1000
     assert [(o.key, o.size) for o in store.list("a/")] == [("a/1.bin", 3), ("a/2.bin", 3000)]
     assert [o.key for o in store.list()] == ["a/1.bin", "a/2.bin", "b/1.bin"]
+    assert hasattr(store, "reader")
+    with open_object(store, "a/2.bin") as body:  # streamed: S3's body, the file
+        assert body.read(7) == b"twotwot" and body.read() == (b"two" * 1000)[7:]
+    with pytest.raises(ObjectMissing), open_object(store, "a/none.bin"):
+        pass
     store.put("a/1.bin", b"replaced")
     assert store.get("a/1.bin") == b"replaced"
     store.delete("a/1.bin")

@@ -93,6 +93,7 @@ class LocalBed:
                 "mounts": [str(self.fs.mount_point)],
                 "local": {"directory": str(self.snapshot_dir)},
             },
+            "restore": {"work_dir": str(self.base / "restore")},
         }
 
     def write_config(self) -> Path:

@@ -64,15 +64,17 @@ def wait_archived(sock: list[str], coordinate: str, timeout: float = 60) -> None
     raise TimeoutError(f"the archive did not reach {coordinate} within {timeout}s")
 
 
-def restore_step(bed: LocalBed, sock: list[str], config: Path) -> int:
-    """Record the orders at an instant, lose them, then prove a drill restores that instant."""
+def restore_step(bed: LocalBed, sock: list[str], config: Path) -> tuple[int, str]:
+    """Record the orders at an instant, lose them, then prove a drill restores that instant.
+    Returns the failures and the accident's GTID."""
+    keep_reference(bed)
     checksum = int(bed.db.sql("CHECKSUM TABLE shop.orders")[0][1])
     instant = int(time.time())
     moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(instant))
     time.sleep(max(0.0, instant + 1.05 - time.time()))  # binlog times have 1 s resolution
     print(f"\ndemo: at {moment} shop.orders has checksum {checksum}; now an accident:", flush=True)
     print("demo: DELETE FROM shop.orders WHERE qty > 2", flush=True)
-    bed.db.sql("DELETE FROM shop.orders WHERE qty > 2")
+    accident = gtid_of(bed, "DELETE FROM shop.orders WHERE qty > 2")
     target = bed.db.sql("SHOW MASTER STATUS")[0]
     wait_archived(sock, f"{target[0]}:{target[1]}")
     failures = show("--config", str(config), "restore", "plan", "--to", moment) != 0
@@ -99,7 +101,98 @@ def restore_step(bed: LocalBed, sock: list[str], config: Path) -> int:
         f"{'==' if equal else '!='} restored {restored.get('checksum')}",
         flush=True,
     )
-    return failures + (result.returncode != 0) + (not equal)
+    print("demo: the drill downloaded nothing the plan had fetched (the object cache):")
+    failures += show("--config", str(config), "restore", "cache") != 0
+    failures += pinned_volumes(config, moment)
+    return failures + (result.returncode != 0) + (not equal), accident
+
+
+REFERENCE = "demo_reference.orders"  # the orders as if the accident never happened
+
+
+def keep_reference(bed: LocalBed) -> None:
+    """A copy of the orders that never sees the accident but gets every good write after it:
+    what `drill --skip` must reproduce."""
+    bed.db.sql("CREATE DATABASE IF NOT EXISTS demo_reference")
+    bed.db.sql(f"CREATE TABLE {REFERENCE} LIKE shop.orders")
+    bed.db.sql(f"INSERT INTO {REFERENCE} SELECT * FROM shop.orders")
+
+
+def gtid_of(bed: LocalBed, statement: str) -> str:
+    with bed.db.connect_root() as conn, conn.cursor() as cursor:
+        cursor.execute(statement)
+        cursor.execute("SELECT @@last_gtid")
+        row = cursor.fetchone()
+    return str(row[0]) if row else ""
+
+
+def drill_checksum(config: Path, *target: str) -> tuple[int, int | None]:
+    """Run `backupctl drill` (shown); its exit code and the restored shop.orders checksum."""
+    print(f"\n$ backupctl drill {' '.join(target)}", flush=True)
+    result = subprocess.run(
+        [str(BIN_DIR / "backupctl"), "--config", str(config), "--json", "drill", *target],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    doc = json.loads(result.stdout or "{}")
+    tables = {t["table"]: t["checksum"] for t in doc.get("tables", [])}
+    skipped = ", ".join(s["named"] for s in doc.get("skipped", [])) or "nothing"
+    print(f"drill {doc.get('result', 'failed')}; skipped {skipped}", flush=True)
+    return result.returncode, tables.get("`shop`.`orders`")
+
+
+def undo_step(bed: LocalBed, sock: list[str], config: Path, accident: str) -> int:
+    """README "Undo an accident": find it, restore to right before it, replay everything but
+    it, dump the one table, print its inverse. Good orders keep coming after the accident."""
+    before = int(bed.db.sql(f"CHECKSUM TABLE {REFERENCE}")[0][1])
+    for n in range(20):
+        for table in ("shop.orders", REFERENCE):
+            bed.db.sql(f"INSERT INTO {table} (id, item, qty) VALUES ({10000 + n}, 'late', 3)")
+    target = bed.db.sql("SHOW MASTER STATUS")[0]
+    wait_archived(sock, f"{target[0]}:{target[1]}")
+    print(f"\ndemo: 20 good orders came in after the accident ({accident})", flush=True)
+    conf = ["--config", str(config)]
+    failures = 0
+    if subprocess.run([str(BIN_DIR / "backupctl"), "find", "--help"],
+                      capture_output=True, check=False).returncode == 0:  # fmt: skip
+        failures += show(*conf, "find", "--table", "shop.orders", "--op", "delete",
+                         "--min-rows", "10") != 0  # fmt: skip
+    else:
+        print("\ndemo: `backupctl find` is not in this build; the accident's GTID is known")
+    failures += show(*conf, "restore", "plan", "--before", accident) != 0
+    code, restored = drill_checksum(config, "--before", accident)
+    print(f"demo: proof — before the accident {before} {'==' if restored == before else '!='} "
+          f"restored {restored}", flush=True)  # fmt: skip
+    failures += code != 0 or restored != before
+    expected = int(bed.db.sql(f"CHECKSUM TABLE {REFERENCE}")[0][1])
+    code, restored = drill_checksum(config, "--to", "latest", "--skip", accident)
+    print(f"demo: proof — never-deleted orders {expected} "
+          f"{'==' if restored == expected else '!='} restored {restored}", flush=True)  # fmt: skip
+    failures += code != 0 or restored != expected
+    dump = bed.base / "orders-before-accident.sql"
+    dump.unlink(missing_ok=True)
+    failures += show(*conf, "drill", "--before", accident, "--tables", "shop.orders",
+                     "--dump", str(dump)) != 0  # fmt: skip
+    if dump.exists():
+        print("".join(dump.read_text().splitlines(keepends=True)[:6]), end="", flush=True)
+    print(f"\n$ backupctl undo {accident} --print", flush=True)
+    undo = subprocess.run([str(BIN_DIR / "backupctl"), *conf, "undo", accident, "--print"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    lines = undo.stdout.splitlines()
+    shown = [line for line in lines if line.startswith("-- ")] + [
+        line for line in lines if line.startswith("### ")][:8]  # fmt: skip
+    print("\n".join(shown) + f"\n... ({len(lines)} lines; review, then apply by hand)", flush=True)
+    return failures + (undo.returncode != 0)
+
+
+def pinned_volumes(config: Path, moment: str) -> int:
+    """On EC2 (moto): new volumes from the set for `moment`, the restore record, and the exact
+    `restore replay --record` command that continues from that set only."""
+    zone = "us-east-1a"  # the bed's region; moto accepts its zones
+    return show(
+        "--config", str(config), "restore", "volumes", "--to", moment, "--availability-zone", zone
+    )
 
 
 def switch_to_ebs(bed: LocalBed, config: Path, daemon: DaemonProcess) -> int:
@@ -176,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         failures += show(*sock, "snapshots") != 0
         failures += show(*sock, "prune", "--dry-run") != 0
         failures += binlog_step(bed, sock, config) != 0
-        failures += restore_step(bed, sock, config) != 0
+        failed, accident = restore_step(bed, sock, config)
+        failures += failed != 0
+        failures += undo_step(bed, sock, config, accident)
         if not args.once:
             print("\ndemo: backupd keeps running; Ctrl-C to stop and tear down", flush=True)
             assert daemon.process is not None

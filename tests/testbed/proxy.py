@@ -14,6 +14,7 @@ import re
 import socket
 import threading
 from collections import Counter
+from urllib.parse import unquote
 
 # A request line at the start of the stream or after a CRLF; bodies (zstd) never hold one.
 _REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|PUT|POST|DELETE|HEAD) (\S+) HTTP/1\.[01]\r\n")
@@ -67,6 +68,7 @@ class DelayingProxy:
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()  # S3 operation -> requests forwarded
+        self.gets: Counter[str] = Counter()  # GetObject path (unquoted, no query) -> requests
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -152,8 +154,11 @@ class DelayingProxy:
         for match in _REQUEST_LINE.finditer(data):
             if match.end() > len(carry):
                 method, target = match.group(1).decode(), match.group(2).decode()
+                operation = s3_operation(method, target)
                 with self._lock:
-                    self.requests[s3_operation(method, target)] += 1
+                    self.requests[operation] += 1
+                    if operation == "GetObject":
+                        self.gets[unquote(target.partition("?")[0])] += 1
         return data[-_CARRY:]
 
     def stop(self) -> None:

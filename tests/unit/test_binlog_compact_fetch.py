@@ -16,20 +16,22 @@ from backupd.binlog.segmenter import Segmenter
 from backupd.binlog.spool import Spool
 from backupd.binlog.uploader import Target, encode
 from backupd.errors import ArchiveCorrupt
+from backupd.storage import ObjectStore
 from backupd.storage.filestore import FileStore
 from tests.binlog_fakes import FakeFile, Txn
 
 
 def archive(
     tmp_path: Path,
-    store: FileStore,
+    store: ObjectStore,
     fake: FakeFile,
     max_bytes: int = 300,
     recent: RecentSegments | None = None,
+    flush_seconds: float = 0.0,
 ) -> int:
     """Segment, spool and upload `fake` as the daemon would; returns the segment count."""
-    seg = Segmenter(fake.name, 4, 0.0, max_bytes)
-    spool = Spool(tmp_path / "spool", 1 << 20, threading.Event())
+    seg = Segmenter(fake.name, 4, flush_seconds, max_bytes)
+    spool = Spool(tmp_path / "spool", max(1 << 20, 4 * max_bytes), threading.Event())
     spool.recover()
     count = 0
     for raw in fake.stream():

@@ -97,8 +97,8 @@ def test_ddl_after_the_last_rows_lowers_the_floor(
     [
         (iso(T0 + 99), "mariadb", "after the last complete archived transaction"),
         ("0-1-42", "mariadb", "GTID 0-1-42 is not among"),
-        ("3e11fa47-71ca-11e1-9e33-c80aa9429562:5", "mysql", "MariaDB only"),
-        ("0-1-3", "mysql", "MariaDB only"),
+        ("3e11fa47-71ca-11e1-9e33-c80aa9429562:5", "mariadb", "MySQL GTID, but the archive"),
+        ("0-1-3", "mysql", "MariaDB GTID, but the archive was written by mysql"),
     ],
 )
 def test_refusals(

@@ -17,6 +17,7 @@ TAG_CONSISTENCY = "backupd:consistency"
 TAG_COORDINATE = "backupd:binlog-coordinate"
 TAG_GTID = "backupd:gtid"
 TAG_MOUNT = "backupd:mount"
+TAG_TRIGGER = "backupd:trigger"  # manual | schedule | restore_budget (SnapshotSet.trigger)
 
 
 # Called with the volumes' latest state while a provider waits (`snapshot --wait` shows it).

@@ -11,6 +11,7 @@ coordinator retries with a fresh lock). Deletes touch only snapshots carrying ou
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import urllib.request
@@ -82,6 +83,18 @@ def locked_config(budget_seconds: float) -> Config:
     )
 
 
+def volume_spec(volume: dict[str, Any]) -> dict[str, Any]:
+    """What `restore volumes` needs to make the same kind of volume, from DescribeVolumes."""
+    return {
+        "volume_type": str(volume.get("VolumeType", "")),
+        "size_gib": int(volume.get("Size", 0) or 0),
+        "iops": int(volume.get("Iops", 0) or 0),
+        "throughput": int(volume.get("Throughput", 0) or 0),
+        "encrypted": bool(volume.get("Encrypted", False)),
+        "kms_key_id": str(volume.get("KmsKeyId", "") or ""),
+    }
+
+
 def attached_instance(volumes: list[dict[str, Any]]) -> str:
     """The one instance every volume is attached to (DescribeVolumes), else ""."""
     owners = set()
@@ -122,6 +135,7 @@ class EbsProvider:
         self.locked_client: Any = client  # made in prepare(), before anything is locked
         self.instance_id = section.instance_id
         self.exclude: list[str] = []  # attached data volumes not in the set
+        self.specs: dict[str, dict[str, Any]] = {}  # volume id -> volume_spec(), for the set
 
     def _client(self, config: Config | None = None) -> Any:
         return boto3.client(
@@ -144,6 +158,9 @@ class EbsProvider:
                 self.instance_id = self._instance_of(volumes)  # "" : one call per volume
         if self.instance_id:
             self.exclude = [v for v in self.attached() if v not in volumes]
+        if any(v not in self.specs for v in volumes):  # not seen in the calls above
+            with contextlib.suppress(ProviderError):  # a manifest without them still restores
+                self._describe(VolumeIds=volumes)
         mount_of = dict(zip(volumes, mounts, strict=False))
         return [Target(mount_of.get(v, ",".join(mounts)), v) for v in volumes]
 
@@ -166,7 +183,9 @@ class EbsProvider:
                 answer = self.client.describe_volumes(**kwargs)
             except (BotoCoreError, ClientError) as exc:
                 raise _fail("DescribeVolumes", exc) from exc
-        return list(answer.get("Volumes", []))
+        found = list(answer.get("Volumes", []))
+        self.specs.update({v["VolumeId"]: volume_spec(v) for v in found if "VolumeId" in v})
+        return found
 
     def start(
         self, set_id: str, targets: list[Target], tags: dict[str, str], deadline: float
@@ -180,7 +199,7 @@ class EbsProvider:
             made.update(self._create_multi(set_id, wanted, tag_list))
         rest = [target for volume, target in wanted.items() if volume not in made]
         made.update(self._create_each(set_id, rest, tag_list))
-        return [made[v] for v in wanted]
+        return [replace(made[v], **self.specs.get(v, {})) for v in wanted]
 
     def _create_each(
         self, set_id: str, targets: list[Target], tag_list: list[dict[str, str]]
