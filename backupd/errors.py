@@ -275,6 +275,13 @@ class TargetPositionMismatch(BackupdError):
     http_status = 409
 
 
+class RelayUnavailable(BackupdError):
+    """Cannot replay through the target's replication applier (--method relay): {why}; use --method pipe or --method auto"""  # noqa: E501
+
+    code = "relay_unavailable"
+    http_status = 409
+
+
 _BY_CODE: dict[str, type[BackupdError]] = {}
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from backupd.restore.plan import gtid_state
 from backupd.restore.prepare import Prepared
+from backupd.restore.relay import replay_relay
+from backupd.restore.relay_target import Method
 from backupd.restore.replay import Progress, ReplayFailed, ReplayServer, replay
 from backupd.restore.tools import tools_for
 
@@ -62,12 +64,19 @@ def apply(
     server: ReplayServer,
     on_progress: Callable[[Progress], None] | None = None,
     progress_interval: float = 1.0,
+    method: Method | None = None,  # None: the pipe
 ) -> Applied:
     end = prepared.end
     seconds = 0.0
     events = done = 0
     tools = tools_for(prepared.snapshot.flavor)
-    if end.transactions:
+    if end.transactions and method is not None and method.name == "relay":
+        progress = replay_relay(
+            prepared.replay_ranges(), server, method, on_progress, progress_interval
+        )
+        events, done = progress.events, progress.done_bytes
+        seconds = progress_seconds(progress)
+    elif end.transactions:
         tools.require()
         progress = replay(
             prepared.replay_ranges(),

@@ -33,6 +33,7 @@ from backupd.restore.fetcher import Fetcher, fetcher_for
 from backupd.restore.guard import refuse_protected
 from backupd.restore.prepare import Prepared, prepare
 from backupd.restore.progress import Terminal, progress_line, wanted
+from backupd.restore.relay_target import METHODS, choose
 from backupd.restore.replay import Progress, ReplayServer
 from backupd.restore.tools import tools_for
 from backupd.restore.volume_options import overrides_of, volume_options, warming_of
@@ -60,6 +61,7 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     )
     replay.add_argument("--target-user", default="", help="user (default: the client's)")
     replay.add_argument("--target-option-file", default="", help="client option file")
+    _method_options(replay)
     pinning.add_replay_options(replay)
     replay.set_defaults(func=cmd_replay)
     volumes = sub.add_parser(
@@ -88,6 +90,7 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
         action="store_true",
         help="only remove what a killed drill left (volumes, mounts, loop devices, server)",
     )
+    _method_options(drill)
     drill.set_defaults(func=cmd_drill)
     verify = commands.add_parser(
         "verify", parents=parents, help="check sets, binlog chain and checksums (no daemon)"
@@ -138,6 +141,33 @@ def _target_options(parser: argparse.ArgumentParser, around: bool = False) -> No
         action="store_true",
         help="also start from crash-consistent snapshot sets",
     )
+
+
+def _method_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="auto",
+        help="relay: the target's own replication applier, in parallel; pipe: one "
+        "mariadb-binlog | mariadb session; auto (default): relay where possible",
+    )
+    parser.add_argument(
+        "--apply-workers",
+        type=_workers,
+        default=0,
+        help="relay: parallel applier threads (default: 2 per CPU, 8 to 16)",
+    )
+
+
+def _workers(text: str) -> int:
+    """0 (automatic) to 256 parallel applier threads; anything else is refused (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a worker count from 0 to 256")
+    return value
 
 
 def storage_config(args: argparse.Namespace) -> Config:
@@ -214,6 +244,8 @@ def render_plan(doc: dict[str, Any]) -> str:
         f"{end['transactions']} transaction(s) to replay",
         f"  GTID position afterwards: {end['gtid_state'] or '-'}",
     ]
+    if doc.get("method"):
+        lines.append(f"  method: {doc['method']['name']} ({doc['method']['why']})")
     lines += [
         f"  skipped: {s['named']} ({s['from']} .. {s['to']}, GTID {s['gtid'] or '-'})"
         for s in doc.get("skipped") or []
@@ -274,9 +306,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         prepared = _prepare(args, workdir, terminal, pin.set_id if pin else "")
         tools = tools_for(prepared.snapshot.flavor)
         start = pinning.check_start(args, server, prepared.snapshot, tools)
-        applied = applying.apply(prepared, server, progress_printer(args, terminal))
+        method = choose(args.method, server, prepared.snapshot.flavor, args.apply_workers)
+        applied = applying.apply(prepared, server, progress_printer(args, terminal), method=method)
     document = {
         **prepared.to_dict(),
+        "method": method.to_dict(),
         "replay": applied.to_dict(),
         "start_position": start.to_dict(),
         "record": args.record or None,
@@ -333,6 +367,8 @@ def cmd_drill(args: argparse.Namespace) -> int:
             None if args.json else progress_printer(args, terminal),
             cluster=args.cluster or config.storage.cluster,
             timeline=args.timeline,
+            method=args.method,
+            workers=args.apply_workers,
             around=around,
             dump=dump,
             fetcher=fetcher(args, config, terminal),

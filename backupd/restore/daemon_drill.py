@@ -18,10 +18,12 @@ POLL_SECONDS = 1.0
 
 
 def needs_local(args: argparse.Namespace) -> bool:
-    """Options the daemon's drill does not take (around a transaction, a table dump): such a
-    drill runs in the command."""
+    """Options the daemon's drill does not take (around a transaction, a table dump, a
+    replay method): such a drill runs in the command."""
     return bool(
-        getattr(args, "before", None)
+        getattr(args, "method", "auto") != "auto"
+        or getattr(args, "apply_workers", 0)
+        or getattr(args, "before", None)
         or getattr(args, "skip", None)
         or getattr(args, "tables", None)
         or getattr(args, "dump", None)

@@ -26,6 +26,7 @@ from backupd.restore.drill_resources import DrillLedger
 from backupd.restore.fetcher import Fetcher
 from backupd.restore.prepare import Prepared, prepare
 from backupd.restore.proof import TableProof, prove
+from backupd.restore.relay_target import Method, choose
 from backupd.restore.replay import Progress, ReplayServer
 from backupd.restore.scratch import ScratchServer, remap_binlog_index
 from backupd.restore.volumes import relocate
@@ -44,6 +45,7 @@ class DrillResult:
     ready_seconds: float  # command start -> scratch server answering at the target (RTO)
     steps: dict[str, float] = field(default_factory=dict)
     dump: dict[str, Any] | None = None  # --tables: the dump written
+    method: Method | None = None
 
     @property
     def ok(self) -> bool:
@@ -53,6 +55,7 @@ class DrillResult:
         return {
             "result": "success" if self.ok else "failed",
             **self.prepared.to_dict(),
+            **({"method": self.method.to_dict()} if self.method else {}),
             "replay": self.applied.to_dict(),
             "tables": [
                 {"table": p.table, "check": p.check, "checksum": p.checksum} for p in self.proofs
@@ -150,10 +153,13 @@ def start_scratch(record: SnapshotSet, mounts: dict[str, Path], socket_dir: Path
             remap_binlog_index(index, old, str(basename.parent))
     # MIXED: temporary-table statements replayed from the archive are binlogged as they were.
     # A drill's copy is thrown away: no fsync per replayed commit (the replay's bottleneck).
+    # The relay method's SQL thread binlogs what it applies only with log_slave_updates.
     extra = {
         "binlog_format": "MIXED",
         "innodb_flush_log_at_trx_commit": "2",
         "sync_binlog": "0",
+        "log_slave_updates": "ON",
+        "relay_log_recovery": "OFF",
     }
     return ScratchServer(datadir, socket_dir, log_bin=str(basename), extra=extra).start()
 
@@ -176,6 +182,8 @@ def drill(
     materialise: Materialise | None = None,
     provider: str = "local",
     ledger: DrillLedger | None = None,
+    method: str = "auto",
+    workers: int = 0,
 ) -> DrillResult:
     """Run one drill; DrillFailed/RestoreImpossible/ReplayFailed on failure.
 
@@ -213,9 +221,9 @@ def drill(
             scratch = start_scratch(prepared.snapshot, mounts, scratch_dir)
             steps["server_started"] = time.monotonic() - started
             try:
-                applied = applying.apply(
-                    prepared, ReplayServer(socket=scratch.socket, user="root"), on_progress
-                )
+                target_server = ReplayServer(socket=scratch.socket, user="root")
+                chosen = choose(method, target_server, prepared.snapshot.flavor, workers)
+                applied = applying.apply(prepared, target_server, on_progress, method=chosen)
                 ready = time.monotonic() - started
                 steps["replayed"] = ready
                 with scratch.connect() as conn:
@@ -228,7 +236,7 @@ def drill(
                 steps["server_stopped"] = time.monotonic() - started
         steps["unmounted"] = time.monotonic() - started
         seconds = time.monotonic() - started
-        return DrillResult(prepared, applied, proofs, seconds, ready, steps, dumped)
+        return DrillResult(prepared, applied, proofs, seconds, ready, steps, dumped, chosen)
     except ProviderError as exc:
         raise DrillFailed(exc.message) from exc
     finally:

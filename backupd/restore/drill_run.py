@@ -54,6 +54,8 @@ def run_drill(
     around: Around | None = None,
     dump: table_dump.Request | None = None,
     fetcher: Fetcher | None = None,
+    method: str = "auto",
+    workers: int = 0,
 ) -> DrillResult:
     ledger = DrillLedger(record_dir)
     with ledger.held():
@@ -78,6 +80,8 @@ def run_drill(
                 around=around,
                 dump=dump,
                 fetcher=fetcher,
+                method=method,
+                workers=workers,
             )
 
 

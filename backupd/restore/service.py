@@ -242,5 +242,5 @@ def drill_request(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _brief(doc: dict[str, Any]) -> dict[str, Any]:
-    keep = ("snapshot", "end", "replay", "tables", "seconds", "ready_seconds", "steps")
+    keep = ("snapshot", "end", "method", "replay", "tables", "seconds", "ready_seconds", "steps")
     return {k: doc[k] for k in keep if k in doc}

@@ -82,7 +82,8 @@ def server_steps(
         steps.append(f"sed -i 's#^{old_dir}/#{new_dir}/#' {shlex.quote(basename + '.index')}")
     steps += [
         f"mariadbd --datadir={shlex.quote(datadir)} --log-bin={shlex.quote(basename)} "
-        "--skip-slave-start --event-scheduler=OFF --skip-networking "
+        "--skip-slave-start --log-slave-updates --relay-log-recovery=OFF --event-scheduler=OFF "
+        "--skip-networking "
         "--innodb-flush-log-at-trx-commit=2 --sync-binlog=0 "
         f"--socket={shlex.quote(socket)} &   # mysqld on MySQL",
         replay,

@@ -24,10 +24,10 @@ _backupctl() {
         "binlog index") opts="--cluster --config --help --json --socket --timeline -h"; subs="" ;;
         "restore") opts="--config --help --json --socket -h"; subs="plan replay volumes cache" ;;
         "restore plan") opts="--allow-crash-consistent --before --cluster --config --fetch-workers --help --json --server --skip --socket --timeline --to --work-dir -h"; subs="" ;;
-        "restore replay") opts="--allow-crash-consistent --before --cluster --config --fetch-workers --help --json --record --server --skip --skip-position-check --socket --target-host --target-option-file --target-port --target-socket --target-user --timeline --to --work-dir -h"; subs="" ;;
+        "restore replay") opts="--allow-crash-consistent --apply-workers --before --cluster --config --fetch-workers --help --json --method --record --server --skip --skip-position-check --socket --target-host --target-option-file --target-port --target-socket --target-user --timeline --to --work-dir -h"; subs="" ;;
         "restore volumes") opts="--allow-crash-consistent --availability-zone --cluster --config --dest --device --fast-snapshot-restore --fetch-workers --help --initialize --instance-id --iops --json --kms-key --record-file --server --socket --target-socket --throughput --timeline --to --volume-type --work-dir -h"; subs="" ;;
         "restore cache") opts="--clear --config --help --json --socket --work-dir -h"; subs="" ;;
-        "drill") opts="--allow-crash-consistent --before --clean-up --cluster --config --dump --fetch-workers --help --json --local --server --skip --socket --tables --timeline --to --work-dir -h"; subs="" ;;
+        "drill") opts="--allow-crash-consistent --apply-workers --before --clean-up --cluster --config --dump --fetch-workers --help --json --local --method --server --skip --socket --tables --timeline --to --work-dir -h"; subs="" ;;
         "verify") opts="--config --help --json --sample --socket -h"; subs="" ;;
         "undo") opts="--cluster --config --help --json --print --server --socket --timeline --work-dir -h"; subs="" ;;
         "check") opts="--config --help --json --nagios --notify --socket --user -h"; subs="" ;;

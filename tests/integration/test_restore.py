@@ -145,6 +145,7 @@ def test_restore_to_instants_by_time_gtid_and_coordinate(
             "--work-dir", str(workdir / "drill"),
         )  # fmt: skip
         assert code == 0, doc
+        assert doc["method"]["name"] == "relay", doc["method"]  # auto: the scratch server's
         assert doc["snapshot"]["set_id"] == record["set_id"]
         assert doc["end"]["gtid_state"] == instant.gtid, (target, doc["end"])
         assert doc["replay"]["server_gtid"] == instant.gtid
@@ -261,6 +262,7 @@ def replay_latest_into_restored_server(
         finally:
             scratch.stop()
     assert code == 0, doc
+    assert doc["method"]["name"] == "relay", doc["method"]
     assert doc["replay"]["server_gtid"] == gtid and doc["end"]["gtid_state"] == gtid
     assert restored == expected
 

@@ -135,4 +135,5 @@ def test_drill_crosses_a_failover(
         assert code == 0, doc
         assert doc["snapshot"]["set_id"] == record["set_id"]  # taken before the failover
         assert [leg["timeline"] for leg in doc["timeline_path"]] == [1, 2], doc["timeline_path"]
+        assert doc["method"]["name"] == "relay"  # two ranges, one applier connection each
         assert mine(doc["tables"], "shop") == instant.checksums, (target, doc)

@@ -103,7 +103,8 @@ def restore_step(bed: LocalBed, sock: list[str], config: Path) -> tuple[int, str
     restored = tables.get("`shop`.`orders`", {})
     print(
         f"drill {doc.get('result', 'failed')}: scratch server ready at {moment} after "
-        f"{doc.get('ready_seconds')}s, CHECK TABLE {restored.get('check')}, "
+        f"{doc.get('ready_seconds')}s (replayed by {doc.get('method', {}).get('name')}: "
+        f"{doc.get('method', {}).get('why')}), CHECK TABLE {restored.get('check')}, "
         f"shop.orders checksum {restored.get('checksum')}",
         flush=True,
     )
