@@ -13,13 +13,14 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.timeout(900)  # the tour runs five drills (restore, before, skip, tables, EBS)
 def test_demo_runs_end_to_end(scratch: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tests.testbed.demo", "--once", "--base", str(scratch / "demo")],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=840,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
