@@ -15,6 +15,7 @@ import pytest
 
 from tests.clients import backupctl
 from tests.conftest import ConfigFactory
+from tests.integration.test_check_config import check_config
 from tests.integration.test_snapshot_ebs import REGION, ebs_config, instance  # noqa: F401
 from tests.testbed.http_proxy import RewritingProxy, deny_dry_run
 from tests.testbed.mariadb import BACKUPD_PASSWORD, MariaDB
@@ -139,13 +140,15 @@ def test_unfreezable_mount_fails(
 def test_an_impossible_combination_fails_as_check_config_refuses_it(
     good: dict[str, Any], write_config: ConfigFactory
 ) -> None:
-    """Drills restore local images: with the EBS provider the daemon would refuse to start,
-    so check says so, on a line of its own, with the same words as check-config."""
-    good["drill"] = {"enabled": True}
+    """Snapshots enabled with nothing to freeze: the daemon would refuse to start, so check
+    says so, on a line of its own, with the same words as check-config."""
+    good["snapshot"]["mounts"] = []
     code, doc = check(write_config, good, "--json")
     assert code == 1
-    line = failed(doc)["config.combination[drill.enabled]"]
-    assert 'snapshot.provider = "ebs"' in line["detail"] and "drill.enabled" in line["fix"]
+    line = failed(doc)["config.combination[snapshot.mounts]"]
+    assert "nothing to freeze" in line["detail"] and "snapshot.mounts" in line["fix"]
+    checked = check_config(write_config(good, "same.toml"))
+    assert checked.returncode != 0 and line["detail"] in checked.stdout + checked.stderr
 
 
 def test_service_user_access_is_tested_as_that_user(
