@@ -28,6 +28,7 @@ from backupd.restore import apply as applying
 from backupd.restore import daemon_drill, pinning, repository, table_dump, volumes
 from backupd.restore import verify as verifying
 from backupd.restore.around import Around, parse_ref
+from backupd.restore.drill import DrillOptions
 from backupd.restore.drill_run import clean_leftovers, run_drill
 from backupd.restore.fetcher import Fetcher, fetcher_for
 from backupd.restore.guard import refuse_protected
@@ -357,22 +358,18 @@ def cmd_drill(args: argparse.Namespace) -> int:
     target, around = target_around(args)
     dump = table_dump.request(args)
     with Terminal(wanted(args.json)) as terminal, work_dir(args) as workdir:
-        result = run_drill(
-            config,
-            store,
-            target,
-            workdir,
-            records,
-            args.server,
-            None if args.json else progress_printer(args, terminal),
+        options = DrillOptions(
+            server=args.server,
             cluster=args.cluster or config.storage.cluster,
             timeline=args.timeline,
-            method=args.method,
-            workers=args.apply_workers,
             around=around,
             dump=dump,
             fetcher=fetcher(args, config, terminal),
+            method=args.method,
+            workers=args.apply_workers,
         )
+        on_progress = None if args.json else progress_printer(args, terminal)
+        result = run_drill(config, store, target, workdir, records, options, on_progress)
     emit(args, result.to_dict(), render_drill)
     return EXIT_OK if result.ok else EXIT_FAILED
 

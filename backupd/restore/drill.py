@@ -167,28 +167,37 @@ def start_scratch(record: SnapshotSet, mounts: dict[str, Path], socket_dir: Path
 Materialise = Callable[[SnapshotSet, Path], contextlib.AbstractContextManager[dict[str, Path]]]
 
 
+@dataclass(frozen=True)
+class DrillOptions:
+    """What to restore and how, as given by the command or the daemon's request; passed
+    through the drill runner unchanged."""
+
+    server: str | None = None
+    cluster: str = ""
+    timeline: int | None = None
+    around: Around | None = None
+    dump: table_dump.Request | None = None
+    fetcher: Fetcher | None = None
+    method: str = "auto"
+    workers: int = 0
+
+
 def drill(
     store: ObjectStore,
     target: Target,
     local_directory: str,
     workdir: Path,
-    server: str | None = None,
+    options: DrillOptions | None = None,
     on_progress: Callable[[Progress], None] | None = None,
-    cluster: str = "",
-    timeline: int | None = None,
-    around: Around | None = None,
-    dump: table_dump.Request | None = None,
-    fetcher: Fetcher | None = None,
     materialise: Materialise | None = None,
     provider: str = "local",
     ledger: DrillLedger | None = None,
-    method: str = "auto",
-    workers: int = 0,
 ) -> DrillResult:
     """Run one drill; DrillFailed/RestoreImpossible/ReplayFailed on failure.
 
     `materialise` mounts the chosen set's volumes (default: the local images); `ledger`
     records the scratch directories and server so a killed drill can be cleaned up."""
+    options = options or DrillOptions()
     started = time.monotonic()
     steps: dict[str, float] = {}
     scratch_dir = Path(tempfile.mkdtemp(prefix="backupd-drill-"))  # short: socket path limit
@@ -208,12 +217,12 @@ def drill(
             store,
             target,
             run_dir / "binlogs",
-            server,
+            options.server,
             provider=provider,
-            cluster=cluster,
-            timeline=timeline,
-            around=around,
-            fetcher=fetcher,
+            cluster=options.cluster,
+            timeline=options.timeline,
+            around=options.around,
+            fetcher=options.fetcher,
         )
         steps["plan_and_fetch"] = time.monotonic() - started
         with materialise(prepared.snapshot, run_dir) as mounts:
@@ -222,14 +231,16 @@ def drill(
             steps["server_started"] = time.monotonic() - started
             try:
                 target_server = ReplayServer(socket=scratch.socket, user="root")
-                chosen = choose(method, target_server, prepared.snapshot.flavor, workers)
+                chosen = choose(
+                    options.method, target_server, prepared.snapshot.flavor, options.workers
+                )
                 applied = applying.apply(prepared, target_server, on_progress, method=chosen)
                 ready = time.monotonic() - started
                 steps["replayed"] = ready
                 with scratch.connect() as conn:
                     proofs = prove(conn)
                 steps["proved"] = time.monotonic() - started
-                dumped = dump.write(scratch, prepared) if dump else None
+                dumped = options.dump.write(scratch, prepared) if options.dump else None
             finally:
                 scratch.stop()
                 scratch = None

@@ -14,11 +14,9 @@ from typing import Any
 
 from backupd.config import Config
 from backupd.log import get_logger
-from backupd.restore import ebs_drill, table_dump
-from backupd.restore.around import Around
-from backupd.restore.drill import DrillResult, Materialise, drill
+from backupd.restore import ebs_drill
+from backupd.restore.drill import DrillOptions, DrillResult, Materialise, drill
 from backupd.restore.drill_resources import DrillLedger, Ec2Factory, clean_up, new_run_id
-from backupd.restore.fetcher import Fetcher
 from backupd.restore.replay import Progress
 from backupd.restore_target import Target
 from backupd.snapshot.catalog import SnapshotSet
@@ -47,15 +45,8 @@ def run_drill(
     target: Target,
     workdir: Path,
     record_dir: Path,
-    server: str | None = None,
+    options: DrillOptions | None = None,
     on_progress: Callable[[Progress], None] | None = None,
-    cluster: str = "",
-    timeline: int | None = None,
-    around: Around | None = None,
-    dump: table_dump.Request | None = None,
-    fetcher: Fetcher | None = None,
-    method: str = "auto",
-    workers: int = 0,
 ) -> DrillResult:
     ledger = DrillLedger(record_dir)
     with ledger.held():
@@ -70,18 +61,11 @@ def run_drill(
                 target,
                 config.snapshot.local.directory,
                 workdir,
-                server,
+                options,
                 on_progress,
-                cluster=cluster,
-                timeline=timeline,
                 materialise=_materialiser(config, ledger),
                 provider=config.snapshot.provider,
                 ledger=ledger,
-                around=around,
-                dump=dump,
-                fetcher=fetcher,
-                method=method,
-                workers=workers,
             )
 
 

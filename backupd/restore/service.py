@@ -27,6 +27,7 @@ from backupd.errors import BackupdError, Conflict, UsageError
 from backupd.log import get_logger
 from backupd.metrics import PREFIX
 from backupd.notifications import Event
+from backupd.restore.drill import DrillOptions
 from backupd.restore.drill_run import clean_leftovers, run_drill
 from backupd.restore.fetcher import fetcher_for
 from backupd.restore_estimate import record_phases
@@ -143,17 +144,16 @@ class DrillService:
         target = str(request.get("target") or config.drill.target)
         started = time.time()
         try:
-            result = run_drill(
-                config,
-                self.context.store,
-                parse_target(target),
-                self.directory,
-                self.directory,
+            options = DrillOptions(
                 server=request.get("server") or None,
                 cluster=str(request.get("cluster") or cluster_name(config.storage)),
                 timeline=request.get("timeline"),
                 fetcher=fetcher_for(config.restore),
             )
+            result = run_drill(
+                config, self.context.store, parse_target(target), self.directory,
+                self.directory, options,
+            )  # fmt: skip
             doc = {"result": "success" if result.ok else "failed", **_brief(result.to_dict())}
             if not result.ok:
                 doc["error"] = "CHECK TABLE reported problems"
