@@ -137,8 +137,7 @@ def find(store: ObjectStore, cluster: str, query: Query) -> Result:
 
 
 def _search(store: ObjectStore, timeline: Timeline, query: Query, result: Result) -> None:
-    keys = [info.key for info in store.list(layout.stream_prefix(timeline.stream))]
-    indexes = index_store.indexes_of(keys)
+    indexes = timeline.indexes  # listed with the archive: no LIST of its own
     wanted: list[layout.IndexKey] = []
     missing = 0
     for chain in timeline.files().values():

@@ -83,6 +83,7 @@ class Timeline:
     history: History
     segments: list[layout.SegmentKey] = field(default_factory=list)
     gaps: list[layout.GapKey] = field(default_factory=list)
+    indexes: list[layout.IndexKey] = field(default_factory=list)  # change index objects
 
     @property
     def id(self) -> int:
@@ -321,6 +322,10 @@ def _assign(keys: Iterable[str], by_stream: dict[str, Timeline]) -> None:
         gap = layout.parse_gap(key)
         if gap is not None and gap.stream in by_stream:
             by_stream[gap.stream].gaps.append(gap)
+            continue
+        index = layout.parse_index(key)
+        if index is not None and index.stream in by_stream:
+            by_stream[index.stream].indexes.append(index)
 
 
 def legacy_streams(store: ObjectStore) -> list[str]:

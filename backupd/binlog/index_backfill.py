@@ -53,8 +53,7 @@ def backfill(
 def _timeline(
     store: ObjectStore, timeline: Timeline, report: BackfillReport, progress: Callable[[str], None]
 ) -> None:
-    keys = [info.key for info in store.list(layout.stream_prefix(timeline.stream))]
-    indexes = index_store.indexes_of(keys)
+    indexes = timeline.indexes  # listed with the archive: no LIST of its own
     for name, chain in sorted(
         timeline.files().items(), key=lambda item: layout.file_order(item[0])
     ):
