@@ -18,7 +18,6 @@ are table-tested; `RestoreBudget` is the daemon service around them.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from prometheus_client.registry import Collector
 from backupd.binlog import layout
 from backupd.binlog.archive import Archive, ArchiveView, Timeline, cluster_name
 from backupd.control.server import Route
+from backupd.durable import write_file
 from backupd.errors import BackupdError, SnapshotInProgress
 from backupd.log import get_logger
 from backupd.metrics import PREFIX
@@ -137,12 +137,10 @@ def phases_path(state_dir: str) -> Path:
 
 
 def save_phases(state_dir: str, phases: DrillPhases) -> None:
-    """Atomically, so a restart keeps the last measurement."""
+    """Durably (durable.write_file), so a restart or a crash keeps the last measurement."""
     path = phases_path(state_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps(phases.to_dict(), indent=1, sort_keys=True))
-    os.replace(partial, path)
+    write_file(path, json.dumps(phases.to_dict(), indent=1, sort_keys=True).encode())
 
 
 def load_phases(state_dir: str) -> DrillPhases | None:
