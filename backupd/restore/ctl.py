@@ -172,7 +172,12 @@ def _workers(text: str) -> int:
 
 
 def storage_config(args: argparse.Namespace) -> Config:
-    return load_config(args.config or DEFAULT_CONFIG_PATH)
+    """The command's config, read once: the command, its work dir and its plan all ask."""
+    config: Config | None = getattr(args, "loaded_config", None)
+    if config is None:
+        config = load_config(args.config or DEFAULT_CONFIG_PATH)
+        args.loaded_config = config
+    return config
 
 
 @contextlib.contextmanager
