@@ -328,24 +328,29 @@ def _assign(keys: Iterable[str], by_stream: dict[str, Timeline]) -> None:
             by_stream[index.stream].indexes.append(index)
 
 
-def legacy_streams(store: ObjectStore) -> list[str]:
-    """Server identities that hold archives written before timelines."""
-    found = set()
+def roots(store: ObjectStore) -> tuple[list[str], list[str]]:
+    """(clusters with timelines, server identities with archives from before timelines),
+    from one LIST of the repository's binlog root."""
+    clustered, legacy = set(), set()
     for info in store.list(f"{layout.ROOT}/"):
+        parsed = layout.parse_history(info.key)
+        if parsed is not None:
+            clustered.add(parsed[0])
+            continue
         seg = layout.parse_segment(info.key)
         if seg is not None and "/" not in seg.stream:
-            found.add(seg.stream)
-    return sorted(found)
+            legacy.add(seg.stream)
+    return sorted(clustered), sorted(legacy)
+
+
+def legacy_streams(store: ObjectStore) -> list[str]:
+    """Server identities that hold archives written before timelines."""
+    return roots(store)[1]
 
 
 def clusters(store: ObjectStore) -> list[str]:
     """Clusters with timelines in the repository."""
-    found = set()
-    for info in store.list(f"{layout.ROOT}/"):
-        parsed = layout.parse_history(info.key)
-        if parsed is not None:
-            found.add(parsed[0])
-    return sorted(found)
+    return roots(store)[0]
 
 
 @dataclass(frozen=True)
@@ -364,9 +369,9 @@ def select(
 ) -> Selected:
     """The timeline to read: `timeline` of `cluster` (default: the only cluster, its latest
     timeline); a repository without timelines is read by server identity as before."""
-    if server and not cluster and server in legacy_streams(store):
+    known, legacy = roots(store)
+    if server and not cluster and server in legacy:
         return Selected(server, server)
-    known = clusters(store)
     if cluster or known:
         if not cluster:
             if len(known) != 1:
@@ -377,7 +382,6 @@ def select(
         if chosen is None:
             raise UsageError(f"no binlog archive for cluster {cluster!r} (have: {known or 'none'})")
         return Selected(chosen.stream, chosen.history.identity, cluster, chosen, view)
-    legacy = legacy_streams(store)
     if server:
         if server not in legacy:
             raise UsageError(f"no binlog archive for server {server!r} (have: {legacy or 'none'})")
