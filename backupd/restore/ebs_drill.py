@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -29,12 +28,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from backupd.config import Config
 from backupd.errors import DrillFailed
-from backupd.restore import blockdev
+from backupd.restore import blockdev, warmup
 from backupd.restore.drill_resources import DRILL_TAG, DrillLedger, remove_volume
 from backupd.restore.volume_spec import VolumeOverrides, create_volume_args
 from backupd.restore.volumes import create_volume
 from backupd.snapshot.catalog import SnapshotSet
-from backupd.snapshot.providers.ebs import NVME_PREFIX, imds_instance_id
+from backupd.snapshot.providers.ebs import imds_instance_id
 
 DEVICE_NAMES = tuple(f"/dev/sd{letter}" for letter in "fghijklmnop")
 
@@ -78,13 +77,10 @@ class EbsDrillHost:
         raise DrillFailed(f"no free device name on {self.instance_id} ({', '.join(used)})")
 
     def wait_for_device(self, volume_id: str) -> str:
-        """The block device EC2 attached, once its NVMe link shows up."""
-        link = self.links / f"{NVME_PREFIX}{volume_id.removeprefix('vol-')}"
-        deadline = time.monotonic() + self.device_timeout
-        while not link.exists():
-            if time.monotonic() > deadline:
-                raise DrillFailed(f"{volume_id} attached but {link} did not appear")
-            time.sleep(self.poll_seconds)  # udev makes the link; nothing of ours to wait on
+        """The block device EC2 attached, once its NVMe link shows up (ProviderError, which
+        the drill reports as failed, when it does not)."""
+        link = warmup.device_link(volume_id, str(self.links))
+        warmup.wait_for_device(link, self.device_timeout, self.poll_seconds)
         return os.path.realpath(link)
 
 
