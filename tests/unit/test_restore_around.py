@@ -15,6 +15,7 @@ from backupd.restore.replay import ReplayRange
 from backupd.restore.undo import _locate
 from backupd.restore_target import CoordinateTarget, GtidTarget, LatestTarget
 from tests.binlog_fakes import FakeFile, Txn
+from tests.unit.test_restore_endpoint import start_of
 
 F1, F2 = "mysql-bin.000001", "mysql-bin.000002"
 
@@ -35,10 +36,6 @@ def fakes(tmp_path: Path) -> tuple[list[Path], FakeFile, FakeFile]:
         paths.append(tmp_path / fake.name)
         paths[-1].write_bytes(bytes(fake.data))
     return paths, first, second
-
-
-def start_of(first: FakeFile) -> Position:
-    return Position(first.name, sorted(first.boundaries)[1])
 
 
 def test_refs_are_a_gtid_or_a_coordinate() -> None:
