@@ -57,6 +57,7 @@ from backupd.control.client import ControlClient
 from backupd.storage import open_store
 from tests.testbed.daemon import DaemonProcess, NotifyListener, render_toml
 from tests.testbed.mariadb import MariaDB
+from tests.testbed.util import wait_until
 
 Coordinate = tuple[tuple[str, int], int]
 POLL = 0.01  # a coarser poll would add up to its period to backupd's time
@@ -196,8 +197,9 @@ def indexed_after(work: Path) -> float:
     """Seconds until every archived segment is indexed too (its spool entry leaves only
     then; the index itself may wait for its batch in `index-pending/`)."""
     start = time.monotonic()
-    while any((work / "spool").rglob("*.seg")):
-        time.sleep(POLL)
+    wait_until(  # bounded: a daemon that died with a full spool must not hang the bench
+        lambda: not any((work / "spool").rglob("*.seg")), 600, "the spool to be indexed", POLL
+    )
     return time.monotonic() - start
 
 
