@@ -219,10 +219,10 @@ class Daemon:
         return risks
 
     def _archive_lag(self) -> float | None:
+        """The recovery point's age alone (this runs every few seconds: no status document)."""
         for service in self.services:
-            if service.name == "binlog" and self.config.binlog.enabled:
-                lag = service.status().get("recovery_point_age_seconds")
-                return float(lag) if lag is not None else None
+            if isinstance(service, BinlogService) and self.config.binlog.enabled:
+                return service.recovery_point_age()
         return None
 
     def _get_status(self, _request: Request) -> tuple[int, dict[str, Any]]:

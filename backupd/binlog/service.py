@@ -299,13 +299,18 @@ class BinlogService:
 
     # -- status ----------------------------------------------------------------------------
 
+    def recovery_point_age(self) -> float | None:
+        """Seconds since the newest archived transaction committed (None: nothing yet)."""
+        point = self.progress.recovery_point()
+        return round(max(0.0, time.time() - point), 3) if point else None
+
     def status(self) -> dict[str, Any]:
         enabled = self.config.binlog.enabled
         logs = self._logs
         server_coordinate = f"{logs[-1][0]}:{logs[-1][1]}" if logs else None
         lag = lag_bytes(logs, self.progress.file, self.progress.position) if logs else None
         point = self.progress.recovery_point()
-        age = round(max(0.0, time.time() - point), 3) if point else None
+        age = self.recovery_point_age()
         spool_used = self.spool.used if self.spool else 0
         doc: dict[str, Any] = {
             "enabled": enabled,
