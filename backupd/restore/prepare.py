@@ -179,8 +179,7 @@ def fetch_files(
     stream = repo.streams.get(leg.timeline, repo.stream)
     chains = []
     for name in leg.files:
-        parts = [k for k in repo.keys.values() if k.file == name and k.stream == stream]
-        found = layout.chain(parts)
+        found = repository.chain_of(repo, stream, name)
         if found is None:
             raise RestoreImpossible(f"binlog file {name} is not in the archive")
         chains.append(found)

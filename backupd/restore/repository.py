@@ -50,6 +50,11 @@ class Repository:
     streams: dict[int, str]  # timeline -> stream, for every timeline of the lineage
 
 
+def chain_of(repo: Repository, stream: str, file: str) -> layout.FileChain | None:
+    """The archived segments that rebuild `file` of `stream` whole (None: they do not)."""
+    return layout.chain([k for k in repo.keys.values() if k.file == file and k.stream == stream])
+
+
 def parse_position(text: str) -> Position | None:
     file, _, pos = text.rpartition(":")
     if not file or not pos.isdigit():

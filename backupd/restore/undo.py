@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backupd.binlog import events, fetch, layout
+from backupd.binlog import events, layout
 from backupd.errors import ArchiveCorrupt, ObjectMissing, UndoRefused
 from backupd.restore import repository
 from backupd.restore.around import Located, TxRef, matches
 from backupd.restore.endpoint import file_events, transactions
+from backupd.restore.fetcher import Fetcher
+from backupd.restore.object_cache import ObjectCache
 from backupd.restore.plan import Position, gtid_state
 from backupd.restore_target import GtidTarget
 from backupd.storage import ObjectStore
@@ -50,13 +52,19 @@ class Found:
 
 
 def undo_sql(
-    store: ObjectStore, repo: repository.Repository, ref: TxRef, workdir: Path
+    store: ObjectStore,
+    repo: repository.Repository,
+    ref: TxRef,
+    workdir: Path,
+    fetcher: Fetcher | None = None,
 ) -> tuple[Found, str]:
-    """The transaction and the reviewed-by-a-human inverse SQL for it."""
+    """The transaction and the reviewed-by-a-human inverse SQL for it; objects come through
+    `fetcher` (the restore commands' shared cache; without one, a cache next to `workdir`)."""
+    fetcher = fetcher or Fetcher(ObjectCache(workdir.parent / "objects"))
     if isinstance(ref, GtidTarget) and ref.uuid:
         raise UndoRefused("MySQL GTIDs: mariadb-binlog --flashback reads MariaDB binlogs only")
     for stream, file in _candidates(repo, ref):
-        path = _rebuild(store, repo, stream, file, workdir)
+        path = _rebuild(store, repo, stream, file, workdir, fetcher)
         located = _locate(path, ref)
         if located is not None:
             found, fde, body = located
@@ -88,16 +96,19 @@ def _may_hold(key: layout.SegmentKey, ref: TxRef) -> bool:
 
 
 def _rebuild(
-    store: ObjectStore, repo: repository.Repository, stream: str, file: str, workdir: Path
+    store: ObjectStore,
+    repo: repository.Repository,
+    stream: str,
+    file: str,
+    workdir: Path,
+    fetcher: Fetcher,
 ) -> Path:
-    parts = [k for k in repo.keys.values() if k.file == file and k.stream == stream]
-    found = layout.chain(parts)
+    found = repository.chain_of(repo, stream, file)
     if found is None:
         raise UndoRefused(f"binlog file {file} is not whole in the archive")
     directory = workdir / stream.replace("/", "_")
-    directory.mkdir(parents=True, exist_ok=True)
     try:
-        return directory / fetch.rebuild_file(store, stream, found, directory).file
+        return fetcher.files(store, stream, [found], directory)[0]
     except (ArchiveCorrupt, ObjectMissing) as exc:
         raise UndoRefused(f"archived object unusable: {exc.message}") from exc
 

@@ -14,6 +14,7 @@ from backupd.errors import EXIT_OK, UsageError
 from backupd.restore import repository
 from backupd.restore.around import parse_ref
 from backupd.restore.ctl import storage_config, work_dir
+from backupd.restore.fetcher import fetcher_for
 from backupd.restore.undo import undo_sql
 from backupd.storage import open_store
 
@@ -34,7 +35,9 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     undo.add_argument("--server", help="server identity (archives written before timelines)")
     undo.add_argument("--cluster", help="the archive's cluster (default: [storage] cluster)")
     undo.add_argument("--timeline", type=int, help="the timeline to search (default: latest)")
-    undo.add_argument("--work-dir", help="where the binlog file is rebuilt (default: temp)")
+    undo.add_argument(
+        "--work-dir", help="the work directory (default: [restore] work_dir, with the object cache)"
+    )
     undo.set_defaults(func=cmd_undo)
 
 
@@ -51,7 +54,8 @@ def cmd_undo(args: argparse.Namespace) -> int:
         store, args.server, cluster=args.cluster or config.storage.cluster, timeline=args.timeline
     )
     with work_dir(args) as workdir:
-        found, sql = undo_sql(store, repo, ref, workdir / "undo")
+        fetcher = fetcher_for(config.restore, args.work_dir)
+        found, sql = undo_sql(store, repo, ref, workdir / "undo", fetcher)
     if args.json:
         print(json.dumps({**found.to_dict(), "sql": sql}, sort_keys=True))
     else:
