@@ -42,7 +42,7 @@ class IndexingError(ValueError):
     """A segment the indexer cannot read (its index is then left to the backfill)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Transaction:
     """One transaction as the index records it."""
 
@@ -76,7 +76,7 @@ class Transaction:
         return cls(gtid, file, pos, end_pos, commit_time, tables, kind, statement)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Open:
     """The transaction being read."""
 
@@ -108,55 +108,76 @@ class Indexer:
                 raise IndexingError(f"{extent.file} does not begin with the binlog magic")
             at = 4
         try:
-            while at < len(data):
-                timestamp, code, server_id, size, _log_pos = _HEADER.unpack_from(data, at)
-                if size < ev.HEADER_SIZE or at + size > len(data):
-                    raise IndexingError(f"{extent.file}: event at {extent.start + at} is cut")
-                if self._alg is None:
-                    self._alg = _detect_alg(data[at : at + size], code)
-                if code == ev.XID:  # the most common event needs no copy of its bytes
-                    self._commit(extent.start + at + size, timestamp, done)
-                else:
-                    raw = data[at : at + size]
-                    self._event(raw, code, timestamp, server_id, extent.start + at, done)
-                at += size
+            self._walk(data, at, extent.start, done)
         except (IndexError, struct.error, rows.RowsError, ev.EventError) as exc:
             self._reset(extent.file)
             raise IndexingError(f"{extent.file} {extent.start}..{extent.end}: {exc}") from exc
         self._position = extent.end
         return done
 
+    def _walk(self, data: bytes, at: int, base: int, done: list[Transaction]) -> None:
+        """Every event of `data` from `at` (`base`: the file offset of data[0]). The events
+        of every transaction (XID, row events, table maps) are handled here without a copy
+        of their bytes or a call per event: this loop is the index's cost to archiving."""
+        unpack, size_of_data, header = _HEADER.unpack_from, len(data), ev.HEADER_SIZE
+        row_codes, table_map, xid = _ROW_CODES, rows.TABLE_MAP, ev.XID
+        crc = self._crc()
+        while at < size_of_data:
+            timestamp, code, server_id, size, _log_pos = unpack(data, at)
+            end = at + size
+            if size < header or end > size_of_data:
+                raise IndexingError(f"{self._file}: event at {base + at} is cut")
+            if self._alg is None:
+                self._alg = _detect_alg(data[at:end], code)
+                crc = self._crc()
+            if code == xid:
+                self._commit(base + end, timestamp, done)
+            elif code in row_codes:
+                self._rows(data, at + header, end - crc, code, base + at)
+            elif code == table_map:
+                self._table_map(data[at + header : end - crc])
+            else:
+                self._event(data[at:end], code, timestamp, server_id, base + at, done)
+                crc = self._crc()  # a format description may set the checksum
+            at = end
+
+    def _crc(self) -> int:
+        return ev.CHECKSUM_SIZE if self._alg == ev.CHECKSUM_CRC32 else 0
+
     def _reset(self, file: str) -> None:
         self._file, self._alg, self._open = file, None, None
         self._tables = {}
 
+    def _table_map(self, body: bytes) -> None:
+        parsed = self._maps.get(body)
+        if parsed is None:
+            parsed = rows.parse_table_map(body)
+            if len(self._maps) > 10_000:
+                self._maps.clear()
+            self._maps[body] = parsed
+        self._tables[parsed[0]] = parsed[1]
+
     def _event(
         self, raw: bytes, code: int, timestamp: int, server_id: int, start: int, done: list[Any]
     ) -> None:
+        """Any other event (or, inside a MySQL transaction payload, every event); the
+        most common first."""
         end = start + len(raw)
-        crc = ev.CHECKSUM_SIZE if self._alg == ev.CHECKSUM_CRC32 else 0
-        if code in _ROW_CODES:
-            self._rows(raw[ev.HEADER_SIZE : len(raw) - crc], code, start)
-        elif code == rows.TABLE_MAP:
-            body = raw[ev.HEADER_SIZE : len(raw) - crc]
-            parsed = self._maps.get(body)
-            if parsed is None:
-                parsed = rows.parse_table_map(body)
-                if len(self._maps) > 10_000:
-                    self._maps.clear()
-                self._maps[body] = parsed
-            self._tables[parsed[0]] = parsed[1]
-        elif code == ev.XID:
-            self._commit(end, timestamp, done)
-        elif code == ev.MARIADB_GTID:
+        if code == ev.MARIADB_GTID:
             gtid, flags2 = ev.mariadb_gtid(raw, server_id)
             self._begin(gtid, start, bool(flags2 & ev.MARIADB_GTID_STANDALONE))
-        elif code == ev.QUERY:
-            self._query(raw, start, end, timestamp, done)
         elif code == ev.MARIADB_ANNOTATE_ROWS:
             if self._open is not None and self._open.annotate is None:
-                text = raw[ev.HEADER_SIZE : len(raw) - crc].decode("utf-8", "replace")
+                text = raw[ev.HEADER_SIZE : len(raw) - self._crc()].decode("utf-8", "replace")
                 self._open.annotate = statements.summary(text)
+        elif code in _ROW_CODES:
+            self._rows(raw, ev.HEADER_SIZE, len(raw) - self._crc(), code, start)
+        elif code == rows.TABLE_MAP:
+            self._table_map(raw[ev.HEADER_SIZE : len(raw) - self._crc()])
+        elif code == ev.XID:
+            self._commit(end, timestamp, done)
+        elif code == ev.QUERY:
+            self._query(raw, start, end, timestamp, done)
         elif code in _MYSQL_GTIDS:
             self._begin(_mysql_gtid(raw) if code == ev.MYSQL_GTID else None, start, True)
         elif code == ev.MYSQL_TRANSACTION_PAYLOAD:
@@ -181,8 +202,8 @@ class Indexer:
             self._open = _Open(Transaction(None, self._file, start))
         return self._open
 
-    def _rows(self, body: bytes, code: int, start: int) -> None:
-        name, operation, count = rows.count_rows(body, code, self._tables)
+    def _rows(self, data: bytes, begin: int, end: int, code: int, start: int) -> None:
+        name, operation, count = rows.count_rows(data, code, self._tables, begin, end)
         txn = self._current(start).txn
         counts = txn.tables.get(name)
         if counts is None:

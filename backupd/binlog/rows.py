@@ -147,51 +147,83 @@ _TWO_BYTE_META = {
 }
 
 
+Image = tuple[tuple[tuple[int, int, int], ...], int, int]  # steps, null bytes, fixed width
+
+
 @lru_cache(maxsize=4096)
-def _images(
-    table: TableMap, bitmaps: bytes, columns: int
-) -> tuple[tuple[tuple[tuple[int, int, int], ...], int], ...]:
-    """(steps, null bitmap bytes) of each row image an event's present-column bitmaps say
-    (one, or two for an update: before and after). Cached: they repeat event after event."""
+def _images(table: TableMap, bitmaps: bytes, columns: int) -> tuple[Image, ...]:
+    """(steps, null bitmap bytes, row width or 0) of each row image an event's present-column
+    bitmaps say (one, or two for an update: before and after). The width is that of a row
+    whose every present column is NOT NULL and fixed-width (0 otherwise): such rows are
+    counted by division. Cached: they repeat event after event."""
     width = (columns + 7) // 8
     out = []
     for offset in range(0, len(bitmaps), width):
         present = int.from_bytes(bitmaps[offset : offset + width], "little")
-        out.append((steps(table, present), (bin(present).count("1") + 7) // 8))
+        walk = steps(table, present)
+        null_bytes = (bin(present).count("1") + 7) // 8
+        if not null_bytes and not any(fixed or prefix for _, fixed, prefix in walk):
+            raise RowsError(f"row image of {table.name} has no bytes")  # would never end
+        fixed = all(not null_bit and not prefix for null_bit, _, prefix in walk)
+        row_width = null_bytes + sum(step[1] for step in walk) if fixed else 0
+        out.append((walk, null_bytes, row_width))
     return tuple(out)
 
 
-def count_rows(body: bytes, code: int, tables: dict[int, TableMap]) -> tuple[str, int, int]:
-    """(table name, operation, rows) of a row event's body (after the header, no CRC)."""
+def count_rows(
+    data: bytes, code: int, tables: dict[int, TableMap], start: int = 0, end: int | None = None
+) -> tuple[str, int, int]:
+    """(table name, operation, rows) of a row event's body: `data[start:end]` (after the
+    header, without the CRC; offsets, so the indexer needs no copy of the event)."""
     operation, v2 = ROW_EVENTS[code]
-    table_id = int.from_bytes(body[0:6], "little")
+    end = len(data) if end is None else end
+    table_id = int.from_bytes(data[start : start + 6], "little")
     table = tables.get(table_id)
     if table is None:
         raise RowsError(f"row event for table id {table_id} without its table map")
-    at = 8
+    at = start + 8
     if v2:
-        at += struct.unpack_from("<H", body, at)[0]  # extra data length includes itself
+        at += struct.unpack_from("<H", data, at)[0]  # extra data length includes itself
     try:
-        columns, at = lenenc(body, at)
+        columns, at = lenenc(data, at)
         bitmaps = (columns + 7) // 8 * (2 if operation == UPDATE else 1)
-        images = _images(table, body[at : at + bitmaps], columns)
+        images = _images(table, data[at : at + bitmaps], columns)
         at += bitmaps
-        rows = 0
-        end = len(body)
-        while at < end:
-            for walk, null_bytes in images:
-                nulls = int.from_bytes(body[at : at + null_bytes], "little")
-                at += null_bytes
-                for null_bit, fixed, prefix in walk:
-                    if nulls & null_bit:
-                        continue
-                    if prefix:
-                        at += prefix + int.from_bytes(body[at : at + prefix], "little")
-                    else:
-                        at += fixed
-            rows += 1
+        if len(images) == 1 and images[0][2]:  # one fixed-width image: divide
+            rows = (end - at) // images[0][2]
+            at += rows * images[0][2]
+        else:
+            rows, at = _walk(data, images, at, end)
     except IndexError as exc:
         raise RowsError(f"row event of {table.name} ends inside a row") from exc
     if at != end:
         raise RowsError(f"row event of {table.name} does not end at a row boundary")
     return table.name, operation, rows
+
+
+def _walk(data: bytes, images: tuple[Image, ...], at: int, end: int) -> tuple[int, int]:
+    """(rows, end offset) of rows of one image (insert, delete) or two (update)."""
+    rows = 0
+    while at < end:
+        for image in images:
+            at = _skip_row(data, image, at)
+        rows += 1
+    return rows, at
+
+
+def _skip_row(data: bytes, image: Image, at: int) -> int:
+    """The offset after one row image at `at` (a one-byte length prefix is read directly:
+    this is the indexer's innermost loop)."""
+    walk, null_bytes, _width = image
+    nulls = int.from_bytes(data[at : at + null_bytes], "little") if null_bytes else 0
+    at += null_bytes
+    for null_bit, fixed, prefix in walk:
+        if nulls & null_bit:
+            continue
+        if prefix == 1:
+            at += 1 + data[at]
+        elif prefix:
+            at += prefix + int.from_bytes(data[at : at + prefix], "little")
+        else:
+            at += fixed
+    return at
