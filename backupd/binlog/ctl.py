@@ -53,7 +53,8 @@ def render(doc: dict[str, Any]) -> str:
         f"  archived:  {doc.get('archived_coordinate')} (lag {doc.get('lag_bytes')} bytes)",
         f"  recovery point: {ago(doc.get('recovery_point'))}",
         f"  spool: {doc.get('spool_bytes')} of {doc.get('spool_max_bytes')} bytes, "
-        f"upload backlog {doc.get('upload_backlog')} segments",
+        f"upload backlog {doc.get('upload_backlog')} segments, "
+        f"change index {doc.get('index_lag_seconds') or 0:g}s behind",
         f"  gaps: {', '.join(doc.get('gaps') or []) or 'none'}",
     ]
     lines += [f"warning: {w}" for w in doc.get("warnings", [])]

@@ -9,55 +9,38 @@ spool: uploaded again to the same key, indexed again to the same bytes) and no i
 covers a segment that is not stored, while the upload (and so the recovery point and the
 archiver's pace) never waits for the index.
 
-Why a process: counting rows walks every row in Python, and in the daemon's process that
-would take the interpreter lock from the reader thread. The worker runs at a lower CPU
-priority (nice 10), so the reader, the server and the compressors go first; its state
-(checksum setting, table maps, the open transaction of a `mid` segment) lives in it, and
-it sees the segments in order. A segment that cannot be indexed (or a worker that died) is
-left unindexed with a warning: `backupctl binlog index` fills it in later. A file is handed
-on as closed (to the batcher, then compaction) only after its segments' indexes are pending.
+Why a process (`index_worker`): counting rows walks every row in Python, and in the daemon's
+process that would take the interpreter lock from the reader thread. The worker runs on idle
+CPU time only (`index_priority`: lifted to nice 10 when it falls a flush interval behind),
+so the reader, the server and the compressors go first; when the spool is more than half
+full, the oldest stored segment stops waiting for its index (the worker is restarted and the
+segment left to the backfill), so the index can never make the reader wait for spool space.
+Its state (checksum setting, table maps, the open transaction of a `mid` segment) lives in
+it, and it sees the segments in order, one at a time. A segment that cannot be indexed (or
+a worker that died) is left unindexed with a warning: `backupctl binlog index` fills it in
+later. A file is handed on as closed (to the batcher, then compaction) only after its
+segments' indexes are pending.
 """
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
-import os
 import queue
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from backupd.binlog.change_index import Indexer, IndexingError, IndexObject, encode
-from backupd.binlog.extent import Extent
 from backupd.binlog.index_batcher import pending_name
+from backupd.binlog.index_priority import WorkerPriority
+from backupd.binlog.index_worker import IndexFailed, IndexWorker, WorkerGone
 from backupd.binlog.spool import SpoolEntry
 from backupd.durable import write_file
 from backupd.log import get_logger
 
 _log = get_logger("binlog.index")
 
-_WORKER: dict[str, Indexer] = {}  # the worker process's indexer, kept across its calls
-
-
-def index_spooled(path: str, extent: Extent) -> bytes:
-    """In the worker: the index object of one spooled segment."""
-    indexer = _WORKER.get("indexer") or _WORKER.setdefault("indexer", Indexer())
-    transactions = indexer.index(extent, Path(path).read_bytes())
-    return encode(IndexObject(extent.file, extent.start, extent.end, transactions))
-
-
-def _warm() -> None:
-    """In the worker: nothing; the call makes the pool start its process."""
-
-
-def _lower_priority() -> None:
-    """In the worker: yield the CPU to the reader and the server (indexing can lag)."""
-    with contextlib.suppress(OSError):
-        os.nice(10)
+_POLL_SECONDS = 0.05  # how often a wait for an index looks at stop, lag and the spool
 
 
 @dataclass
@@ -66,7 +49,8 @@ class _Tracked:
 
     entry: SpoolEntry
     stream: str
-    future: Future[bytes] | None
+    wanted: bool  # to be indexed (the index is on)
+    spooled_at: float = field(default_factory=time.monotonic)
     uploaded: bool = False
     indexed: bool = False
 
@@ -91,6 +75,9 @@ class IndexStage:
         pending_dir: Path,
         stop: threading.Event,
         enabled: bool = True,
+        catch_up_seconds: float = 60.0,
+        pressure: Callable[[], bool] = lambda: False,
+        unindexed: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self._submit = submit
         self._remove = remove
@@ -98,32 +85,29 @@ class IndexStage:
         self.pending_dir = pending_dir
         self._stop = stop
         self.enabled = enabled
-        self._pool: ProcessPoolExecutor | None = None
-        self._lock = threading.Lock()  # the pool and the tracked entries
+        self.priority = WorkerPriority(catch_up_seconds)
+        self._pressure = pressure  # the spool is filling: stop waiting for indexes
+        self._unindexed = unindexed  # a segment left without its index, and why
+        self._worker: IndexWorker | None = None  # only the stage's thread uses it
+        self._lock = threading.Lock()  # the tracked entries
         self._tracked: dict[Path, _Tracked] = {}
         self._queue: queue.Queue[_Tracked | tuple[_Closed, Callable[[str, str], None]]]
         self._queue = queue.Queue()  # unbounded: the spool's bound holds (entries stay in it)
         self._thread = threading.Thread(target=self._run, name="binlog-index", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
         if self.enabled:
-            with self._lock:
-                try:
-                    self._pool = self._new_pool()
-                    self._pool.submit(_warm)  # spawn and import now, not at the first segment
-                except (BrokenProcessPool, OSError, RuntimeError) as exc:
-                    _log.warning("change index worker unavailable", error=str(exc))
-                    self._pool = None  # tried again at the first segment
+            self._ensure_worker()  # spawned now, not at the first segment
+        self._thread.start()
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        if not self._thread.is_alive() and self._worker is not None:
+            self._worker.kill()
 
     def submit(self, entry: SpoolEntry) -> bool:
-        """Start indexing `entry` and hand it to the uploader; False when stopping."""
-        tracked = _Tracked(entry, self._stream(), self._start(entry) if self.enabled else None)
+        """Queue `entry` for its index and hand it to the uploader; False when stopping."""
+        tracked = _Tracked(entry, self._stream(), self.enabled)
         with self._lock:
             self._tracked[entry.path] = tracked
         self._queue.put(tracked)
@@ -142,64 +126,94 @@ class IndexStage:
         """`then(stream, file)` once the indexes of the segments queued before are pending."""
         self._queue.put((_Closed(stream, file), then))
 
+    def lag(self) -> float:
+        """Seconds the oldest segment still waiting for its index has waited (0: none)."""
+        now = time.monotonic()
+        with self._lock:
+            waiting = [t.spooled_at for t in self._tracked.values() if t.wanted and not t.indexed]
+        return now - min(waiting) if waiting else 0.0
+
     def _finish(self, entry: SpoolEntry) -> None:
         with self._lock:
             self._tracked.pop(entry.path, None)
         self._remove(entry)
 
-    def _start(self, entry: SpoolEntry) -> Future[bytes] | None:
-        with self._lock:
-            try:
-                if self._pool is None:
-                    self._pool = self._new_pool()
-                return self._pool.submit(index_spooled, str(entry.path), entry.extent)
-            except (BrokenProcessPool, OSError, RuntimeError) as exc:
-                _log.warning("change index worker unavailable; segment unindexed", error=str(exc))
-                self._pool = None  # a new worker for the next segment
-                return None
-
-    @staticmethod
-    def _new_pool() -> ProcessPoolExecutor:
-        context = multiprocessing.get_context("spawn")  # the daemon has threads: no fork
-        return ProcessPoolExecutor(1, mp_context=context, initializer=_lower_priority)
-
     def _run(self) -> None:
-        while True:
-            try:
-                item = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                if self._stop.is_set():
-                    return
-                continue
-            if isinstance(item, tuple):
-                closed, then = item
-                then(closed.stream, closed.file)
-                continue
-            if item.future is not None and not self._write(item, item.future):
-                return  # stopping: the entry stays in the spool for the next start
-            with self._lock:
-                item.indexed = True
-                done = item.uploaded
-            if done:
-                self._finish(item.entry)
-
-    def _write(self, item: _Tracked, future: Future[bytes]) -> bool:
-        """Wait for the index and make it pending; False when stopping first."""
-        while not future.done():
-            if self._stop.wait(0.05):
-                return False
         try:
-            body = future.result()
-        except BrokenProcessPool as exc:
-            _log.warning("change index worker died; segment left unindexed", error=str(exc))
-            with self._lock:
-                self._pool = None
+            while True:
+                try:
+                    item = self._queue.get(timeout=0.5)
+                except queue.Empty:
+                    if self._stop.is_set():
+                        return
+                    continue
+                if isinstance(item, tuple):
+                    closed, then = item
+                    then(closed.stream, closed.file)
+                    continue
+                if item.wanted and not self._index(item):
+                    return  # stopping: the entry stays in the spool for the next start
+                with self._lock:
+                    item.indexed = True
+                    done = item.uploaded
+                if done:
+                    self._finish(item.entry)
+                if self._queue.empty():
+                    self.priority.caught_up()
+        finally:
+            if self._worker is not None:
+                self._worker.kill()
+
+    def _ensure_worker(self) -> IndexWorker | None:
+        if self._worker is None:
+            worker = IndexWorker()
+            try:
+                self.priority.worker_started(worker.start())
+            except OSError as exc:
+                _log.warning("change index worker unavailable", error=str(exc))
+                return None
+            self._worker = worker
+        return self._worker
+
+    def _drop_worker(self, reason: str) -> None:
+        """Kill the worker (a new one starts for the next segment) and count the segment."""
+        if self._worker is not None:
+            self._worker.kill()
+            self._worker = None
+        self._unindexed(reason)
+
+    def _index(self, item: _Tracked) -> bool:
+        """Index one segment and make its index pending; False when stopping first. Any
+        failure leaves the segment unindexed (never holds archiving back: backfill later)."""
+        worker = self._ensure_worker()
+        if worker is None:
+            self._unindexed("worker")
             return True
-        except (IndexingError, Exception) as exc:  # never hold archiving back: backfill later
+        try:
+            worker.send(item.entry.path, item.entry.extent)
+            while (body := worker.receive(_POLL_SECONDS)) is None:
+                if self._stop.is_set():
+                    return False
+                self.priority.waiting(time.monotonic() - item.spooled_at)
+                if item.uploaded and self._pressure():
+                    _log.warning(
+                        "spool over half full: segment left unindexed (backupctl binlog index can)",
+                        file=item.entry.file,
+                        start=item.entry.start,
+                    )
+                    self._drop_worker("spool_pressure")
+                    return True
+        except WorkerGone as exc:
+            _log.warning("change index worker died; segment left unindexed", error=str(exc))
+            self._drop_worker("worker")
+            return True
+        except IndexFailed as exc:
             _log.warning("segment not indexed (backupctl binlog index can)", error=str(exc))
+            self._unindexed("failed")
             return True
         try:
             write_file(self.pending_dir / pending_name(item.stream, item.entry), body)
         except OSError as exc:
             _log.warning("cannot write a segment's index", error=str(exc))
+            self._unindexed("failed")
         return True

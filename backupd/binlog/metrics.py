@@ -8,6 +8,10 @@ from backupd.binlog.spool import Spool
 from backupd.binlog.state import Progress
 from backupd.metrics import PREFIX
 
+# Why a segment has no change index: it could not be read, the worker was unavailable or
+# died, or the spool filled while it waited for idle CPU time.
+UNINDEXED_REASONS = ("failed", "worker", "spool_pressure")
+
 
 class BinlogMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -69,6 +73,20 @@ class BinlogMetrics:
             "Bytes of archive holes read again from the server and stored",
             registry=r,
         )
+
+        self.index_lag = Gauge(
+            f"{PREFIX}_binlog_index_lag_seconds",
+            "How long the oldest archived segment has waited for its change index (0: none)",
+            registry=r,
+        )
+        self.unindexed_segments = Counter(
+            f"{PREFIX}_binlog_unindexed_segments",
+            "Archived segments left without a change index (backupctl binlog index), by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in UNINDEXED_REASONS:
+            self.unindexed_segments.labels(reason)
 
     def watch(self, spool: Spool, progress: Progress) -> None:
         """Gauges read live at scrape time (never stale between updates)."""

@@ -151,7 +151,11 @@ class BinlogService:
             self.batcher.directory,
             self._stop,
             binlog.index,
+            catch_up_seconds=binlog.index_flush_seconds,
+            pressure=lambda: self.spool is not None and self.spool.used * 2 > self.spool.max_bytes,
+            unindexed=lambda reason: self.metrics.unindexed_segments.labels(reason).inc(),
         )
+        self.metrics.index_lag.set_function(self.indexing.lag)
         for entry in recovered:
             self.progress.queued(entry.file, entry.start, entry.end, entry.last_time)
         self.uploader.start()
@@ -328,6 +332,7 @@ class BinlogService:
             "spool_max_bytes": self.config.binlog.spool_max_bytes,
             "spool_full": bool(self.spool and self.spool.full),
             "upload_backlog": self.uploader.backlog if self.uploader else 0,
+            "index_lag_seconds": round(self.indexing.lag(), 3) if self.indexing else 0.0,
             "gaps": list(self.alarms.gaps),
             "holes": list(self.alarms.holes),
             "error": self.alarms.stream_error
