@@ -74,7 +74,7 @@ class IndexWorker:
     def start(self) -> int:
         """Spawn the child (OSError when it cannot be); its pid."""
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "backupd.binlog.index_worker"],
+            [sys.executable, "-P", "-m", "backupd.binlog.index_worker"],  # -P: cwd not on path
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,  # its own autogroup; a Ctrl-C of the daemon is not its

@@ -14,6 +14,7 @@ watchdog test waits seconds instead of a minute, and fake AWS credentials for mo
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -280,3 +281,36 @@ def test_scheduled_drill_runs_under_the_unit(bed: SystemdBed) -> None:
     wait_until(lambda: not client.request("GET", "/v1/drill")["running"], 120, "the drill")
     last = client.request("GET", "/v1/drill")["last"]
     assert last["result"] == "success", last
+
+
+def test_the_change_index_worker_is_lifted_under_the_unit(bed: SystemdBed) -> None:
+    """The worker runs on idle time; the unprivileged daemon may lift it to nice 10 and back
+    (the unit's LimitNICE=+10; no CAP_SYS_NICE), and nothing more."""
+    config = base_config()
+    config["binlog"] = {"index_flush_seconds": 0.01}  # any wait for an index counts as behind
+    bed.restart(config)
+    c = bed.container
+    main_pid = c.show("backupd", "MainPID")["MainPID"]
+    limits = c.path(f"/proc/{main_pid}/limits").read_text()
+    assert re.search(r"Max nice priority\s+10\s+10", limits), limits
+
+    def worker() -> str:
+        found = c.run("pgrep", "-u", "backupd", "-f", "backupd.binlog.index_worker", check=False)
+        return found.stdout.strip()
+
+    wait_until(lambda: bool(worker()), 60, "the change index worker")
+    policy = c.run("chrt", "-p", worker().split()[0]).stdout
+    assert "SCHED_IDLE" in policy, policy
+    bulk = (
+        "CREATE DATABASE IF NOT EXISTS idle; "
+        "CREATE OR REPLACE TABLE idle.t (id INT PRIMARY KEY, v VARCHAR(200)); "
+        "INSERT INTO idle.t SELECT seq, CONCAT(MD5(seq), MD5(seq + 1)) FROM idle.seq_1_to_100000"
+    )
+    c.run("mariadb", "-e", bulk)
+
+    def logged(text: str) -> bool:
+        return text in c.journal("backupd")
+
+    wait_until(lambda: logged("worker lifted to nice 10"), 120, "the worker to be lifted")
+    wait_until(lambda: logged("worker back to idle time"), 120, "the worker to catch up")
+    assert not logged("cannot change the change index worker's priority")
