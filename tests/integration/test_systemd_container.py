@@ -247,7 +247,10 @@ def test_sigkill_of_the_service_while_frozen_is_thawed_by_exec_stop_post(
     frozen: SystemdBed,
 ) -> None:
     """The whole cgroup (daemon and freeze watchdog) is SIGKILLed mid-freeze: ExecStopPost's
-    `backupd thaw-all`, under the same sandbox, thaws the mount; Restart= brings it back."""
+    `backupd thaw-all`, under the same sandbox, thaws the mount; Restart= brings it back.
+    systemd signals the cgroup's processes one after the other, so the watchdog sometimes
+    sees the daemon's pipe close and thaws first (ExecStopPost then finds it thawed): either
+    is a thaw, and the journal must name the one that did it."""
     frozen.container.systemctl("kill", "-s", "KILL", "backupd")
     assert frozen.writable_within(15), "still frozen after SIGKILL of the service"
     wait_until(
@@ -255,7 +258,9 @@ def test_sigkill_of_the_service_while_frozen_is_thawed_by_exec_stop_post(
         30, "the restart after ExecStopPost",
     )  # fmt: skip
     journal = frozen.container.journal("backupd")
-    assert f"{MOUNT}: thawed" in journal, journal[-3000:]  # ExecStopPost did it
+    by_stop_post = f"{MOUNT}: thawed" in journal
+    by_watchdog = "thawed by the freeze watchdog" in journal and f"{MOUNT}: not frozen" in journal
+    assert by_stop_post or by_watchdog, journal[-3000:]
     # The lock's session died with the daemon: commits go through.
     frozen.container.run("mariadb", "-e", "CREATE DATABASE IF NOT EXISTS probe", timeout=10)
 
@@ -283,16 +288,22 @@ def test_scheduled_drill_runs_under_the_unit(bed: SystemdBed) -> None:
     assert last["result"] == "success", last
 
 
-def test_the_change_index_worker_is_lifted_under_the_unit(bed: SystemdBed) -> None:
-    """The worker runs on idle time; the unprivileged daemon may lift it to nice 10 and back
-    (the unit's LimitNICE=+10; no CAP_SYS_NICE), and nothing more."""
+def test_the_change_index_worker_under_the_unit(bed: SystemdBed) -> None:
+    """The worker runs on idle time. Where systemd could apply the unit's LimitNICE=+10, the
+    unprivileged daemon lifts it to nice 10 and back (no CAP_SYS_NICE). Where it could not
+    (PID 1 without CAP_SYS_RESOURCE, as in some containers, keeps the hard limit at 0), the
+    refusal is logged once and the worker indexes on idle time alone."""
     config = base_config()
     config["binlog"] = {"index_flush_seconds": 0.01}  # any wait for an index counts as behind
     bed.restart(config)
     c = bed.container
     main_pid = c.show("backupd", "MainPID")["MainPID"]
     limits = c.path(f"/proc/{main_pid}/limits").read_text()
-    assert re.search(r"Max nice priority\s+10\s+10", limits), limits
+    assert c.run("systemctl", "show", "backupd", "-p", "LimitNICE").stdout.strip() == "LimitNICE=10"
+    may_lift = re.search(r"Max nice priority\s+10\s+10", limits) is not None
+    if not may_lift:  # only when PID 1 itself is held at 0 and cannot raise it
+        pid1 = c.path("/proc/1/limits").read_text()
+        assert re.search(r"Max nice priority\s+0\s+0", pid1), f"{limits}\n{pid1}"
 
     def worker() -> str:
         found = c.run("pgrep", "-u", "backupd", "-f", "backupd.binlog.index_worker", check=False)
@@ -311,6 +322,15 @@ def test_the_change_index_worker_is_lifted_under_the_unit(bed: SystemdBed) -> No
     def logged(text: str) -> bool:
         return text in c.journal("backupd")
 
-    wait_until(lambda: logged("worker lifted to nice 10"), 120, "the worker to be lifted")
-    wait_until(lambda: logged("worker back to idle time"), 120, "the worker to catch up")
-    assert not logged("cannot change the change index worker's priority")
+    refused = "cannot change the change index worker's priority"
+    if may_lift:
+        wait_until(lambda: logged("worker lifted to nice 10"), 120, "the worker to be lifted")
+        wait_until(lambda: logged("worker back to idle time"), 120, "the worker to catch up")
+        assert not logged(refused)
+    else:
+        wait_until(lambda: logged(refused), 120, "the refused lift to be logged")
+        assert not logged("worker lifted to nice 10")
+    wait_until(
+        lambda: bed.backupctl("binlog", "status")["index_lag_seconds"] == 0, 120, "the index"
+    )
+    assert "SCHED_IDLE" in c.run("chrt", "-p", worker().split()[0]).stdout
