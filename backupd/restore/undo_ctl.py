@@ -34,12 +34,7 @@ def register(commands: Subparsers, parents: list[argparse.ArgumentParser]) -> No
     )
     undo.add_argument("--server", help="server identity (archives written before timelines)")
     undo.add_argument("--cluster", help="the archive's cluster (default: [storage] cluster)")
-    undo.add_argument(
-        "--timeline",
-        type=int,
-        help="the timeline whose history holds the transaction (default: the latest; one "
-        "only on a branch it abandoned is refused, naming the timeline to choose)",
-    )
+    undo.add_argument("--timeline", type=int, help="the timeline to search (default: latest)")
     undo.add_argument(
         "--work-dir", help="the work directory (default: [restore] work_dir, with the object cache)"
     )
