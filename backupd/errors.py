@@ -315,3 +315,10 @@ class DrillRunning(BackupdError):
 
     code = "drill_running"
     http_status = 409
+
+
+class TransactionOffTimeline(BackupdError):
+    """Transaction {ref} is not in the history of timeline {timeline}: {where}; to name that transaction, choose its timeline with {choose}"""  # noqa: E501
+
+    code = "transaction_off_timeline"
+    http_status = 409

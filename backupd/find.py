@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
 from backupd.binlog import index_store, layout, statements
-from backupd.binlog.archive import Archive, Timeline, clusters
+from backupd.binlog.archive import Archive, ArchiveView, Timeline, clusters
+from backupd.binlog.branches import membership
 from backupd.binlog.change_index import Transaction
 from backupd.errors import BackupdError, UsageError
 from backupd.storage import ObjectStore
@@ -25,6 +26,7 @@ from backupd.storage import ObjectStore
 OPS = ("insert", "update", "delete", "ddl")
 _ROW_OPS = ("insert", "update", "delete")
 _PARALLEL_GETS = 8
+_MARKS = {False: "", True: " [abandoned]", None: " [branch point unknown]"}
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class Query:
 class Found:
     timeline: int
     txn: Transaction
+    abandoned: bool | None = False  # off the latest timeline's history (None: cannot tell)
 
     def to_json(self) -> dict[str, Any]:
         """The stable document of `find --json` (INTERFACE.md)."""
@@ -101,6 +104,7 @@ class Found:
             "rows": txn.rows,
             "kind": txn.kind,
             "statement": txn.statement,
+            "abandoned": self.abandoned,
         }
 
     def order(self) -> tuple[int, int, tuple[str, int], int]:
@@ -133,7 +137,18 @@ def find(store: ObjectStore, cluster: str, query: Query) -> Result:
         _search(store, timeline, query, result)
     result.found.sort(key=Found.order, reverse=True)
     del result.found[query.limit :]
+    result.found = [_marked(view, item) for item in result.found]
     return result
+
+
+def _marked(view: ArchiveView, item: Found) -> Found:
+    """Whether the transaction lies on a branch the latest timeline abandoned."""
+    latest = max(view.timelines)
+    txn = item.txn
+    found = membership(
+        view, latest, item.timeline, txn.file, txn.end_pos or txn.pos, txn.gtid or ""
+    )
+    return replace(item, abandoned=None if found.member is None else not found.member)
 
 
 def _search(store: ObjectStore, timeline: Timeline, query: Query, result: Result) -> None:
@@ -186,7 +201,8 @@ def summary(found: Iterable[Found]) -> str:
             for name, counts in doc["tables"].items()
         )
         lines.append(
-            f"{doc['commit_time']}  {doc['gtid'] or '-'}  tl{doc['timeline']} "
+            f"{doc['commit_time']}  {doc['gtid'] or '-'}  "
+            f"tl{doc['timeline']}{_MARKS[item.abandoned]} "
             f"{doc['file']}:{doc['pos']}-{doc['end_pos']}  {doc['kind']}  rows {doc['rows']}"
             + (f"  {changes}" if changes else "")
         )

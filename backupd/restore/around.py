@@ -79,6 +79,11 @@ class Around:
     skips: tuple[TxRef, ...] = ()
 
     @property
+    def refs(self) -> tuple[TxRef, ...]:
+        """Every transaction named (they must all lie in the chosen timeline's history)."""
+        return (self.before, *self.skips) if self.before is not None else self.skips
+
+    @property
     def warning(self) -> str:
         return SKIP_WARNING.format(names=", ".join(map(str, self.skips))) if self.skips else ""
 

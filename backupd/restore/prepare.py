@@ -12,7 +12,7 @@ from typing import Any
 
 from backupd.binlog import layout
 from backupd.errors import ArchiveCorrupt, ObjectMissing
-from backupd.restore import repository
+from backupd.restore import repository, tx_timelines
 from backupd.restore.around import Around, Located, split
 from backupd.restore.endpoint import EndPoint
 from backupd.restore.fetcher import Fetcher
@@ -131,6 +131,22 @@ def prepare(
     repo = repository.load(store, server, allow_crash, provider, cluster, timeline)
     if pinned_set:
         repo = repository.pinned(repo, pinned_set)
+    try:
+        return _prepare(store, repo, target, workdir, around, fetcher)
+    except RestoreImpossible:
+        # a name found only off the chosen history: say where it is instead
+        tx_timelines.refuse_off_timeline(store, repo, around.refs, workdir / "named", fetcher)
+        raise
+
+
+def _prepare(
+    store: ObjectStore,
+    repo: repository.Repository,
+    target: Target,
+    workdir: Path,
+    around: Around,
+    fetcher: Fetcher,
+) -> Prepared:
     plan = repository.plan(repo, target)
     record = repository.require_set(repo, plan.snapshot.set_id)
     legs = []

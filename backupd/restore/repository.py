@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from backupd.binlog import layout
-from backupd.binlog.archive import Selected, Timeline, select
+from backupd.binlog.archive import ArchiveView, Selected, Timeline, select
 from backupd.errors import UsageError
 from backupd.restore.plan import (
     Gap,
@@ -48,6 +48,7 @@ class Repository:
     broken_manifests: list[str]
     lineage: list[TimelineInput]  # the timeline and its ancestors, oldest first
     streams: dict[int, str]  # timeline -> stream, for every timeline of the lineage
+    view: ArchiveView | None = None  # the whole cluster (None: an archive from before timelines)
 
 
 def chain_of(repo: Repository, stream: str, file: str) -> layout.FileChain | None:
@@ -199,6 +200,7 @@ def load(
         broken,
         lineage,
         streams,
+        chosen.view if chosen.timeline is not None else None,
     )
 
 

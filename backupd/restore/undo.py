@@ -13,19 +13,17 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backupd.binlog import events, layout
-from backupd.errors import ArchiveCorrupt, ObjectMissing, UndoRefused
-from backupd.restore import repository
-from backupd.restore.around import Located, TxRef, matches
-from backupd.restore.endpoint import file_events, transactions
+from backupd.binlog import events
+from backupd.errors import UndoRefused
+from backupd.restore import repository, tx_timelines
+from backupd.restore.around import Located, TxRef
+from backupd.restore.endpoint import Transaction, file_events
 from backupd.restore.fetcher import Fetcher
 from backupd.restore.object_cache import ObjectCache
-from backupd.restore.plan import Position, gtid_state
 from backupd.restore_target import GtidTarget
 from backupd.storage import ObjectStore
 
@@ -59,65 +57,28 @@ def undo_sql(
     fetcher: Fetcher | None = None,
 ) -> tuple[Found, str]:
     """The transaction and the reviewed-by-a-human inverse SQL for it; objects come through
-    `fetcher` (the restore commands' shared cache; without one, a cache next to `workdir`)."""
+    `fetcher` (the restore commands' shared cache; without one, a cache next to `workdir`).
+    `ref` names a transaction of the chosen timeline's history only: one found only on a
+    branch that history abandoned is refused (TransactionOffTimeline, naming its timeline)."""
     fetcher = fetcher or Fetcher(ObjectCache(workdir.parent / "objects"))
     if isinstance(ref, GtidTarget) and ref.uuid:
         raise UndoRefused("MySQL GTIDs: mariadb-binlog --flashback reads MariaDB binlogs only")
-    for stream, file in _candidates(repo, ref):
-        path = _rebuild(store, repo, stream, file, workdir, fetcher)
-        located = _locate(path, ref)
-        if located is not None:
-            found, fde, body = located
-            return found, _flashback(found, fde, body, workdir)
+    elsewhere = []
+    try:
+        for place in tx_timelines.places(store, repo, ref, workdir, fetcher):
+            if place.member:
+                found, fde, body = _extract(place.path, place.tx, ref)
+                return found, _flashback(found, fde, body, workdir)
+            elsewhere.append(place)
+    except tx_timelines.Unusable as exc:
+        raise UndoRefused(str(exc)) from exc
+    if elsewhere:
+        raise tx_timelines.off_timeline(repo, ref, elsewhere)
     raise UndoRefused(f"transaction {ref} is not in the archive of timeline {repo.timeline}")
 
 
-def _candidates(repo: repository.Repository, ref: TxRef) -> Iterator[tuple[str, str]]:
-    """Archived files that may hold `ref`, newest timeline first (from the segment keys)."""
-    seen: set[tuple[str, str]] = set()
-    keys = sorted(repo.keys.values(), key=lambda k: (k.stream != repo.stream, k.file, k.start))
-    for key in keys:
-        if (key.stream, key.file) in seen or not _may_hold(key, ref):
-            continue
-        seen.add((key.stream, key.file))
-        yield key.stream, key.file
-
-
-def _may_hold(key: layout.SegmentKey, ref: TxRef) -> bool:
-    if not isinstance(ref, GtidTarget):
-        return key.file == ref.file
-    first = gtid_state(key.first_gtid).get(ref.domain)
-    last = gtid_state(key.last_gtid).get(ref.domain)
-    return (
-        last is not None
-        and last.sequence >= ref.sequence
-        and (first is None or first.sequence <= ref.sequence)
-    )
-
-
-def _rebuild(
-    store: ObjectStore,
-    repo: repository.Repository,
-    stream: str,
-    file: str,
-    workdir: Path,
-    fetcher: Fetcher,
-) -> Path:
-    found = repository.chain_of(repo, stream, file)
-    if found is None:
-        raise UndoRefused(f"binlog file {file} is not whole in the archive")
-    directory = workdir / stream.replace("/", "_")
-    try:
-        return fetcher.files(store, stream, [found], directory)[0]
-    except (ArchiveCorrupt, ObjectMissing) as exc:
-        raise UndoRefused(f"archived object unusable: {exc.message}") from exc
-
-
-def _locate(path: Path, ref: TxRef) -> tuple[Found, bytes, bytes] | None:
-    """(the transaction, the file's format description, its raw events) or None."""
-    tx = next((t for t in transactions([path], Position(path.name, 4)) if matches(t, ref)), None)
-    if tx is None:
-        return None
+def _extract(path: Path, tx: Transaction, ref: TxRef) -> tuple[Found, bytes, bytes]:
+    """(the transaction, the file's format description, its raw events)."""
     with open(path, "rb") as handle:
         head = handle.read(events.HEADER_SIZE + 4)
         handle.seek(4)

@@ -34,6 +34,7 @@ SECRET = "bed-secret-4711"
 TABLES = ("orders", "customers", "items")
 JSON_KEYS = ("gtid", "timeline", "file", "pos", "end_pos", "commit_time", "tables", "rows", "kind")
 JSON_KEYS += ("statement",)
+JSON_KEYS += ("abandoned",)  # on a branch a later timeline abandoned (issue 13)
 
 
 def good_write(cursor: Any, rng: random.Random) -> None:
@@ -152,6 +153,7 @@ def test_find_names_the_accident_first_from_the_repository_alone(
     assert sorted(found[0]) == sorted(JSON_KEYS)
     assert found[0]["statement"].startswith("DELETE FROM shop.orders WHERE customer < 30")
     assert found[0]["timeline"] == 1 and found[0]["pos"] < found[0]["end_pos"]
+    assert found[0]["abandoned"] is False  # one timeline: nothing abandoned
 
     recent = find(config, "--table", "shop.*", "--limit", "20")
     times = [item["commit_time"] for item in recent]

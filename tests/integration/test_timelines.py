@@ -12,6 +12,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -180,21 +181,11 @@ def test_restored_and_promoted_server_never_restores_the_abandoned_past(
     """Restore to before an accident, put the restored server in service under the same
     server_id, write: the archive's timeline 2 is that history. A restore to an instant on it
     never replays the abandoned one: refused until a set exists on timeline 2, then exact."""
-    from backupd.config_loader import load_config
-    from backupd.restore.drill import materialised, start_scratch
-    from backupd.snapshot.catalog import Catalog
-
-    data = LoopFilesystem(workdir / "s.img", workdir / "s-data", size_mb=256).create()
-    server = MariaDB(workdir / "s", data.mount_point / "mysql", server_id=7)
+    data, server = loop_server(workdir)
     try:
-        server.install()
-        config = config_for(base_config, server)
-        config["snapshot"].update(mounts=[str(data.mount_point)], max_freeze_seconds=20.0)
+        config = install_shop(base_config, data, server)
         daemon = start_daemon(write_config(config))
         sock = str(base_config["daemon"]["socket"])
-        server.sql("CREATE DATABASE shop")
-        server.sql("CREATE TABLE shop.orders (id INT PRIMARY KEY, v VARCHAR(64))")
-        server.sql("INSERT INTO shop.orders VALUES (1, 'a'), (2, 'b'), (3, 'c')")
         first_set = take(sock)
         server.sql("INSERT INTO shop.orders VALUES (4, 'good')")
         good = record_instant(server, "shop")
@@ -205,57 +196,96 @@ def test_restored_and_promoted_server_never_restores_the_abandoned_past(
         server.stop()
     finally:
         data.thaw()
-    storage = write_config({"storage": config["storage"]}, "storage.toml")
-    fresh = write_config({"storage": config["storage"], "snapshot": config["snapshot"]}, "x.toml")
-    record = Catalog(FileStore(workdir / "repo")).get(first_set["set_id"])
-    directory = load_config(fresh).snapshot.local.directory
+    storage, fresh = restore_configs(write_config, config)
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(good.time))
     try:
-        with materialised(record, directory, workdir / "restored") as mounts:
-            promoted = start_scratch(record, mounts, workdir / "srv")
-            try:
-                at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(good.time))
-                code, doc = run_json(
-                    "--config", str(storage), "--json", "restore", "replay", "--to", at,
-                    "--target-socket", promoted.socket, "--target-user", "root",
-                )  # fmt: skip
-                assert code == 0, doc
-                with promoted.connect() as conn, conn.cursor() as cur:
-                    cur.execute("SET GLOBAL server_id = 7")  # promoted under the same id
-                    cur.execute("INSERT INTO shop.orders VALUES (5, 'promoted history')")
-                after = promoted_checksums(promoted)
-                config["mysql"]["socket"] = promoted.socket
-                config["snapshot"]["mounts"] = [str(next(iter(mounts.values())))]
-                start_daemon(write_config(config, "promoted.toml"))
-                wait_for(lambda: status(sock).get("timeline") == 2, "timeline 2")
-                wait_for(lambda: archived_scratch(sock, promoted), "the promoted archive")
-                view = Archive(FileStore(workdir / "repo"), CLUSTER).read()
-                history = view.get(2).history
-                # the restored copy's first file is shorter than archived: a rewind, like a
-                # crash that lost a tail; either way the branch point is not known exactly
-                assert history.reason in ("promotion", "rewind") and not history.crossable
+        with in_service(workdir, storage, fresh, first_set["set_id"], at) as (promoted, mount):
+            with promoted.connect() as conn, conn.cursor() as cur:
+                cur.execute("INSERT INTO shop.orders VALUES (5, 'promoted history')")
+            after = promoted_checksums(promoted)
+            config["mysql"]["socket"] = promoted.socket
+            config["snapshot"]["mounts"] = [str(mount)]
+            start_daemon(write_config(config, "promoted.toml"))
+            wait_for(lambda: status(sock).get("timeline") == 2, "timeline 2")
+            wait_for(lambda: archived_scratch(sock, promoted), "the promoted archive")
+            view = Archive(FileStore(workdir / "repo"), CLUSTER).read()
+            history = view.get(2).history
+            # the restored copy's first file is shorter than archived: a rewind, like a
+            # crash that lost a tail; either way the branch point is not known exactly
+            assert history.reason in ("promotion", "rewind") and not history.crossable
 
-                code, refused = run_json(
-                    "--config", str(fresh), "--json", "restore", "plan", "--to", "latest",
-                )  # fmt: skip
-                assert code != 0 and "timeline 2 cannot be crossed" in json.dumps(refused)
+            code, refused = run_json(
+                "--config", str(fresh), "--json", "restore", "plan", "--to", "latest",
+            )  # fmt: skip
+            assert code != 0 and "timeline 2 cannot be crossed" in json.dumps(refused)
 
-                second_set = take(sock)
-                assert second_set["timeline"] == 2, second_set
-                with promoted.connect() as conn, conn.cursor() as cur:
-                    cur.execute("INSERT INTO shop.orders VALUES (6, 'after the new set')")
-                after = promoted_checksums(promoted)
-                wait_for(lambda: archived_scratch(sock, promoted), "the promoted archive")
-                code, drilled = run_json(
-                    "--config", str(fresh), "--json", "drill", "--to", "latest",
-                    "--work-dir", str(workdir / "drill"),
-                )  # fmt: skip
-                assert code == 0, json.dumps(drilled)
-                assert drilled["snapshot"]["set_id"] == second_set["set_id"]
-                assert mine(drilled["tables"], "shop") == after
-            finally:
-                promoted.stop()
+            second_set = take(sock)
+            assert second_set["timeline"] == 2, second_set
+            with promoted.connect() as conn, conn.cursor() as cur:
+                cur.execute("INSERT INTO shop.orders VALUES (6, 'after the new set')")
+            after = promoted_checksums(promoted)
+            wait_for(lambda: archived_scratch(sock, promoted), "the promoted archive")
+            code, drilled = run_json(
+                "--config", str(fresh), "--json", "drill", "--to", "latest",
+                "--work-dir", str(workdir / "drill"),
+            )  # fmt: skip
+            assert code == 0, json.dumps(drilled)
+            assert drilled["snapshot"]["set_id"] == second_set["set_id"]
+            assert mine(drilled["tables"], "shop") == after
     finally:
         data.destroy()
+
+
+def loop_server(workdir: Path) -> tuple[LoopFilesystem, MariaDB]:
+    """A server (server_id 7) on a loop filesystem of its own: local snapshots of it can be
+    restored and put in service. The caller thaws and destroys `data`."""
+    data = LoopFilesystem(workdir / "s.img", workdir / "s-data", size_mb=256).create()
+    return data, MariaDB(workdir / "s", data.mount_point / "mysql", server_id=7)
+
+
+def install_shop(base: dict[str, Any], data: LoopFilesystem, server: MariaDB) -> dict[str, Any]:
+    """Installs `server` with shop.orders holding rows 1..3; its daemon config."""
+    server.install()
+    server.sql("CREATE DATABASE shop")
+    server.sql("CREATE TABLE shop.orders (id INT PRIMARY KEY, v VARCHAR(64))")
+    server.sql("INSERT INTO shop.orders VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+    config = config_for(base, server)
+    config["snapshot"].update(mounts=[str(data.mount_point)], max_freeze_seconds=20.0)
+    return config
+
+
+def restore_configs(write_config: ConfigFactory, config: dict[str, Any]) -> tuple[Path, Path]:
+    """(storage only: what `restore replay` needs, storage and snapshot: for drills)."""
+    storage = write_config({"storage": config["storage"]}, "storage.toml")
+    fresh = write_config({"storage": config["storage"], "snapshot": config["snapshot"]}, "x.toml")
+    return storage, fresh
+
+
+@contextmanager
+def in_service(
+    workdir: Path, storage: Path, fresh: Path, set_id: str, target: str
+) -> Iterator[tuple[Any, Path]]:
+    """Set `set_id` restored and replayed to `target` in a scratch server that then takes
+    over under the same server_id 7: yields it and its data mount; stops it afterwards."""
+    from backupd.config_loader import load_config
+    from backupd.restore.drill import materialised, start_scratch
+    from backupd.snapshot.catalog import Catalog
+
+    record = Catalog(FileStore(workdir / "repo")).get(set_id)
+    directory = load_config(fresh).snapshot.local.directory
+    with materialised(record, directory, workdir / "restored") as mounts:
+        promoted = start_scratch(record, mounts, workdir / "srv")
+        try:
+            code, doc = run_json(
+                "--config", str(storage), "--json", "restore", "replay", "--to", target,
+                "--target-socket", promoted.socket, "--target-user", "root",
+            )  # fmt: skip
+            assert code == 0, doc
+            with promoted.connect() as conn, conn.cursor() as cur:
+                cur.execute("SET GLOBAL server_id = 7")  # in service under the same id
+            yield promoted, next(iter(mounts.values()))
+        finally:
+            promoted.stop()
 
 
 def promoted_checksums(server: Any) -> dict[str, int]:

@@ -285,8 +285,10 @@ def test_find_newest_first_with_filters(tmp_path: Path) -> None:
             "rows",
             "kind",
             "statement",
+            "abandoned",
         ]
     )
+    assert doc["abandoned"] is False  # one timeline: nothing abandoned
     assert doc["tables"] == {"shop.orders": {"insert": 0, "update": 0, "delete": 50}}
     assert doc["commit_time"] == "2023-11-14T22:13:23Z" and doc["rows"] == 50
     everything = find(store, "", Query()).found

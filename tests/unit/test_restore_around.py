@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from backupd.errors import UndoRefused, UsageError
-from backupd.restore.around import Around, Located, parse_ref, split
-from backupd.restore.endpoint import EndPoint
+from backupd.restore.around import Around, Located, TxRef, matches, parse_ref, split
+from backupd.restore.endpoint import EndPoint, transactions
 from backupd.restore.plan import Position, RestoreImpossible
 from backupd.restore.replay import ReplayRange
-from backupd.restore.undo import _locate
+from backupd.restore.undo import Found, _extract
 from backupd.restore_target import CoordinateTarget, GtidTarget, LatestTarget
 from tests.binlog_fakes import FakeFile, Txn
 from tests.unit.test_restore_endpoint import start_of
@@ -112,6 +112,12 @@ def test_split_replays_around_each_skip(tmp_path: Path) -> None:
     ] == [(450, 900)]
     assert split(whole, [gap((F2, 800), (F2, 900))])[-1].stop_position == 800
     assert split(ReplayRange(files, 400), [gap((F1, 400), (F2, 900))])[0].stop_position is None
+
+
+def _locate(path: Path, ref: TxRef) -> tuple[Found, bytes, bytes] | None:
+    """What undo extracts from the file's transaction named `ref` (None: not in it)."""
+    tx = next((t for t in transactions([path], Position(path.name, 4)) if matches(t, ref)), None)
+    return None if tx is None else _extract(path, tx, ref)
 
 
 def test_undo_refuses_ddl_and_mysql(
