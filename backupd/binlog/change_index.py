@@ -27,15 +27,15 @@ from typing import Any
 
 import zstandard
 
+from backupd.binlog import compressed, rows, statements
 from backupd.binlog import events as ev
-from backupd.binlog import rows, statements
 from backupd.binlog.extent import Extent
 
 VERSION = 1
 _HEADER = struct.Struct("<IBIII")  # timestamp, type, server id, size, log_pos
 _ROW_CODES = frozenset(rows.ROW_EVENTS)
 _MYSQL_GTIDS = frozenset({ev.MYSQL_GTID, ev.MYSQL_ANONYMOUS_GTID})
-_MARIADB_COMPRESSED = frozenset(range(165, 172))  # log_bin_compress: QUERY and row events
+_MARIADB_COMPRESSED = compressed.CODES  # log_bin_compress: QUERY and row events
 
 
 class IndexingError(ValueError):
@@ -183,15 +183,17 @@ class Indexer:
         elif code == ev.MYSQL_TRANSACTION_PAYLOAD:
             self._payload(raw, start, end, timestamp, done)
         else:
-            self._file_event(raw, code)
+            self._file_event(raw, code, timestamp, start, done)
 
-    def _file_event(self, raw: bytes, code: int) -> None:
-        """Events about the file rather than a transaction (or that the index cannot read)."""
+    def _file_event(
+        self, raw: bytes, code: int, timestamp: int, start: int, done: list[Any]
+    ) -> None:
+        """Events about the file rather than a transaction, and the rarer compressed ones."""
         if code == ev.FORMAT_DESCRIPTION:
             self._alg = ev.fde_checksum_alg(raw)
             self._tables = {}
         elif code in _MARIADB_COMPRESSED:
-            raise rows.RowsError(f"compressed event type {code} (log_bin_compress) not indexed")
+            self._compressed(raw, timestamp, start, done)
 
     def _begin(self, gtid: str | None, start: int, standalone: bool) -> None:
         self._open = _Open(Transaction(gtid, self._file, start), standalone)
@@ -247,6 +249,15 @@ class Indexer:
         finally:
             self._alg = alg
         self._commit(end, timestamp, done)
+
+    def _compressed(self, raw: bytes, timestamp: int, start: int, done: list[Any]) -> None:
+        """A log_bin_compress event, indexed as the plain event it expands to (which ends
+        where the compressed one does)."""
+        code, plain = compressed.expand(raw, self._alg or ev.CHECKSUM_OFF)
+        if code == ev.QUERY:
+            self._query(plain, start, start + len(raw), timestamp, done)
+        else:
+            self._rows(plain, ev.HEADER_SIZE, len(plain) - self._crc(), code, start)
 
     def _commit(self, end: int, timestamp: int, done: list[Transaction]) -> None:
         opened = self._open

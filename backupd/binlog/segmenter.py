@@ -19,6 +19,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from backupd.binlog import compressed
 from backupd.binlog import events as ev
 from backupd.binlog.extent import Extent, HasExtent
 
@@ -32,6 +33,9 @@ KIND_EOF = "eof"  # ends the file (ROTATE or STOP, or the server moved on to the
 _GTIDS = frozenset({ev.MARIADB_GTID, ev.MYSQL_GTID, ev.MYSQL_ANONYMOUS_GTID})
 # events that may end a transaction; a MySQL TRANSACTION_PAYLOAD holds a whole one
 _MARKERS = _GTIDS | {ev.XID, ev.QUERY, ev.ROTATE, ev.STOP, ev.MYSQL_TRANSACTION_PAYLOAD}
+# log_bin_compress: a compressed QUERY ends a standalone transaction like a QUERY; it is never
+# BEGIN, COMMIT or ROLLBACK (MariaDB compresses statements of log_bin_compress_min_len >= 10)
+_MARKERS |= {compressed.QUERY_COMPRESSED}
 _HEARTBEATS = ev.HEARTBEATS
 _SLOW_PATH = _MARKERS | _HEARTBEATS | {ev.FORMAT_DESCRIPTION}
 _MIN_CHECKED = ev.HEADER_SIZE + ev.CHECKSUM_SIZE
@@ -289,6 +293,8 @@ class Segmenter:
             ends = True
         elif code == ev.QUERY:
             ends = self._standalone or text in (b"COMMIT", b"ROLLBACK")
+        elif code == compressed.QUERY_COMPRESSED:
+            ends = self._standalone
         else:
             ends = False
         if ends:

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from backupd.binlog import events
+from backupd.binlog import compressed, events
 from backupd.restore import mysql_gtid
 from backupd.restore.plan import Gtid, Position, RestoreImpossible, gtid_state
 from backupd.restore_target import (
@@ -137,6 +137,8 @@ class _Transactions:
     def _ends(self, header: events.Header, raw: bytes, alg: int) -> bool:
         """Whether the transaction ends with this event."""
         kind = header.type_code
+        if kind == compressed.QUERY_COMPRESSED:  # log_bin_compress: a QUERY all the same
+            kind, raw = compressed.expand(raw, alg)
         if kind == events.MARIADB_GTID:
             gtid, flags2 = events.mariadb_gtid(raw, header.server_id)
             self._begin(gtid, not flags2 & events.MARIADB_GTID_STANDALONE)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backupd.binlog import events
+from backupd.binlog import compressed, events
 from backupd.errors import UndoRefused
 from backupd.restore import repository, tx_timelines
 from backupd.restore.around import Located, TxRef
@@ -106,8 +106,8 @@ def _check_dml(path: Path, start: int, end: int, alg: int, ref: str) -> dict[str
             _gtid, flags2 = events.mariadb_gtid(raw, events.Header.parse(raw).server_id)
             if flags2 & events.MARIADB_GTID_STANDALONE:
                 raise UndoRefused(f"{ref} is a DDL or other standalone statement")
-        elif kind == events.QUERY:
-            _check_statement(events.query_text(raw, alg), ref)
+        elif kind in (events.QUERY, compressed.QUERY_COMPRESSED):
+            _check_statement(compressed.query_text(raw, alg), ref)
         elif kind == TABLE_MAP:
             current = _table_name(raw)
             tables.setdefault(current, [])
