@@ -31,9 +31,10 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-from backupd.binlog.change_index import Indexer, IndexingError, IndexObject, encode
+from backupd.binlog.change_index import Indexer, IndexingError, IndexObject
 from backupd.binlog.extent import Extent
 from backupd.binlog.index_batcher import pending_name
+from backupd.binlog.index_format import encode
 from backupd.binlog.spool import SpoolEntry
 from backupd.durable import write_file
 from backupd.log import get_logger

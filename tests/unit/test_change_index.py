@@ -16,11 +16,12 @@ import zstandard
 from backupd.binlog import events as ev
 from backupd.binlog import index_store, layout, rows, statements
 from backupd.binlog.archive import Archive, History
-from backupd.binlog.change_index import Indexer, IndexObject, Transaction, decode, encode
+from backupd.binlog.change_index import Indexer, IndexObject, Transaction
 from backupd.binlog.compactor import compact_file
 from backupd.binlog.extent import Extent
 from backupd.binlog.index_backfill import backfill
 from backupd.binlog.index_batcher import IndexBatcher, pending_name
+from backupd.binlog.index_format import decode, encode
 from backupd.binlog.index_stage import IndexStage
 from backupd.binlog.retention import delete_files, list_archive
 from backupd.binlog.segmenter import Segmenter
