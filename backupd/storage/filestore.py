@@ -64,15 +64,20 @@ class FileStore:
         self._on_request("ListObjectsV2")
         if not self.root.is_dir():
             return
+        # walk only the directory the prefix names (a week of one-second segments is half a
+        # million files): string paths, one stat each
+        root = str(self.root.resolve())
+        head = prefix.rpartition("/")[0]
+        top = str(self._path(head)) if head else root
         found = []
-        for dirpath, _dirnames, filenames in os.walk(self.root):
+        for dirpath, _dirnames, filenames in os.walk(top):
+            rel = os.path.relpath(dirpath, root)
+            base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
             for name in filenames:
-                if name.startswith("."):
+                key = base + name
+                if name.startswith(".") or not key.startswith(prefix):
                     continue
-                full = Path(dirpath) / name
-                key = full.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    found.append(ObjectInfo(key, full.stat().st_size))
+                found.append(ObjectInfo(key, os.stat(os.path.join(dirpath, name)).st_size))
         yield from sorted(found, key=lambda info: info.key)
 
     def delete(self, key: str) -> None:
