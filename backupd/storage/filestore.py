@@ -65,19 +65,23 @@ class FileStore:
         if not self.root.is_dir():
             return
         # walk only the directory the prefix names (a week of one-second segments is half a
-        # million files): string paths, one stat each
-        root = str(self.root.resolve())
+        # million files): string keys, one stat each relative to its directory
         head = prefix.rpartition("/")[0]
-        top = str(self._path(head)) if head else root
-        found = []
-        for dirpath, _dirnames, filenames in os.walk(top):
-            rel = os.path.relpath(dirpath, root)
-            base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-            for name in filenames:
-                key = base + name
-                if name.startswith(".") or not key.startswith(prefix):
-                    continue
-                found.append(ObjectInfo(key, os.stat(os.path.join(dirpath, name)).st_size))
+        top = str(self._path(head)) if head else str(self.root.resolve())
+        found: list[ObjectInfo] = []
+        pending = [(top, f"{head}/" if head else "")]
+        while pending:
+            directory, base = pending.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                key = base + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((entry.path, key + "/"))
+                elif not entry.name.startswith(".") and key.startswith(prefix):
+                    found.append(ObjectInfo(key, entry.stat().st_size))
         yield from sorted(found, key=lambda info: info.key)
 
     def delete(self, key: str) -> None:
