@@ -19,6 +19,7 @@ the same bytes (and so the same key).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -169,6 +170,14 @@ def load(body: bytes, object_sha256: str) -> Loaded:
         return Loaded(body)
     except (KeyError, TypeError, IndexError, json.JSONDecodeError) as exc:
         raise ValueError(f"index object is malformed: {exc}") from exc
+
+
+def text_of(body: bytes) -> bytes:
+    """Every frame's JSON text, one after the other (to inspect what an object stores:
+    `ZstdDecompressor().decompress` returns the first frame only)."""
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=True)
+    with reader:
+        return reader.read()
 
 
 def decode(body: bytes, object_sha256: str) -> IndexObject:
