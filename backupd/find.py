@@ -46,35 +46,39 @@ class Query:
     timeline: int | None = None
     limit: int = 50
 
-    def rows_of(self, txn: Transaction) -> int:
+    def _rows(self, tables: dict[str, list[int]]) -> int:
         """Rows of the selected operations on the selected tables."""
         ops = [i for i, op in enumerate(_ROW_OPS) if not self.ops or op in self.ops]
-        return sum(
-            counts[i] for name, counts in txn.tables.items() if self._table(name) for i in ops
-        )
+        return sum(counts[i] for name, counts in tables.items() if self._table(name) for i in ops)
 
     def _table(self, name: str) -> bool:
         return not self.tables or any(fnmatchcase(name, pattern) for pattern in self.tables)
 
     def matches(self, txn: Transaction) -> bool:
-        if self.since is not None and txn.commit_time < self.since.timestamp():
-            return False
-        if self.until is not None and txn.commit_time > self.until.timestamp():
-            return False
-        if self.tables and not any(self._table(name) for name in txn.tables):
-            return False
-        if self.statement is not None and not self.statement.search(txn.statement or ""):
-            return False
-        if self.ops and not self._op(txn):
-            return False
-        return not self.min_rows or self.rows_of(txn) >= self.min_rows
+        return self.matches_fields(txn.commit_time, txn.tables, txn.kind, txn.statement)
 
-    def _op(self, txn: Transaction) -> bool:
-        if "ddl" in self.ops and txn.kind == statements.KIND_DDL:
+    def matches_fields(
+        self, commit_time: int, tables: dict[str, list[int]], kind: str, statement: str | None
+    ) -> bool:
+        """`matches` on a transaction's fields (no Transaction built for one that fails)."""
+        if self.since is not None and commit_time < self.since.timestamp():
+            return False
+        if self.until is not None and commit_time > self.until.timestamp():
+            return False
+        if self.tables and not any(self._table(name) for name in tables):
+            return False
+        if self.statement is not None and not self.statement.search(statement or ""):
+            return False
+        if self.ops and not self._op(tables, kind):
+            return False
+        return not self.min_rows or self._rows(tables) >= self.min_rows
+
+    def _op(self, tables: dict[str, list[int]], kind: str) -> bool:
+        if "ddl" in self.ops and kind == statements.KIND_DDL:
             return True
         return any(
             counts[i]
-            for name, counts in txn.tables.items()
+            for name, counts in tables.items()
             if self._table(name)
             for i, op in enumerate(_ROW_OPS)
             if op in self.ops
@@ -256,7 +260,7 @@ def _matches(store: ObjectStore, key: layout.IndexKey, query: Query) -> list[Tra
 
 
 def _matching(loaded: Loaded, query: Query) -> list[Transaction]:
-    return [txn for txn in loaded.transactions() if query.matches(txn)]
+    return loaded.select(query.matches_fields)
 
 
 def summary(found: Iterable[Found]) -> str:

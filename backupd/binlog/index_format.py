@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,6 +157,27 @@ class Loaded:
             for row, text in zip(rows, said, strict=True)
         ]
         return self._txns
+
+    def select(
+        self, wanted: Callable[[int, dict[str, list[int]], str, str | None], bool]
+    ) -> list[Transaction]:
+        """The transactions for which `wanted(commit_time, tables, kind, statement)` holds,
+        built only for those (a compacted file's object lists a million or more)."""
+        if self._txns is not None or self._v1 is not None:
+            return [
+                t
+                for t in self.transactions()
+                if wanted(t.commit_time, t.tables, t.kind, t.statement)
+            ]
+        said = self.statements()
+        rows = self._frames[2] if len(self._frames) > 2 else self._next()
+        if len(rows) != len(said):
+            raise ValueError("index object frames disagree on the transaction count")
+        return [
+            Transaction.from_list(self.file, [*row, text])
+            for row, text in zip(rows, said, strict=True)
+            if wanted(row[3], row[5], row[4], text)
+        ]
 
     def whole(self) -> IndexObject:
         return IndexObject(self.file, self.start, self.end, self.transactions())
