@@ -4,6 +4,13 @@ From the repository alone (no daemon, no database), reading only change index ob
 LIST per timeline, then the index of every segment whose time range can hold a match
 (fetched in parallel). Newest first. A segment without an index is reported (it may hold a
 match: `backupctl binlog index` writes the missing ones), never silently skipped.
+
+A week holds millions of transactions, so work is spent only where a match can be: an
+object whose summary (`index_format`, version 2) rules the query out is skipped after its
+small header frame; `--statement` reads the statements frame alone first; the rest is
+decoded newest object first, and once `limit` matches are found, objects whose newest
+commit is older than the last of them are not decoded at all. The answer is the same as
+decoding everything (tests/unit/test_find_fast.py).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from backupd.binlog import index_store, layout, statements
 from backupd.binlog.archive import Archive, ArchiveView, Timeline, clusters
 from backupd.binlog.branches import membership
 from backupd.binlog.change_index import Transaction
+from backupd.binlog.index_format import Loaded, Summary
 from backupd.errors import BackupdError, UsageError
 from backupd.storage import ObjectStore
 
@@ -40,39 +48,81 @@ class Query:
     timeline: int | None = None
     limit: int = 50
 
-    def rows_of(self, txn: Transaction) -> int:
+    def _rows(self, tables: dict[str, list[int]]) -> int:
         """Rows of the selected operations on the selected tables."""
         ops = [i for i, op in enumerate(_ROW_OPS) if not self.ops or op in self.ops]
-        return sum(
-            counts[i] for name, counts in txn.tables.items() if self._table(name) for i in ops
-        )
+        return sum(counts[i] for name, counts in tables.items() if self._table(name) for i in ops)
 
     def _table(self, name: str) -> bool:
         return not self.tables or any(fnmatchcase(name, pattern) for pattern in self.tables)
 
     def matches(self, txn: Transaction) -> bool:
-        if self.since is not None and txn.commit_time < self.since.timestamp():
-            return False
-        if self.until is not None and txn.commit_time > self.until.timestamp():
-            return False
-        if self.tables and not any(self._table(name) for name in txn.tables):
-            return False
-        if self.statement is not None and not self.statement.search(txn.statement or ""):
-            return False
-        if self.ops and not self._op(txn):
-            return False
-        return not self.min_rows or self.rows_of(txn) >= self.min_rows
+        return self.matches_fields(txn.commit_time, txn.tables, txn.kind, txn.statement)
 
-    def _op(self, txn: Transaction) -> bool:
-        if "ddl" in self.ops and txn.kind == statements.KIND_DDL:
+    def matches_fields(
+        self, commit_time: int, tables: dict[str, list[int]], kind: str, statement: str | None
+    ) -> bool:
+        """`matches` on a transaction's fields (no Transaction built for one that fails)."""
+        if self.since is not None and commit_time < self.since.timestamp():
+            return False
+        if self.until is not None and commit_time > self.until.timestamp():
+            return False
+        if self.tables and not any(self._table(name) for name in tables):
+            return False
+        if self.statement is not None and not self.statement.search(statement or ""):
+            return False
+        if self.ops and not self._op(tables, kind):
+            return False
+        return not self.min_rows or self._rows(tables) >= self.min_rows
+
+    def _op(self, tables: dict[str, list[int]], kind: str) -> bool:
+        if "ddl" in self.ops and kind == statements.KIND_DDL:
             return True
         return any(
             counts[i]
-            for name, counts in txn.tables.items()
+            for name, counts in tables.items()
             if self._table(name)
             for i, op in enumerate(_ROW_OPS)
             if op in self.ops
         )
+
+    def may_hold(self, summary: Summary) -> bool:
+        """Whether an object with this summary can hold a match (False: it cannot)."""
+        if not summary.count or not self._may_time(summary):
+            return False
+        if self.statement is not None and not summary.statements and not self.empty_matches:
+            return False
+        names = [name for name in summary.tables if self._table(name)]
+        if self.tables and not names:
+            return False
+        if self.ops and not self._may_op(summary, names):
+            return False
+        ops = [i for i, op in enumerate(_ROW_OPS) if not self.ops or op in self.ops]
+        return sum(summary.tables[name][i] for name in names for i in ops) >= self.min_rows
+
+    def _may_time(self, summary: Summary) -> bool:
+        if self.since is not None and summary.last_time < self.since.timestamp():
+            return False
+        return not (self.until is not None and summary.first_time > self.until.timestamp())
+
+    def _may_op(self, summary: Summary, names: list[str]) -> bool:
+        if "ddl" in self.ops and statements.KIND_DDL in summary.kinds:
+            return True
+        row_ops = [i for i, op in enumerate(_ROW_OPS) if op in self.ops]
+        return any(summary.tables[name][i] for name in names for i in row_ops)
+
+    @property
+    def empty_matches(self) -> bool:
+        """The statement pattern matches a transaction without a statement ("")."""
+        return self.statement is not None and self.statement.search("") is not None
+
+    def said(self, loaded: Loaded) -> bool:
+        """Whether any of an object's statements can match `--statement` (its statements
+        frame is decoded only when that can tell)."""
+        pattern = self.statement
+        if pattern is None or self.empty_matches:
+            return True
+        return any(text is not None and pattern.search(text) for text in loaded.statements())
 
     def covers(self, seg: layout.SegmentKey) -> bool:
         """Whether a segment's time range can hold a match (its key says the range)."""
@@ -152,41 +202,80 @@ def _marked(view: ArchiveView, item: Found) -> Found:
 
 
 def _search(store: ObjectStore, timeline: Timeline, query: Query, result: Result) -> None:
-    indexes = timeline.indexes  # listed with the archive: no LIST of its own
-    wanted: list[layout.IndexKey] = []
-    missing = 0
-    for chain in timeline.files().values():
-        for seg in chain.segments:
-            if seg.size == 0 or not query.covers(seg):
-                continue
-            index = index_store.covering(seg, indexes)
-            if index is None:
-                missing += 1
-            elif index not in wanted:
-                wanted.append(index)
+    # the indexes are listed with the archive: no LIST of their own
+    segments = [
+        seg
+        for chain in timeline.files().values()
+        for seg in chain.segments
+        if seg.size > 0 and query.covers(seg)
+    ]
+    covering = index_store.covering_each(segments, timeline.indexes)
+    missing = sum(1 for seg in segments if covering[seg] is None)
+    wanted = list(dict.fromkeys(key for seg in segments if (key := covering[seg]) is not None))
     if missing:
         result.warnings.append(
             f"timeline {timeline.id}: {missing} segment(s) have no change index and were not "
             "searched (backupctl binlog index writes them)"
         )
-    seen: set[tuple[str, int]] = set()
+    found: dict[tuple[str, int], Found] = {}  # overlapping indexes list a transaction twice
+
+    def take(outcome: list[Transaction] | str) -> None:
+        if isinstance(outcome, str):
+            result.warnings.append(outcome)
+            return
+        for txn in outcome:
+            found.setdefault((txn.file, txn.pos), Found(timeline.id, txn))
+
+    later: list[tuple[int, layout.IndexKey]] = []  # (newest commit, key): decoded below
     with ThreadPoolExecutor(_PARALLEL_GETS) as pool:
-        for found in pool.map(lambda key: _matches(store, key, query), wanted):
-            if isinstance(found, str):
-                result.warnings.append(found)
-                continue
-            for txn in found:
-                if (txn.file, txn.pos) not in seen:  # overlapping indexes list it twice
-                    seen.add((txn.file, txn.pos))
-                    result.found.append(Found(timeline.id, txn))
+        for key, outcome in zip(
+            wanted, pool.map(lambda k: _screen(store, k, query), wanted), strict=True
+        ):
+            if isinstance(outcome, int):
+                later.append((outcome, key))
+            elif outcome is not None:
+                take(outcome)
+        later.sort(key=lambda item: item[0], reverse=True)
+        while later:
+            if len(found) >= query.limit:
+                kth = sorted(found.values(), key=Found.order, reverse=True)[query.limit - 1]
+                if later[0][0] < kth.txn.commit_time:
+                    break  # nothing older can rank among the first `limit`
+            batch, later = later[:_PARALLEL_GETS], later[_PARALLEL_GETS:]
+            for outcome in pool.map(lambda item: _matches(store, item[1], query), batch):
+                take(outcome)
+    result.found.extend(found.values())
+
+
+def _screen(
+    store: ObjectStore, key: layout.IndexKey, query: Query
+) -> int | list[Transaction] | str | None:
+    """Read an object's header: None when it cannot hold a match, its newest commit time
+    when it may (decoded later, newest first), or (version 1, no summary) its matches."""
+    try:
+        loaded = index_store.open_index(store, key)
+        if loaded.summary is None:
+            return _matching(loaded, query)
+        if not query.may_hold(loaded.summary) or not query.said(loaded):
+            return None
+        return loaded.summary.last_time
+    except BackupdError as exc:
+        return exc.message
+    except (ValueError, KeyError, TypeError, IndexError) as exc:  # a frame read on demand
+        return f"change index {key.key} is unreadable: {exc}"
 
 
 def _matches(store: ObjectStore, key: layout.IndexKey, query: Query) -> list[Transaction] | str:
     try:
-        loaded = index_store.load_index(store, key)
+        return _matching(index_store.open_index(store, key), query)
     except BackupdError as exc:
         return exc.message
-    return [txn for txn in loaded.transactions if query.matches(txn)]
+    except (ValueError, KeyError, TypeError, IndexError) as exc:  # a frame read on demand
+        return f"change index {key.key} is unreadable: {exc}"
+
+
+def _matching(loaded: Loaded, query: Query) -> list[Transaction]:
+    return loaded.select(query.matches_fields)
 
 
 def summary(found: Iterable[Found]) -> str:

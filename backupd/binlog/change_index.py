@@ -12,26 +12,21 @@ transaction still open) carries from one segment of a file to the next. A segmen
 not continue the state (a restart in the middle of a file) starts fresh and learns the
 checksum setting from its first event's CRC.
 
-The object: zstd-compressed JSON (see `encode`) of one or several consecutive segments,
+The object: zstd-compressed JSON (`index_format`) of one or several consecutive segments,
 stored under the key `layout.IndexKey` names from the range and the object's own sha256.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import zstandard
-
 from backupd.binlog import compressed, rows, statements
 from backupd.binlog import events as ev
 from backupd.binlog.extent import Extent
 
-VERSION = 1
 _HEADER = struct.Struct("<IBIII")  # timestamp, type, server id, size, log_pos
 _ROW_CODES = frozenset(rows.ROW_EVENTS)
 _MYSQL_GTIDS = frozenset({ev.MYSQL_GTID, ev.MYSQL_ANONYMOUS_GTID})
@@ -298,33 +293,3 @@ class IndexObject:
     start: int
     end: int
     transactions: list[Transaction]
-
-
-def encode(obj: IndexObject) -> bytes:
-    """zstd(JSON): {"version", "file", "start", "end", "transactions": [[gtid, pos, end_pos,
-    commit_time, kind, {"db.t": [insert, update, delete]}, statement], ...]}.
-    Deterministic: the same bytes index to the same object (and so the same key)."""
-    document = {
-        "version": VERSION,
-        "file": obj.file,
-        "start": obj.start,
-        "end": obj.end,
-        "transactions": [txn.to_list() for txn in obj.transactions],
-    }
-    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
-    return zstandard.ZstdCompressor(level=3, write_checksum=True).compress(text)
-
-
-def decode(body: bytes, object_sha256: str) -> IndexObject:
-    """The object back, its sha256 (from its key) checked first; ValueError when damaged."""
-    if hashlib.sha256(body).hexdigest() != object_sha256:
-        raise ValueError("index object sha256 mismatch")
-    try:
-        document = json.loads(zstandard.ZstdDecompressor().decompress(body, 1 << 30))
-    except zstandard.ZstdError as exc:
-        raise ValueError(f"index object does not decompress: {exc}") from exc
-    if document.get("version") != VERSION:
-        raise ValueError(f"index object version {document.get('version')!r} is not {VERSION}")
-    file = str(document["file"])
-    txns = [Transaction.from_list(file, item) for item in document["transactions"]]
-    return IndexObject(file, int(document["start"]), int(document["end"]), txns)

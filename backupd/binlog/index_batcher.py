@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backupd.binlog import index_store, layout
-from backupd.binlog.change_index import IndexObject, decode
+from backupd.binlog.change_index import IndexObject
+from backupd.binlog.index_format import decode
 from backupd.binlog.spool import SpoolEntry, parse_entry
 from backupd.durable import fsync_dir
 from backupd.errors import BackupdError

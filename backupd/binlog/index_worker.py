@@ -9,7 +9,7 @@ the daemon closes its stdin, and is simply killed when the daemon stops or gives
 
 Protocol: one JSON line per request on stdin, `{"path": "...", "extent": [file, start, end,
 first_time, last_time, first_gtid, last_gtid, kind]}`; one reply per request on stdout,
-b"+" or b"-", a 4-byte big-endian length, then the index object (`change_index.encode`) or
+b"+" or b"-", a 4-byte big-endian length, then the index object (`index_format.encode`) or
 the reason the segment could not be indexed (UTF-8).
 """
 
@@ -138,7 +138,8 @@ def _read(pipe: IO[bytes], size: int) -> bytes:
 def main() -> None:
     """In the child: serve requests until stdin closes."""
     lower(0)  # first: the imports below already run on idle time
-    from backupd.binlog.change_index import Indexer, IndexObject, encode
+    from backupd.binlog.change_index import Indexer, IndexObject
+    from backupd.binlog.index_format import encode
 
     indexer = Indexer()  # its state (checksum, table maps, an open transaction) carries on
     out = sys.stdout.buffer

@@ -64,15 +64,24 @@ class FileStore:
         self._on_request("ListObjectsV2")
         if not self.root.is_dir():
             return
-        found = []
-        for dirpath, _dirnames, filenames in os.walk(self.root):
-            for name in filenames:
-                if name.startswith("."):
-                    continue
-                full = Path(dirpath) / name
-                key = full.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    found.append(ObjectInfo(key, full.stat().st_size))
+        # walk only the directory the prefix names (a week of one-second segments is half a
+        # million files): string keys, one stat each relative to its directory
+        head = prefix.rpartition("/")[0]
+        top = str(self._path(head)) if head else str(self.root.resolve())
+        found: list[ObjectInfo] = []
+        pending = [(top, f"{head}/" if head else "")]
+        while pending:
+            directory, base = pending.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                key = base + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((entry.path, key + "/"))
+                elif not entry.name.startswith(".") and key.startswith(prefix):
+                    found.append(ObjectInfo(key, entry.stat().st_size))
         yield from sorted(found, key=lambda info: info.key)
 
     def delete(self, key: str) -> None:
