@@ -6,7 +6,9 @@ format: where segments overlap the longest wins. Only one timeline's segments ar
 compacted together (the stream is part of the request). Order of work keeps every moment
 restorable: verify the parts, store the whole, store its change index (the parts' indexes
 merged), store the manifest, only then delete the parts and their indexes.
-Files larger than `MAX_BYTES` keep their segments (they are large already).
+Files larger than `MAX_BYTES` keep their segments (the whole file is held in memory): with
+MariaDB's default 1 GiB `max_binlog_size` that is one object per second of writes (a known
+limit, docs/costs.md; folding large files in pieces would lift it).
 """
 
 from __future__ import annotations
