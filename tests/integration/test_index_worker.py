@@ -1,12 +1,14 @@
 """The change index worker on the real bed: a process of its own session on idle CPU time
-(nice 10 once lifted), lifted when a segment waits longer than the flush interval, dropped
-back once level; the lag gauge shows it, and the index it wrote answers `find`.
+(nice 10 once lifted), lifted when a segment waits longer than the flush interval (here the
+worker is stopped meanwhile, so they wait), dropped back once level; the lag gauge shows
+it, and the index it wrote answers `find`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,10 +55,14 @@ def test_the_worker_takes_idle_time_and_is_lifted_when_behind(
     start_daemon: Callable[..., DaemonProcess],
 ) -> None:
     db = live_mariadb
-    # Any segment whose index takes longer than 10 ms counts as behind: the bulk write below
-    # takes far longer, so the worker is lifted, then dropped back once it is level.
+    # A segment that waits longer than half a second for its index counts as behind. The
+    # worker is stopped (SIGSTOP) while a bulk write is archived, so its segments wait for
+    # sure; once it runs again it catches up and is dropped back to idle time.
     config = binlog_config(
-        base_config, index_flush_seconds=0.01, segment_max_bytes=1 << 20, spool_max_bytes=64 << 20
+        base_config,
+        index_flush_seconds=0.5,
+        segment_max_bytes=1 << 20,
+        spool_max_bytes=1 << 30,  # the session server's older binlogs fit (no pressure)
     )
     sock = str(config["daemon"]["socket"])
     daemon = start_daemon(write_config(config))
@@ -64,20 +70,29 @@ def test_the_worker_takes_idle_time_and_is_lifted_when_behind(
     assert os.getsid(worker) == worker  # its own session (and autogroup)
     assert os.sched_getscheduler(worker) == os.SCHED_IDLE
     assert os.getpriority(os.PRIO_PROCESS, worker) == 10
-
-    db.sql("CREATE DATABASE IF NOT EXISTS idlebed")
-    db.sql("CREATE OR REPLACE TABLE idlebed.t (id INT PRIMARY KEY, v VARCHAR(200))")
-    db.sql(
-        "INSERT INTO idlebed.t SELECT seq, CONCAT(MD5(seq), MD5(seq + 1), MD5(seq + 2)) "
-        "FROM idlebed.seq_1_to_100000"
-    )
-    wait_archived(sock, db)
+    wait_archived(sock, db)  # what earlier tests left on the server, archived and indexed
+    wait_for(lambda: lag_seconds(sock) == 0.0, "the backlog to be indexed", 120)
     log = daemon.log_path
 
     def logged(text: str) -> bool:
         return text in log.read_text()
 
-    wait_for(lambda: logged("worker lifted to nice 10"), "the worker to be lifted", 120)
+    assert not logged("worker lifted to nice 10")
+    db.sql("CREATE DATABASE IF NOT EXISTS idlebed")
+    db.sql("CREATE OR REPLACE TABLE idlebed.t (id INT PRIMARY KEY, v VARCHAR(200))")
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        db.sql(
+            "INSERT INTO idlebed.t SELECT seq, CONCAT(MD5(seq), MD5(seq + 1), MD5(seq + 2)) "
+            "FROM idlebed.seq_1_to_100000"
+        )
+        wait_archived(sock, db)  # archiving never waits for the index
+        wait_for(lambda: logged("worker lifted to nice 10"), "the worker to be lifted", 60)
+        assert os.sched_getscheduler(worker) == os.SCHED_OTHER
+        assert os.getpriority(os.PRIO_PROCESS, worker) == 10  # nice 10, never above
+        assert lag_seconds(sock) >= 0.5
+    finally:
+        os.kill(worker, signal.SIGCONT)
     wait_for(lambda: logged("worker back to idle time"), "the worker to catch up", 120)
     assert not logged("cannot change the change index worker's priority")
     assert not logged("left unindexed") and not logged("not indexed")
