@@ -38,6 +38,10 @@ class WorkerPriority:
         """A new worker (it starts idle-only)."""
         self.pid, self.lifted = pid, False
 
+    def worker_gone(self) -> None:
+        """The worker was killed: nothing to lift or drop until the next one starts."""
+        self.pid, self.lifted = None, False
+
     def waiting(self, seconds: float) -> None:
         """The oldest segment without its index has waited `seconds`."""
         if seconds >= self.catch_up_seconds and not self.lifted and self._apply(idle=False):

@@ -180,6 +180,7 @@ class IndexStage:
         if self._worker is not None:
             self._worker.kill()
             self._worker = None
+            self.priority.worker_gone()
         self._unindexed(reason)
 
     def _index(self, item: _Tracked) -> bool:

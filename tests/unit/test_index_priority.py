@@ -48,6 +48,17 @@ def test_a_refused_change_is_not_retried_until_a_new_worker() -> None:
     assert calls == [7, 8]
 
 
+def test_a_killed_worker_is_not_dropped_back() -> None:
+    calls: list[tuple[int, bool]] = []
+    priority = WorkerPriority(1.0, lambda pid, idle: calls.append((pid, idle)))
+    priority.worker_started(5)
+    priority.waiting(2.0)
+    priority.worker_gone()  # killed while lifted: nothing to call on a dead pid
+    priority.caught_up()
+    priority.waiting(9.0)
+    assert calls == [(5, False)] and not priority.lifted
+
+
 class Recorder:
     def __init__(self) -> None:
         self.removed: list[SpoolEntry] = []
