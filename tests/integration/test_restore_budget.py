@@ -76,6 +76,9 @@ def test_drill_phases_feed_the_estimate_and_the_budget_takes_a_tagged_snapshot(
     drill = drill_passes(client)
     assert drill["replay"]["bytes"] > 1_000_000
     wait_until(lambda: estimate_section(client)["estimated_seconds"] is not None, 30, "estimate")
+    # The estimate is reassessed every 0.2 s; CI once saw a first assessment after the drill
+    # with a backlog of 0 (the next one had it), so the backlog is awaited, not sampled once.
+    wait_until(lambda: (estimate_section(client)["backlog_bytes"] or 0) > 1_000_000, 30, "backlog")
     section = estimate_section(client)
     phases = section["drill_phases"]
     assert phases["replay_bytes"] == drill["replay"]["bytes"]
