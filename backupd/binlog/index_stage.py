@@ -49,7 +49,6 @@ class _Tracked:
 
     entry: SpoolEntry
     stream: str
-    wanted: bool  # to be indexed (the index is on)
     spooled_at: float = field(default_factory=time.monotonic)
     uploaded: bool = False
     indexed: bool = False
@@ -107,7 +106,7 @@ class IndexStage:
 
     def submit(self, entry: SpoolEntry) -> bool:
         """Queue `entry` for its index and hand it to the uploader; False when stopping."""
-        tracked = _Tracked(entry, self._stream(), self.enabled)
+        tracked = _Tracked(entry, self._stream())
         with self._lock:
             self._tracked[entry.path] = tracked
         self._queue.put(tracked)
@@ -130,8 +129,8 @@ class IndexStage:
         """Seconds the oldest segment still waiting for its index has waited (0: none)."""
         now = time.monotonic()
         with self._lock:
-            waiting = [t.spooled_at for t in self._tracked.values() if t.wanted and not t.indexed]
-        return now - min(waiting) if waiting else 0.0
+            waiting = [t.spooled_at for t in self._tracked.values() if not t.indexed]
+        return now - min(waiting) if waiting and self.enabled else 0.0
 
     def _finish(self, entry: SpoolEntry) -> None:
         with self._lock:
@@ -151,7 +150,7 @@ class IndexStage:
                     closed, then = item
                     then(closed.stream, closed.file)
                     continue
-                if item.wanted and not self._index(item):
+                if self.enabled and not self._index(item):
                     return  # stopping: the entry stays in the spool for the next start
                 with self._lock:
                     item.indexed = True

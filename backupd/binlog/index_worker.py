@@ -77,7 +77,7 @@ class IndexWorker:
             [sys.executable, "-P", "-m", "backupd.binlog.index_worker"],  # -P: cwd not on path
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            start_new_session=True,  # its own autogroup; a Ctrl-C of the daemon is not its
+            start_new_session=True,  # own autogroup; the daemon's terminal signals miss it
             close_fds=True,
         )
         lower(self._process.pid)
