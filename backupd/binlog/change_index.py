@@ -224,9 +224,7 @@ class Indexer:
         if txn.kind != statements.KIND_DML:
             txn.kind = statements.kind(statement)
         if txn.kind == statements.KIND_DDL:
-            db_len = raw[ev.HEADER_SIZE + 8]
-            (status_len,) = struct.unpack_from("<H", raw, ev.HEADER_SIZE + 11)
-            at = ev.HEADER_SIZE + 13 + status_len
+            at, db_len = ev.query_db(raw)
             default_db = raw[at : at + db_len].decode("utf-8", "replace")
             table = statements.ddl_table(statement, default_db)
             if table:

@@ -29,7 +29,6 @@ CODES = frozenset({QUERY_COMPRESSED, *ROWS})
 _UPDATES = frozenset({167, 170})  # two column bitmaps: before and after image
 _V2 = frozenset({169, 170, 171})  # a 2-byte extra-data length (counting itself) after flags
 _ROWS_POST_HEADER = 8  # table id (6), flags (2)
-_QUERY_POST_HEADER = 13  # thread id, exec time, db length, error code, status length
 _ZLIB = 0
 
 
@@ -40,9 +39,8 @@ def expand(raw: bytes, checksum_alg: int) -> tuple[int, bytes]:
     try:
         if code == QUERY_COMPRESSED:
             plain = ev.QUERY
-            db_len = raw[ev.HEADER_SIZE + 8]
-            (status_len,) = struct.unpack_from("<H", raw, ev.HEADER_SIZE + 11)
-            at = ev.HEADER_SIZE + _QUERY_POST_HEADER + status_len + db_len + 1
+            db_at, db_len = ev.query_db(raw)
+            at = db_at + db_len + 1
         elif code in ROWS:
             plain = ROWS[code]
             at = ev.HEADER_SIZE + _ROWS_POST_HEADER

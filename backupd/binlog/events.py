@@ -178,15 +178,20 @@ def mariadb_gtid(raw: bytes | bytearray | memoryview, server_id: int) -> tuple[s
     return f"{domain}-{server_id}-{seq}", flags2
 
 
+def query_db(raw: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """(offset, length) of a QUERY event's default database; its statement begins one byte
+    (a NUL) after it. The same in MariaDB's QUERY_COMPRESSED, whose statement is packed."""
+    # post-header: thread_id u32, exec_time u32, db_len u8, error_code u16, status_len u16
+    db_len = raw[HEADER_SIZE + 8]
+    (status_len,) = struct.unpack_from("<H", raw, HEADER_SIZE + 11)
+    return HEADER_SIZE + 13 + status_len, db_len
+
+
 def query_text(raw: bytes | bytearray | memoryview, checksum_alg: int) -> bytes:
     """The statement of a QUERY event (for spotting COMMIT), without decoding the rest."""
-    base = HEADER_SIZE
-    # post-header: thread_id u32, exec_time u32, db_len u8, error_code u16, status_len u16
-    db_len = raw[base + 8]
-    (status_len,) = struct.unpack_from("<H", raw, base + 11)
-    start = base + 13 + status_len + db_len + 1
+    db_at, db_len = query_db(raw)
     end = len(raw) - (CHECKSUM_SIZE if checksum_alg == CHECKSUM_CRC32 else 0)
-    return bytes(raw[start:end])
+    return bytes(raw[db_at + db_len + 1 : end])
 
 
 def lenenc(raw: bytes | bytearray | memoryview, at: int) -> tuple[int, int]:
