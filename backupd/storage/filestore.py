@@ -81,7 +81,11 @@ class FileStore:
                 if entry.is_dir(follow_symlinks=False):
                     pending.append((entry.path, key + "/"))
                 elif not entry.name.startswith(".") and key.startswith(prefix):
-                    found.append(ObjectInfo(key, entry.stat().st_size))
+                    try:
+                        size = entry.stat().st_size
+                    except FileNotFoundError:  # deleted since the scan (compaction): gone
+                        continue
+                    found.append(ObjectInfo(key, size))
         yield from sorted(found, key=lambda info: info.key)
 
     def delete(self, key: str) -> None:
