@@ -270,6 +270,14 @@ class BinlogSection(Section):
     check_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
     index: bool = True  # write the change index (`backupctl find`) while archiving
     index_flush_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    rollup_bytes: NonNegativeInt = 32 * 1024 * 1024
+
+    @field_validator("rollup_bytes")
+    @classmethod
+    def _rollup_off_or_useful(cls, value: int) -> int:
+        if 0 < value < 4096:
+            raise ValueError("binlog.rollup_bytes is 0 (off) or at least 4096")
+        return value
 
     @model_validator(mode="after")
     def _spool_fits_segment(self) -> BinlogSection:

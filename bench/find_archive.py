@@ -18,9 +18,13 @@ table map per table, row events with full row images, XID): about 740 bytes a tr
 
 Shapes (`--shape`), what the daemon leaves behind after a week:
 - `daemon`: segments cut every `flush_seconds` (1 s, so one per active second), change
-  index stored in batches every `index_flush_seconds` (60 s) and at each file's close.
-  Files rotate at `max_binlog_size` 1 GiB; the compactor leaves files larger than
-  `compactor.MAX_BYTES` (256 MiB) as segments, so at 1 GiB this is what stays.
+  index stored in batches every `index_flush_seconds` (60 s), at each file's close, and
+  whenever a batch would span half `binlog.rollup_bytes` (32 MiB). Each time another
+  `rollup_bytes` are indexed, roll-up folds what is ready, planned by backupd's own
+  `rollup.plan`, and deletes what the previous fold replaced; a closed file (1 GiB
+  `max_binlog_size`, larger than `compactor.MAX_BYTES`) is rolled up to its end.
+- `unrolled`: the same with `rollup_bytes = 0` (before roll-up): files over 256 MiB keep one
+  segment per second.
 - `compacted`: every closed file one segment [0, size) plus its merged index and manifest
   (what compaction leaves for files up to `MAX_BYTES`, e.g. `max_binlog_size` 256 MiB);
   the newest file as in `daemon`.
@@ -35,8 +39,8 @@ number of transactions found and the first one's GTID (the accident must be the 
 the first query).
 
 Prints one JSON document. Run: `.venv/bin/python -m bench.find_archive [--tps 5 50]
-[--shape daemon compacted] [--keep DIR]`. Building takes about 1.5 minutes per 3M transactions
-(14 minutes at 50/s); `--keep` reuses a build.
+[--shape daemon unrolled compacted] [--keep DIR]`. Building takes about 1.5 minutes per 3M
+transactions (14 minutes at 50/s); `--keep` reuses a build.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from backupd.binlog import index_store, layout, statements
+from backupd.binlog import index_store, layout, rollup, statements
 from backupd.binlog.archive import Archive
 from backupd.binlog.change_index import IndexObject, Transaction
 from backupd.binlog.extent import Extent
@@ -69,6 +73,7 @@ END = int(datetime(2026, 11, 30, tzinfo=UTC).timestamp())  # the archive's newes
 START = END - WEEK
 MAX_BINLOG_SIZE = 1 << 30
 INDEX_FLUSH_SECONDS = 60
+ROLLUP_BYTES = 32 * 1024 * 1024  # binlog.rollup_bytes' default
 FILE_HEADER = 4 + 256 + 40  # magic, format description, GTID list and checkpoint events
 GTID_EVENT, XID_EVENT, ROTATE_EVENT = 42, 31, 48
 ACCIDENT_ROWS = 4_000
@@ -159,6 +164,10 @@ class Builder:
     batches: list[IndexObject] = field(default_factory=list)  # the current file's (compacted)
     file_segments: list[Extent] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    live: list[layout.SegmentKey] = field(default_factory=list)  # the file's, not folded
+    indexes: dict[layout.IndexKey, IndexObject] = field(default_factory=dict)  # the file's
+    replaced: list[str] = field(default_factory=list)  # deleted by the next roll-up
+    ready: int = 0  # bytes indexed since the last roll-up
     accident_gtid: str = ""
 
     @property
@@ -196,26 +205,56 @@ class Builder:
         if self.shape == "compacted":
             self.file_segments.append(extent)  # written at the close: whole, or as they are
             return
-        _touch(self.store, _segment_key(self.stream, extent))
-        self.count("segment_objects")
+        key = _key(self.stream, extent)
+        _touch(self.store, key.key)
+        self.live.append(key)
 
     def flush(self) -> None:
-        """The batcher's flush: the pending segments' indexes as one object per run."""
-        if not self.pending:
-            return
-        first, last = self.pending[0][0], self.pending[-1][0]
-        obj = IndexObject(
-            first.file, first.start, last.end, [t for _e, p in self.pending for t in p]
-        )
-        self.pending = []
-        if self.shape == "compacted":
-            self.batches.append(obj)  # stored at the close: merged, or as they are
-        else:
-            self.store_index(obj)
+        """The batcher's flush: the pending segments' indexes as one object per run (with
+        roll-up, runs spanning at most half `rollup_bytes`); then roll-up when due."""
+        cap = ROLLUP_BYTES // 2 if self.shape == "daemon" else 0
+        while self.pending:
+            n = 1
+            first = self.pending[0][0]
+            while n < len(self.pending) and (
+                not cap or self.pending[n][0].end - first.start <= cap
+            ):
+                n += 1
+            batch, self.pending = self.pending[:n], self.pending[n:]
+            obj = IndexObject(
+                first.file, first.start, batch[-1][0].end, [t for _e, p in batch for t in p]
+            )
+            if self.shape == "compacted":
+                self.batches.append(obj)  # stored at the close: merged, or as they are
+            else:
+                self.store_index(obj)
+                self.ready += obj.end - obj.start
+        if self.shape == "daemon" and self.ready >= ROLLUP_BYTES:
+            self.roll_up(closed=False)
 
-    def store_index(self, obj: IndexObject) -> None:
-        index_store.store_index(self.store, self.stream, obj)
-        self.count("index_objects")
+    def store_index(self, obj: IndexObject) -> layout.IndexKey:
+        key = index_store.store_index(self.store, self.stream, obj)
+        self.indexes[key] = obj
+        return key
+
+    def roll_up(self, closed: bool) -> None:
+        """What `rollup.roll_up` does to the file: delete what the last fold replaced, fold
+        the runs `rollup.plan` picks (merged index, then the object)."""
+        self.ready = 0
+        for key in self.replaced:
+            (self.store.root / key).unlink()
+        self.replaced = []
+        for run in rollup.plan(self.live, list(self.indexes), ROLLUP_BYTES, closed, True):
+            if len(run.indexes) > 1:  # one is the run's index already
+                txns = index_store.merged(self.indexes.pop(k) for k in run.indexes)
+                self.store_index(IndexObject(self.file, run.start, run.end, txns))
+                self.replaced += [k.key for k in run.indexes]
+            fold = _key(self.stream, rollup.joined_extent(run.parts))
+            _touch(self.store, fold.key)
+            at = self.live.index(run.parts[0])
+            self.live[at : at + len(run.parts)] = [fold]
+            self.replaced += [seg.key for seg in run.parts]
+            self.count("folds")
 
     def close_file(self, newest: bool = False) -> None:
         """The file ends: its indexes stored at once; compacted, it becomes one segment and
@@ -234,26 +273,32 @@ class Builder:
                 "eof",
             )
             _touch(self.store, _segment_key(self.stream, whole))
-            self.count("segment_objects")
             txns = [txn for batch in self.batches for txn in batch.transactions]
             self.store_index(IndexObject(self.file, 0, whole.end, txns))
             self.store.put(layout.manifest_key(self.stream, self.file), b"{}")
         elif self.shape == "compacted":
             for extent in self.file_segments:
                 _touch(self.store, _segment_key(self.stream, extent))
-                self.count("segment_objects")
             for batch in self.batches:
                 self.store_index(batch)
+        elif self.shape == "daemon":
+            self.roll_up(closed=not newest)  # larger than compaction takes whole: rolled up
+            self.roll_up(closed=not newest)  # a minute later: deletes what folds replaced
         self.batches, self.file_segments = [], []
+        self.live, self.indexes = [], {}
         self.count("files")
         self.count("binlog_bytes", self.pos)
         self.file_number += 1
         self.pos = FILE_HEADER
 
 
+def _key(stream: str, extent: Extent) -> layout.SegmentKey:
+    raw = f"{extent.file}:{extent.start}-{extent.end}".encode().hex().ljust(64, "0")[:64]
+    return layout.SegmentKey(stream, extent, raw, raw[::-1], "zst")
+
+
 def _segment_key(stream: str, extent: Extent) -> str:
-    raw = f"{extent.file}:{extent.start}".encode().hex().ljust(64, "0")[:64]
-    return layout.segment_key(layout.SegmentKey(stream, extent, raw, raw[::-1], "zst"))
+    return _key(stream, extent).key
 
 
 def _touch(store: FileStore, key: str) -> None:
@@ -297,6 +342,9 @@ def build(root: Path, tps: float, shape: str, seed: int = 13) -> dict[str, Any]:
             builder.flush()
             next_flush += INDEX_FLUSH_SECONDS
     builder.close_file(newest=True)
+    keys = [info.key for info in store.list(layout.ROOT + "/")]
+    builder.count("segment_objects", sum(1 for k in keys if layout.parse_segment(k)))
+    builder.count("index_objects", sum(1 for k in keys if layout.parse_index(k)))
     return {
         "assumed_tps": tps,
         "shape": shape,
@@ -383,7 +431,9 @@ def measure(root: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tps", type=float, nargs="+", default=[5.0, 50.0])
-    parser.add_argument("--shape", nargs="+", default=["daemon"], choices=["daemon", "compacted"])
+    parser.add_argument(
+        "--shape", nargs="+", default=["daemon"], choices=["daemon", "unrolled", "compacted"]
+    )
     parser.add_argument("--keep", help="build here (or reuse a build here) instead of a temp dir")
     parser.add_argument("--query", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -6,9 +6,8 @@ format: where segments overlap the longest wins. Only one timeline's segments ar
 compacted together (the stream is part of the request). Order of work keeps every moment
 restorable: verify the parts, store the whole, store its change index (the parts' indexes
 merged), store the manifest, only then delete the parts and their indexes.
-Files larger than `MAX_BYTES` keep their segments (the whole file is held in memory): with
-MariaDB's default 1 GiB `max_binlog_size` that is one object per second of writes (a known
-limit, docs/costs.md; folding large files in pieces would lift it).
+Files larger than `MAX_BYTES` (the whole file is held in memory) are rolled up instead:
+folded in runs of `binlog.rollup_bytes` (`rollup`), as open files are while they grow.
 """
 
 from __future__ import annotations
@@ -17,11 +16,11 @@ import hashlib
 import json
 import queue
 import threading
+import time
+from dataclasses import replace
 
-from backupd.binlog import index_store, layout
+from backupd.binlog import index_store, layout, rollup
 from backupd.binlog.change_index import Indexer, IndexingError, IndexObject
-from backupd.binlog.extent import Extent
-from backupd.binlog.fetch import load_segment
 from backupd.binlog.recent import RecentSegments
 from backupd.binlog.uploader import Target, encode
 from backupd.errors import BackupdError
@@ -53,8 +52,8 @@ def compact_file(
     parts = [seg for seg in found.segments if seg.size > 0]
     if len(parts) == 1 and parts[0].start == 0 and len(segments) == len(found.segments):
         return None  # already one object
-    raw = b"".join(_raw(store, seg, recent) for seg in parts)
-    whole = _whole_extent(found, parts)
+    raw = b"".join(rollup.segment_bytes(store, seg, recent) for seg in parts)
+    whole = replace(rollup.joined_extent(parts), start=0, kind="eof")
     encoded = encode(stream, whole, raw, target.compression, target.level)
     store.put(encoded.key.key, encoded.body)
     indexes = index_store.indexes_of(keys)
@@ -103,30 +102,14 @@ def _merge_index(
     return index_store.store_index(store, whole.stream, obj)
 
 
-def _raw(store: ObjectStore, seg: layout.SegmentKey, recent: RecentSegments | None) -> bytes:
-    kept = recent.take(seg.raw_sha256) if recent is not None else None
-    if kept is not None and len(kept) == seg.size:
-        return kept
-    return load_segment(store, seg)
-
-
-def _whole_extent(found: layout.FileChain, parts: list[layout.SegmentKey]) -> Extent:
-    """[0, size) of the file, as the compacted object's key spells it."""
-    gtids = [seg for seg in parts if seg.first_gtid]
-    return Extent(
-        file=found.file,
-        start=0,
-        end=found.end,
-        first_time=min(seg.first_time for seg in parts),
-        last_time=max(seg.last_time for seg in parts),
-        first_gtid=gtids[0].first_gtid if gtids else "",
-        last_gtid=gtids[-1].last_gtid if gtids else "",
-        kind="eof",
-    )
+TIDY_SECONDS = 60.0  # after a fold, its file's parts are deleted this much later
 
 
 class Compactor:
-    """A thread compacting files as their last segment lands (and leftovers at start)."""
+    """A thread folding files: a closed file into one object (or rolled up, when large), an
+    open one in runs each time another `rollup_bytes` of it is ready (and leftovers at
+    start). One job per file waits at a time. A file that was folded gets another job
+    `tidy_seconds` later, which deletes what the fold replaced (and folds what is ready)."""
 
     def __init__(
         self,
@@ -134,16 +117,24 @@ class Compactor:
         stop: threading.Event,
         recent: RecentSegments | None = None,
         index: bool = True,
+        rollup_bytes: int = 0,
+        tidy_seconds: float = TIDY_SECONDS,
     ) -> None:
         self.target = target
+        self.tidy_seconds = tidy_seconds
         self.recent = recent
         self.index = index
+        self.rollup_bytes = rollup_bytes  # 0: open files stay as segments
         self._stop = stop
+        self._lock = threading.Lock()
+        self._waiting: set[tuple[str, str]] = set()
+        self._stored: dict[tuple[str, str], int] = {}  # bytes stored since the last job
         self._queue: queue.Queue[tuple[str, str]] = queue.Queue(1024)
+        self._tidy: dict[tuple[str, str], float] = {}  # file -> when (monotonic) its job is due
         self._thread = threading.Thread(target=self._run, name="binlog-compact", daemon=True)
 
-    def start(self, closed_files: list[tuple[str, str]]) -> None:
-        for stream, file in closed_files:
+    def start(self, files: list[tuple[str, str]]) -> None:
+        for stream, file in files:
             self.submit(stream, file)
         self._thread.start()
 
@@ -151,21 +142,58 @@ class Compactor:
         self._thread.join(timeout)
 
     def submit(self, stream: str, file: str) -> None:
+        with self._lock:
+            self._stored.pop((stream, file), None)  # the job takes all stored so far
+            if (stream, file) in self._waiting:
+                return
+            self._waiting.add((stream, file))
         try:
             self._queue.put_nowait((stream, file))
         except queue.Full:
+            with self._lock:
+                self._waiting.discard((stream, file))
             _log.warning("compaction queue full; file left as segments", file=file)
+
+    def stored(self, stream: str, file: str, size: int) -> None:
+        """`size` more bytes of `file` are ready to fold (stored, and with the index on,
+        indexed): roll the file up once enough have gathered."""
+        if not self.rollup_bytes:
+            return
+        with self._lock:
+            total = self._stored.pop((stream, file), 0) + size
+            if total < self.rollup_bytes:
+                self._stored[(stream, file)] = total
+                return
+        self.submit(stream, file)
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            now = time.monotonic()
+            for due in [where for where, at in self._tidy.items() if at <= now]:
+                del self._tidy[due]
+                self.submit(*due)
             try:
                 stream, file = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
+            with self._lock:
+                self._waiting.discard((stream, file))
             try:
-                key = compact_file(self.target, stream, file, self.recent, self.index)
+                self._fold(stream, file)
             except BackupdError as exc:
                 _log.warning("compaction failed; segments kept", file=file, error=exc.message)
-                continue
-            if key is not None:
-                _log.info("binlog file compacted", file=file, size=key.end)
+
+    def _fold(self, stream: str, file: str) -> None:
+        key = compact_file(self.target, stream, file, self.recent, self.index)
+        if key is not None:
+            _log.info("binlog file compacted", file=file, size=key.end)
+            return
+        if not self.rollup_bytes:
+            return
+        runs = rollup.roll_up(
+            self.target, stream, file, self.rollup_bytes, self.recent, self.index, self._stop
+        )
+        for run in runs:
+            _log.info("binlog segments rolled up", file=file, start=run.start, end=run.end)
+        if runs:
+            self._tidy.setdefault((stream, file), time.monotonic() + self.tidy_seconds)

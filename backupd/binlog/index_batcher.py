@@ -8,7 +8,9 @@ every `binlog.index_flush_seconds`, and at once when a file closes, the pending 
 merged per run of consecutive segments, stored as one object, and only then removed. A
 crash leaves them pending (stored at the next start; the same content gives the same key,
 so nothing is duplicated). A closed file's compaction is submitted only after its indexes
-are stored, so compaction keeps or merges them instead of reading the file again.
+are stored, so compaction keeps or merges them instead of reading the file again. An
+object spans at most half `binlog.rollup_bytes` of binlog (a fast writer's minute can be
+gigabytes): roll-up folds whole objects, so it needs them smaller than its runs.
 """
 
 from __future__ import annotations
@@ -58,8 +60,9 @@ def parse_pending(path: Path) -> Pending | None:
     return Pending(path, stream.replace("+", "/"), entry)
 
 
-def runs(pending: list[Pending]) -> list[list[Pending]]:
-    """Pending indexes grouped into runs of consecutive segments of one file of one stream."""
+def runs(pending: list[Pending], max_bytes: int = 0) -> list[list[Pending]]:
+    """Pending indexes grouped into runs of consecutive segments of one file of one stream,
+    each spanning at most `max_bytes` of binlog (0: any) but for its first segment."""
     out: list[list[Pending]] = []
     for item in sorted(pending, key=lambda p: (p.stream, p.entry.file, p.entry.start)):
         last = out[-1][-1] if out else None
@@ -67,6 +70,7 @@ def runs(pending: list[Pending]) -> list[list[Pending]]:
             last is not None
             and (last.stream, last.entry.file) == (item.stream, item.entry.file)
             and last.entry.end == item.entry.start
+            and (not max_bytes or item.entry.end - out[-1][0].entry.start <= max_bytes)
         ):
             out[-1].append(item)
         else:
@@ -88,8 +92,12 @@ class IndexBatcher:
         stop: threading.Event,
         flush_seconds: float,
         file_closed: Callable[[str, str], None],
+        max_bytes: int = 0,
+        stored: Callable[[str, str, int], None] = lambda _stream, _file, _size: None,
     ) -> None:
         self._store = store
+        self.max_bytes = max_bytes  # an object's binlog span: roll-up folds whole objects
+        self._stored = stored  # (stream, file, span): an index object is stored
         self.directory = spool_dir / PENDING
         self._stop = stop
         self.flush_seconds = flush_seconds
@@ -138,10 +146,12 @@ class IndexBatcher:
             except OSError as exc:
                 _log.warning("cannot list pending change indexes", error=str(exc))
                 return 0
-            for run in runs(chosen):
+            for run in runs(chosen, self.max_bytes):
                 try:
                     self._store_run(run)
                     stored += 1
+                    span = run[-1].entry.end - run[0].entry.start
+                    self._stored(run[0].stream, run[0].entry.file, span)
                 except (BackupdError, OSError, ValueError) as exc:
                     text = exc.message if isinstance(exc, BackupdError) else str(exc)
                     _log.warning("change index not stored yet; retrying later", error=text)

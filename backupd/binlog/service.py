@@ -128,11 +128,13 @@ class BinlogService:
         self.spool = Spool(spool_dir, binlog.spool_max_bytes, self._stop)
         recovered = self.spool.recover()
         self.metrics.watch(self.spool, self.progress)
-        stream, closed_files = self._restore_progress()  # before any upload can move it
+        stream, unfolded = self._restore_progress()  # before any upload can move it
         # Spooled segments belong to the latest timeline: a new one begins only after the
         # spool is empty (Archiver._branch).
         target = Target(self.store, stream, binlog.compression, binlog.level)
-        self.compactor = Compactor(target, self._stop, self.recent, binlog.index)
+        self.compactor = Compactor(
+            target, self._stop, self.recent, binlog.index, binlog.rollup_bytes
+        )
         self.uploader = Uploader(
             target,
             self._uploaded,
@@ -142,7 +144,13 @@ class BinlogService:
         # Spooled segments go to the uploader and to the change index at once; their
         # indexes wait for the batcher, which hands closed files on to compaction.
         self.batcher = IndexBatcher(
-            self.store, spool_dir, self._stop, binlog.index_flush_seconds, self.compactor.submit
+            self.store,
+            spool_dir,
+            self._stop,
+            binlog.index_flush_seconds,
+            self.compactor.submit,
+            max_bytes=binlog.rollup_bytes // 2,  # two or more make a fold
+            stored=self.compactor.stored,  # indexed bytes are ready to fold
         )
         self.indexing = IndexStage(
             self.uploader.submit,
@@ -176,15 +184,15 @@ class BinlogService:
             self.alarms,
             self._stop,
         )
-        self.compactor.start(closed_files)
+        self.compactor.start(unfolded)
         self.archiver.start()
         _log.info("binlog archiving started", server=self.server, recovered=len(recovered))
 
     def _restore_progress(self) -> tuple[str, list[tuple[str, str]]]:
         """Start the archived coordinate at the latest timeline's end (the spool adds to it).
 
-        Returns that timeline's stream ("" before the first) and the closed files of every
-        timeline still made of several segments (left for compaction)."""
+        Returns that timeline's stream ("" before the first) and the files of every timeline
+        still made of several segments (left for compaction or roll-up)."""
         view = Archive(self.store(), self.cluster).read()
         latest = view.latest()
         if latest is None:
@@ -197,7 +205,7 @@ class BinlogService:
             (found.stream, name)
             for found in view.timelines.values()
             for name, parts in layout.group_by_file(found.segments).items()
-            if len(parts) > 1 and any(part.kind == "eof" for part in parts)
+            if len(parts) > 1
         ]
 
     def _cross_check(self, stream: str, file: str, position: int) -> None:
@@ -218,6 +226,8 @@ class BinlogService:
         assert self.indexing is not None and self.batcher is not None
         with contextlib.suppress(OSError):  # unreadable: compaction downloads it instead
             self.recent.keep(key.raw_sha256, entry.read())  # for compaction: no GET later
+        if self.compactor is not None and not self.compactor.index:
+            self.compactor.stored(key.stream, key.file, key.size)  # ready to fold
         self.indexing.uploaded(entry)  # leaves the spool once its index is pending too
         self.alarms.upload_error = ""
         if entry.spooled_at and self.archiver is not None:
