@@ -47,6 +47,17 @@ def lag_bytes(logs: list[tuple[str, int]], file: str, position: int) -> int | No
     return max(0, logs[index][1] - position) + sum(size for _, size in logs[index + 1 :])
 
 
+def with_progress(logs: list[tuple[str, int]], file: str, position: int) -> list[tuple[str, int]]:
+    """The server's binlog list as it is at least: the archive has read up to `file`:`position`
+    (a list polled earlier is shorter)."""
+    names = [name for name, _ in logs]
+    if file in names:
+        return [(name, max(size, position) if name == file else size) for name, size in logs]
+    if file and logs and layout.file_order(file) > layout.file_order(names[-1]):
+        return [*logs, (file, position)]
+    return logs
+
+
 class BinlogService:
     name = "binlog"
 
@@ -306,7 +317,8 @@ class BinlogService:
         archiver = self.archiver
         if archiver is None or not position.isdigit() or timeline != archiver.timeline:
             return None
-        logs = self._logs
+        # the list is polled once a second: the archive may have passed it since
+        logs = with_progress(self._logs, self.progress.file, self.progress.position)
         since = lag_bytes(logs, file, int(position))
         unarchived = lag_bytes(logs, self.progress.file, self.progress.position)
         return None if since is None or unarchived is None else max(0, since - unarchived)

@@ -206,3 +206,10 @@ def test_the_live_backlog_comes_from_the_servers_binlog_list(tmp_path: Path) -> 
     assert service.bytes_since("b.000001:100", 2) == 900 + 500 + 200
     assert service.bytes_since("b.000001:100", 1) is None  # another timeline: LIST instead
     assert service.bytes_since("b.000000:100", 2) is None  # purged from the server
+    # a list polled before the newest writes: the archive's own progress is the floor
+    # (a drill's assessment once reported a backlog of 0 after 2 MB were archived)
+    service._logs = [("b.000001", 1000)]
+    service.progress = SimpleNamespace(file="b.000001", position=5000)  # type: ignore[assignment]
+    assert service.bytes_since("b.000001:1200", 2) == 3800
+    service.progress = SimpleNamespace(file="b.000002", position=300)  # type: ignore[assignment]
+    assert service.bytes_since("b.000001:100", 2) == 900 + 300
