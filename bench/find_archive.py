@@ -36,7 +36,9 @@ the freshly written files, so on S3 add the LIST pages and GETs at its latency):
 (inside `find`, its CPU time — steadier than wall time on a shared host — and the whole
 process), objects read (GETs), bytes read, LIST calls, the
 number of transactions found and the first one's GTID (the accident must be the first hit of
-the first query).
+the first query). Also, in a new process, what the daemon's hole check reads every
+`binlog.check_seconds` (the whole archive: `Archive.read` and each file's chain): seconds,
+CPU seconds, LIST calls and keys.
 
 Prints one JSON document. Run: `.venv/bin/python -m bench.find_archive [--tps 5 50]
 [--shape daemon unrolled compacted] [--keep DIR]`. Building takes about 1.5 minutes per 3M
@@ -399,6 +401,23 @@ def run_query(root: str, argv: list[str]) -> dict[str, Any]:
     }
 
 
+def run_check(root: str) -> dict[str, Any]:
+    """What the daemon's hole check (every `binlog.check_seconds`) reads: the whole archive,
+    then every file's chain. Run in a new process, as `run_query`."""
+    calls: dict[str, int] = {}
+    store = CountingStore(root, calls)
+    began, cpu = time.perf_counter(), time.process_time()
+    view = Archive(store, CLUSTER).read()
+    holes = [hole for timeline in view.timelines.values() for hole in timeline.holes()]
+    return {
+        "check_seconds": round(time.perf_counter() - began, 3),
+        "check_cpu_seconds": round(time.process_time() - cpu, 3),
+        "lists": calls.get("ListObjectsV2", 0),
+        "keys": sum(1 for _ in store.list(layout.ROOT + "/")),
+        "holes": len(holes),
+    }
+
+
 class CountingStore(FileStore):
     def __init__(self, root: str, calls: dict[str, int]) -> None:
         super().__init__(
@@ -413,7 +432,14 @@ class CountingStore(FileStore):
 
 
 def measure(root: Path) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
+    check = subprocess.run(
+        [sys.executable, "-m", "bench.find_archive", "--check", str(root)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    out["hole_check"] = json.loads(check.stdout)
     for name, argv in QUERIES.items():
         began = time.perf_counter()
         proc = subprocess.run(
@@ -436,10 +462,14 @@ def main() -> None:
     )
     parser.add_argument("--keep", help="build here (or reuse a build here) instead of a temp dir")
     parser.add_argument("--query", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("--check", help=argparse.SUPPRESS)
     args = parser.parse_args()
     configure_logging(stream=sys.stderr)  # stdout is the JSON document
     if args.query:
         print(json.dumps(run_query(args.query[0], args.query[1:])))
+        return
+    if args.check:
+        print(json.dumps(run_check(args.check)))
         return
     runs = []
     for shape in args.shape:
