@@ -22,11 +22,12 @@ Shapes (`--shape`), what the daemon leaves behind after a week:
   whenever a batch would span half `binlog.rollup_bytes` (32 MiB). Each time another
   `rollup_bytes` are indexed, roll-up folds what is ready, planned by backupd's own
   `rollup.plan`, and deletes what the previous fold replaced; a closed file (1 GiB
-  `max_binlog_size`, larger than `compactor.MAX_BYTES`) is rolled up to its end.
+  `max_binlog_size`, larger than the 64 MiB that compaction takes whole) is rolled up to
+  its end.
 - `unrolled`: the same with `rollup_bytes = 0` (before roll-up): files over 256 MiB keep one
   segment per second.
 - `compacted`: every closed file one segment [0, size) plus its merged index and manifest
-  (what compaction leaves for files up to `MAX_BYTES`, e.g. `max_binlog_size` 256 MiB);
+  (what compaction leaves for files up to `MAX_BYTES`, 256 MiB, with roll-up off);
   the newest file as in `daemon`.
 
 Each query runs in a new process (cold: no object cached in memory; the OS page cache holds

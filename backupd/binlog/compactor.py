@@ -6,8 +6,10 @@ format: where segments overlap the longest wins. Only one timeline's segments ar
 compacted together (the stream is part of the request). Order of work keeps every moment
 restorable: verify the parts, store the whole, store its change index (the parts' indexes
 merged), store the manifest, only then delete the parts and their indexes.
-Files larger than `MAX_BYTES` (the whole file is held in memory) are rolled up instead:
-folded in runs of `binlog.rollup_bytes` (`rollup`), as open files are while they grow.
+The whole file is held in memory, so only files up to twice `binlog.rollup_bytes` (with
+roll-up off, `MAX_BYTES`) are compacted whole; larger ones are rolled up instead, folded in
+runs of `rollup_bytes` (`rollup`) as open files are while they grow, which also keeps a
+file's index objects small enough for `find` to decode one quickly.
 """
 
 from __future__ import annotations
@@ -38,16 +40,17 @@ def compact_file(
     file: str,
     recent: RecentSegments | None = None,
     index: bool = True,
+    max_bytes: int = MAX_BYTES,
 ) -> layout.SegmentKey | None:
     """Compact one closed file of one timeline's `stream`; None when there is nothing to do
-    (or it is not closed). Segments still in `recent` are not downloaded again. With
-    `index`, the file's change index objects are merged into one (without, they stay: a
-    range still covers the same bytes)."""
+    (or it is not closed, or larger than `max_bytes`). Segments still in `recent` are not
+    downloaded again. With `index`, the file's change index objects are merged into one
+    (without, they stay: a range still covers the same bytes)."""
     store = target.store()
     keys = [info.key for info in store.list(layout.file_prefix(stream, file))]
     segments = [seg for key in keys if (seg := layout.parse_segment(key)) is not None]
     found = layout.chain(segments)
-    if found is None or not found.closed or found.holes or found.end > MAX_BYTES:
+    if found is None or not found.closed or found.holes or found.end > max_bytes:
         return None
     parts = [seg for seg in found.segments if seg.size > 0]
     if len(parts) == 1 and parts[0].start == 0 and len(segments) == len(found.segments):
@@ -125,6 +128,7 @@ class Compactor:
         self.recent = recent
         self.index = index
         self.rollup_bytes = rollup_bytes  # 0: open files stay as segments
+        self.whole_bytes = min(MAX_BYTES, 2 * rollup_bytes) if rollup_bytes else MAX_BYTES
         self._stop = stop
         self._lock = threading.Lock()
         self._waiting: set[tuple[str, str]] = set()
@@ -184,7 +188,7 @@ class Compactor:
                 _log.warning("compaction failed; segments kept", file=file, error=exc.message)
 
     def _fold(self, stream: str, file: str) -> None:
-        key = compact_file(self.target, stream, file, self.recent, self.index)
+        key = compact_file(self.target, stream, file, self.recent, self.index, self.whole_bytes)
         if key is not None:
             _log.info("binlog file compacted", file=file, size=key.end)
             return

@@ -2,7 +2,7 @@
 `binlog.rollup_bytes`, while the file is still written and after it closes.
 
 Segments are cut every second, so a file is one object per second of writes until it is
-compacted, and whole-file compaction holds the file in memory (`compactor.MAX_BYTES`): a
+compacted, and whole-file compaction holds the file in memory (up to 256 MiB): a
 default 1 GiB `max_binlog_size` file would stay ~600k objects a week, and every LIST-based
 reader (`find`, the hole check, `restore plan`, `verify`, `prune`) would pay for them.
 

@@ -247,3 +247,34 @@ def test_index_batches_stay_smaller_than_half_a_run() -> None:
     spans = [(run[0].entry.start, run[-1].entry.end) for run in runs(pending, max_bytes=25)]
     assert spans == [(0, 20), (20, 30), (30, 60), (60, 80), (80, 100)]
     assert [(r[0].entry.start, r[-1].entry.end) for r in runs(pending)] == [(0, 100)]
+
+
+def test_a_closed_file_over_twice_rollup_bytes_is_rolled_up_to_its_end(tmp_path: Path) -> None:
+    """Compaction holds a file in memory, so with roll-up on it takes only files up to twice
+    `rollup_bytes` whole; a larger closed file is folded to its end, its last run shorter."""
+    store = FileStore(tmp_path / "repo")
+    fake = FakeFile(FILE)
+    for n in range(100):
+        fake.transaction(Txn([100 + n % 7, 1000 + n]))
+    fake.rotate("mysql-bin.000002")
+    archive(tmp_path, store, fake, max_bytes=200)
+    parts = chain_of(store).segments
+    assert chain_of(store).closed and len(parts) > 40
+    stop = threading.Event()
+    compactor = Compactor(Target(lambda: store, "1", "zstd", 3), stop, None, False, 3000)
+    assert compactor.whole_bytes == 6000 < len(fake.data)
+    compactor.start([("1", FILE)])
+    try:
+        deadline = time.monotonic() + 30
+        while len(chain_of(store).segments) >= len(parts) / 3 and time.monotonic() < deadline:
+            stop.wait(0.05)  # the compactor's thread reports nothing else to wait on
+    finally:
+        stop.set()
+        compactor.join(5)
+    folded = chain_of(store)
+    assert folded.closed and folded.end == len(fake.data) and len(folded.segments) > 1
+    assert folded.segments[-1].kind == "eof" and folded.segments[-1].size > 1
+    assert all(seg.size <= 6000 for seg in folded.segments)
+    assert layout.manifest_key("1", FILE) not in keys(store)  # not compacted whole
+    fetch(store, tmp_path / "out", "1")
+    assert (tmp_path / "out" / FILE).read_bytes() == bytes(fake.data)
