@@ -148,16 +148,16 @@ def read_until_closed(
     deadline = time.monotonic() + limit
     while len(closed) < len(conns) and time.monotonic() < deadline:
         for key, _events in selector.select(deadline - time.monotonic()):
-            conn = key.fileobj
-            assert isinstance(conn, socket.socket)
+            ready = key.fileobj
+            assert isinstance(ready, socket.socket)
             try:
-                chunk = conn.recv(65536)
+                chunk = ready.recv(65536)
             except ConnectionResetError:
                 chunk = b""
             if chunk:
-                received[conn] += chunk
+                received[ready] += chunk
                 continue
-            closed[conn] = (time.monotonic(), bytes(received[conn]))
-            selector.unregister(conn)
+            closed[ready] = (time.monotonic(), bytes(received[ready]))
+            selector.unregister(ready)
     selector.close()
     return closed

@@ -7,6 +7,7 @@ files must be identical; the file still being written may differ only in the in-
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -120,7 +121,7 @@ def assert_identical(
     )
     assert names and names[0] == first
     for name in names:
-        server = (db.binlog_dir / name).read_bytes()
+        server: bytes | bytearray = (db.binlog_dir / name).read_bytes()
         rebuilt = (dest / name).read_bytes()
         if name in (active, crashed):
             server = bytearray(server)
@@ -328,7 +329,7 @@ def test_sigkill_loop_loses_and_duplicates_nothing(arch: Archive) -> None:
         for kill in range(10):
             daemon = arch.start(config)
             before = status(sock).get("archived_coordinate")
-            wait_for(lambda b=before: advanced(sock, b), "the archive to advance")
+            wait_for(functools.partial(advanced, sock, before), "the archive to advance")
             if kill % 3 == 0:
                 db.sql("FLUSH BINARY LOGS")  # rotate while streaming, too
             daemon.signal(signal.SIGKILL)

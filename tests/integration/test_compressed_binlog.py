@@ -82,7 +82,7 @@ def statement_format(db: MariaDB, statement: str) -> str:
         cur.execute(statement)
         cur.execute("COMMIT")
         cur.execute("SELECT @@last_gtid")
-        return str(cur.fetchone()[0])  # type: ignore[index]
+        return str(cur.fetchone()[0])
 
 
 def test_find_indexes_compressed_events(
@@ -98,7 +98,7 @@ def test_find_indexes_compressed_events(
     with db.connect_root() as conn, conn.cursor() as cur:
         updated = cur.execute("UPDATE shop.items SET note = 'bulk' WHERE customer < 10")
         cur.execute("SELECT @@last_gtid")
-        update_gtid = str(cur.fetchone()[0])  # type: ignore[index]
+        update_gtid = str(cur.fetchone()[0])
     stmt_gtid = statement_format(db, "UPDATE shop.customers SET note = 'by-statement' WHERE id = 1")
     ddl_gtid, _ = one(db, "ALTER TABLE shop.items ADD COLUMN compressed_marker INT")
     file = str(db.sql("SHOW MASTER STATUS")[0][0])

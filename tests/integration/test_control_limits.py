@@ -158,7 +158,11 @@ def test_hour_long_waits_hold_no_request_slot(
                 conn.connect(sock)
             waiters.append(conn)
             send_wait(conn, set_id)
-            assert poll_until(lambda n=count: parked(sock) >= n), f"wait {count} never parked"
+
+            def all_parked(n: int = count) -> bool:
+                return parked(sock) >= n
+
+            assert poll_until(all_parked), f"wait {count} never parked"
         control = status_of(sock)["control"]
         assert control["reader"]["waiting"] == 20 and control["admin"]["waiting"] == 20
         assert control["reader"]["busy"] == 0

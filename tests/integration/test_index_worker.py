@@ -33,6 +33,7 @@ pytestmark = pytest.mark.integration
 
 def worker_of(daemon: DaemonProcess) -> int | None:
     """The pid of the daemon's change index worker (its child running index_worker)."""
+    assert daemon.process is not None, "the daemon was never started"
     for children in Path(f"/proc/{daemon.process.pid}/task").glob("*/children"):
         for pid in children.read_text().split():
             try:

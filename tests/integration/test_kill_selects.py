@@ -31,7 +31,8 @@ class Statement:
         self.server = server
         self.sql = sql
         self.conn = server.connect_root()
-        self.connection_id = self.conn.thread_id()
+        # types-PyMySQL leaves Connection.thread_id() unannotated (it returns the int id).
+        self.connection_id: int = self.conn.thread_id()  # type: ignore[no-untyped-call]
         self.error: int | None = None
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -41,7 +41,7 @@ def restored_server(
     loaded = load_config(config)
     sets, _ = Catalog(open_store(loaded.storage)).list()
     (snapshot,) = [s for s in sets if s.set_id == record["set_id"]]
-    mounts = {}
+    mounts: dict[str, Path] = {}
     for volume in record["volumes"]:
         point = dest / f"mnt-{len(mounts)}"
         mount_image(Path(volume["image"]), point)

@@ -310,7 +310,8 @@ def test_the_change_index_worker_under_the_unit(bed: SystemdBed) -> None:
         return found.stdout.strip().split("\n")[0]
 
     def level() -> bool:
-        return bed.backupctl("binlog", "status")["index_lag_seconds"] == 0
+        lag: float = bed.backupctl("binlog", "status")["index_lag_seconds"]
+        return lag == 0
 
     wait_until(lambda: bool(worker()), 60, "the change index worker")
     pid = worker()

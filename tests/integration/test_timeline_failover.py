@@ -64,7 +64,9 @@ def pair(workdir: Path) -> Iterator[Pair]:
         data.destroy()
 
 
-def daemon_config(base: dict[str, Any], pair: Pair, server: MariaDB, workdir: Path) -> dict:
+def daemon_config(
+    base: dict[str, Any], pair: Pair, server: MariaDB, workdir: Path
+) -> dict[str, Any]:
     config = config_for(base, server, CLUSTER)
     config["snapshot"].update(
         mounts=[str(pair.data.mount_point)],

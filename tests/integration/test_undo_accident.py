@@ -117,7 +117,7 @@ def run(db: MariaDB, transactions: list[list[str]]) -> list[str]:
                 cur.execute(statement)
             cur.execute("COMMIT")
             cur.execute("SELECT @@last_gtid")
-            gtids.append(str(cur.fetchone()[0]))  # type: ignore[index]
+            gtids.append(str(cur.fetchone()[0]))
     return gtids
 
 

@@ -38,7 +38,7 @@ def binlog_step(bed: LocalBed, sock: list[str], config: Path) -> int:
         bed.db.sql(f"INSERT INTO shop.orders (item, qty) VALUES ('item-{n % 17}', {n % 5 + 1})")
     target = bed.db.sql("SHOW MASTER STATUS")[0]
     wait_archived(sock, f"{target[0]}:{target[1]}")
-    failures = show(*sock, "binlog", "status") != 0
+    failures: int = show(*sock, "binlog", "status") != 0
     dest = bed.base / "fetched"
     failures += show("--config", str(config), "binlog", "fetch", "--dest", str(dest)) != 0
     return failures
@@ -77,7 +77,7 @@ def restore_step(bed: LocalBed, sock: list[str], config: Path) -> tuple[int, str
     accident = gtid_of(bed, "DELETE FROM shop.orders WHERE qty > 2")
     target = bed.db.sql("SHOW MASTER STATUS")[0]
     wait_archived(sock, f"{target[0]}:{target[1]}")
-    failures = show("--config", str(config), "restore", "plan", "--to", moment) != 0
+    failures: int = show("--config", str(config), "restore", "plan", "--to", moment) != 0
     # The daemon is on moto's EC2 now, whose attachments make no device: drill the local
     # provider's images from this shell (`--local`; without it the daemon would run it).
     local = bed.base / "drill-local.toml"
@@ -181,7 +181,7 @@ def undo_step(bed: LocalBed, sock: list[str], config: Path, accident: str) -> in
     conf = ["--config", str(config)]
     find = [*conf, "find", "--table", "shop.orders", "--op", "delete", "--min-rows", "10"]
     wait_indexed(find)
-    failures = show(*find) != 0
+    failures: int = show(*find) != 0
     failures += show(*conf, "restore", "plan", "--before", accident) != 0
     local = bed.base / "drill-local.toml"  # drills restore the local images (see restore_step)
     code, restored = drill_checksum(local, "--before", accident)
