@@ -144,7 +144,7 @@ def baseline(db: MariaDB, work: Path) -> float:
 
 
 def daemon_config(db: MariaDB, work: Path, index: bool = True) -> Path:
-    config = {
+    config: dict[str, dict[str, Any]] = {
         "daemon": {
             "socket": str(work / "control.sock"),
             "socket_group": "root",

@@ -126,7 +126,8 @@ class Shop:
             text = f"UPDATE shop.sessions SET seen = NOW() WHERE id = '{rng.getrandbits(64):016x}'"
         elif r < 0.90:
             tables = {"shop.customers": [1, 0, 0] if rng.random() < 0.4 else [0, 1, 0]}
-            text = f"UPDATE shop.customers SET last_login = NOW() WHERE id = {rng.randint(1, 9e4)}"
+            customer = rng.randint(1, 90_000)
+            text = f"UPDATE shop.customers SET last_login = NOW() WHERE id = {customer}"
         elif r < 0.96:
             n = rng.randint(1, 3)
             tables = {"shop.carts": [0, 0, n]}
@@ -383,7 +384,7 @@ def run_query(root: str, argv: list[str]) -> dict[str, Any]:
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
-    register(sub, [])  # type: ignore[arg-type]
+    register(sub, [])
     args = parser.parse_args(["find", *argv])
     calls: dict[str, int] = {}
     store = CountingStore(root, calls)

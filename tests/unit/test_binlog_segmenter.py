@@ -292,15 +292,15 @@ def test_bad_events_are_refused(damage: str) -> None:
     seg = Segmenter(fake.name, 4, 1.0, 1 << 20)
     for raw in stream[:3]:
         seg.feed(raw, 0.0)
-    raw = bytearray(stream[3])
+    bad = bytearray(stream[3])
     if damage == "crc":
-        raw[25] ^= 0xFF
+        bad[25] ^= 0xFF
     elif damage == "size":
-        raw = raw[:-1]
+        bad = bad[:-1]
     else:
-        raw = bytearray(ev.with_checksum(bytes(raw[:13]) + b"\x00\x00\x00\x00" + raw[17:-4]))
+        bad = bytearray(ev.with_checksum(bytes(bad[:13]) + b"\x00\x00\x00\x00" + bad[17:-4]))
     with pytest.raises(ev.EventError):
-        seg.feed(bytes(raw), 0.0)
+        seg.feed(bytes(bad), 0.0)
 
 
 def test_resume_at_a_different_position_is_refused() -> None:
