@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -15,6 +14,7 @@ from backupd.errors import FreezeFailed, LockFailed
 from backupd.snapshot.catalog import SnapshotSet, VolumeSnapshot
 from backupd.snapshot.dblock import LockedState
 from backupd.snapshot.long_queries import LongQuery
+from backupd.snapshot.protocols import FreezerFactory, LockFactory
 from backupd.snapshot.providers.base import Target
 
 
@@ -165,14 +165,14 @@ class FakeProvider:
         return [v.snapshot_id for v in record.volumes]
 
 
-def lock_factory(journal: Journal, **options: bool) -> Callable[[MysqlSection, float], FakeLock]:
+def lock_factory(journal: Journal, **options: bool) -> LockFactory:
     def make(section: MysqlSection, lock_timeout_seconds: float) -> FakeLock:
         return FakeLock(journal, **options)
 
     return make
 
 
-def freezer_factory(journal: Journal, **options: bool) -> Callable[..., FakeFreezer]:
+def freezer_factory(journal: Journal, **options: bool) -> FreezerFactory:
     def make(mounts: list[str], max_freeze_seconds: float, record: object = None) -> FakeFreezer:
         return FakeFreezer(journal, **options)
 

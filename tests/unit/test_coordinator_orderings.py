@@ -39,7 +39,7 @@ def run(
 ) -> SnapshotSet:
     coordinator = Coordinator(
         config(tmp_path, **snapshot),
-        provider,  # type: ignore[arg-type]
+        provider,
         Catalog(FileStore(tmp_path / "repo")),
         "owner",
         threading.Event(),

@@ -94,8 +94,8 @@ def catalog(services: set[str]) -> tuple[Catalog, Catalog]:
         try:
             model = session.get_waiter_model(service)
         except DataNotFoundError:
-            model = None  # a service without waiters
-        for name in model.waiter_names if model else []:
+            continue  # a service without waiters
+        for name in model.waiter_names:
             waiter_op = model.get_waiter(name).operation
             waiters.setdefault(xform_name(name), []).append((service, waiter_op))
     return operations, waiters
@@ -130,7 +130,8 @@ def required_actions(sources: Iterable[str]) -> dict[str, set[str]]:
 
 
 def policy() -> dict[str, Any]:
-    return json.loads(POLICY.read_text())
+    document: dict[str, Any] = json.loads(POLICY.read_text())
+    return document
 
 
 def as_list(value: str | list[str]) -> list[str]:

@@ -143,11 +143,16 @@ def test_mysql_rechecks_the_statement_before_killing_its_thread(
     assert ("KILL QUERY 7" in conn.log) is killed
 
 
+class ViewsCursor(FakeCursor):
+    """The server has one view, named Report (views match by name alone, in any case)."""
+
+    def fetchall(self) -> list[tuple[object, ...]]:
+        return [("Report",)]
+
+
 class ViewsConn(FakeConn):
     def cursor(self) -> FakeCursor:
-        cursor = FakeCursor(self.log, None)
-        cursor.fetchall = lambda: [("Report",)]  # type: ignore[method-assign]
-        return cursor
+        return ViewsCursor(self.log, None)
 
 
 def test_a_select_naming_a_view_is_not_read_only() -> None:
