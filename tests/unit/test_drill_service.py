@@ -14,10 +14,12 @@ from backupd.storage.filestore import FileStore
 
 
 def service(tmp_path: Path, **drill: object) -> DrillService:
-    config = Config(
-        daemon={"state_dir": str(tmp_path / "state")},
-        snapshot={"local": {"directory": str(tmp_path / "images")}},
-        drill=drill,
+    config = Config.model_validate(
+        {
+            "daemon": {"state_dir": str(tmp_path / "state")},
+            "snapshot": {"local": {"directory": str(tmp_path / "images")}},
+            "drill": drill,
+        }
     )
     context = ServiceContext(
         config, FileStore(tmp_path / "repo"), CollectorRegistry(), threading.Event()

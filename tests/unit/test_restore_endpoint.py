@@ -8,7 +8,7 @@ import pytest
 
 from backupd.restore.endpoint import Boundary, _check_monotonic, resolve
 from backupd.restore.plan import Position, RestoreImpossible
-from backupd.restore_target import parse_target
+from backupd.restore_target import TimeTarget, parse_target
 from tests.binlog_fakes import FakeFile, Txn
 
 T0 = 1_700_000_000
@@ -114,6 +114,7 @@ def test_time_targets_refuse_timestamps_that_go_backwards_before_them() -> None:
         return Boundary(Position("mysql-bin.000001", pos), "", ts)
 
     target = parse_target("2026-01-01T00:00:00Z")
+    assert isinstance(target, TimeTarget)
     _check_monotonic([b(100, 10), b(200, 20), b(300, 20)], target)  # monotonic: fine
     _check_monotonic([b(100, 10), b(200, 5), b(300, 12)], target)  # resolved by a later one
     with pytest.raises(RestoreImpossible, match="go backwards"):

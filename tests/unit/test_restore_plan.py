@@ -159,7 +159,9 @@ TL2 = [
 ]
 
 
-def lineage(crossable: bool = True, tl2_points: list[SnapshotPoint] | None = None):
+def lineage(
+    crossable: bool = True, tl2_points: list[SnapshotPoint] | None = None
+) -> list[TimelineInput]:
     return [
         TimelineInput(1, [SNAP_A, SNAP_B], ARCHIVE),
         TimelineInput(

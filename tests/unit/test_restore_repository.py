@@ -59,7 +59,7 @@ def test_verify_names_holes_missing_files_and_bad_objects(tmp_path: Path) -> Non
     Catalog(store).put(
         SnapshotSet("a", "local", "h", "o", "0", state=COMPLETED, coordinate=f"{F1}:4")
     )
-    config = Config(snapshot={"local": {"directory": str(tmp_path / "images")}})
+    config = Config.model_validate({"snapshot": {"local": {"directory": str(tmp_path / "images")}}})
     report = verify(config, store)
     text = "\n".join(report.problems)
     assert f"{F1} bytes 100..150 missing" in text
