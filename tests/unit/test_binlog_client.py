@@ -49,9 +49,9 @@ def test_small_and_huge_events_then_eof() -> None:
     got: list[bytes] = []
     with pytest.raises(StreamEnded, match="ended the binlog dump"):
         while True:
-            event = stream.next_event(5.0)
-            assert event is not None
-            got.append(event)
+            arrived = stream.next_event(5.0)
+            assert arrived is not None
+            got.append(arrived)
     assert got == events
 
 

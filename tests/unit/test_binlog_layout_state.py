@@ -12,7 +12,9 @@ from backupd.binlog.state import Progress, Resume, resume_point
 SHA = "ab" * 32
 
 
-def seg(file: str, start: int, end: int, kind: str = "tx", gtids: tuple[str, str] = ("", "")):
+def seg(
+    file: str, start: int, end: int, kind: str = "tx", gtids: tuple[str, str] = ("", "")
+) -> layout.SegmentKey:
     extent = Extent(file, start, end, 1764150000, 1764150001, gtids[0], gtids[1], kind)
     return layout.SegmentKey("1", extent, SHA, SHA, "zst")
 
@@ -101,7 +103,9 @@ LOGS = [("mysql-bin.000003", 500), ("mysql-bin.000004", 900)]
         ),
     ],
 )
-def test_resume_point(archived, logs, expected) -> None:  # type: ignore[no-untyped-def]
+def test_resume_point(
+    archived: list[tuple[str, int, int, str]], logs: list[tuple[str, int]], expected: Resume
+) -> None:
     keys = [seg(file, start, end, kind) for file, start, end, kind in archived]
     assert resume_point("1", keys, logs) == expected
 

@@ -173,10 +173,10 @@ def test_roll_up_folds_runs_keeps_every_byte_and_transaction(tmp_path: Path) -> 
         assert any((i.start, i.end) == (seg.start, seg.end) for i in indexes)
     fetch(store, tmp_path / "out", "1")
     assert (tmp_path / "out" / FILE).read_bytes() == bytes(fake.data[: after.end])
-    stored = [seg for k in keys(store) if (seg := layout.parse_segment(k)) is not None]
+    stored = [part for k in keys(store) if (part := layout.parse_segment(k)) is not None]
     assert len(stored) == len(before_chain.segments) + len(rolled)  # parts kept for now
     assert rollup.roll_up(target, "1", FILE, run_bytes=3000) == []  # nothing more is ready
-    stored = [seg for k in keys(store) if (seg := layout.parse_segment(k)) is not None]
+    stored = [part for k in keys(store) if (part := layout.parse_segment(k)) is not None]
     assert sorted(stored) == sorted(after.segments)  # the next roll-up deleted the parts
     indexes = index_store.indexes_of(keys(store))
     used = set(index_store.covering_each(after.segments, indexes).values())

@@ -7,6 +7,8 @@ continuity is kept exactly when nothing broke.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -133,7 +135,9 @@ def test_property_branches_exactly_when_continuity_breaks(events: list[str]) -> 
         archived_seq = seq  # the archive catches up before the next event
 
 
-def seg(stream: str, file: str, start: int, end_: int, kind: str = "tx", gtid: str = ""):
+def seg(
+    stream: str, file: str, start: int, end_: int, kind: str = "tx", gtid: str = ""
+) -> layout.SegmentKey:
     return layout.SegmentKey(
         stream, Extent(file, start, end_, 10, 20, gtid, gtid, kind), SHA, SHA, "bin"
     )
@@ -151,7 +155,7 @@ def test_keys_of_two_timelines_never_collide_and_legacy_keys_still_parse() -> No
     assert layout.parse_segment(layout.history_key("c1", 2)) is None
 
 
-def test_reader_adopts_a_legacy_stream_and_reads_each_timeline_apart(tmp_path) -> None:
+def test_reader_adopts_a_legacy_stream_and_reads_each_timeline_apart(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "repo")
     legacy = seg("1", "mysql-bin.000001", 0, 100, "tx", "0-1-5")
     store.put(legacy.key, b"x")
@@ -176,7 +180,7 @@ def test_reader_adopts_a_legacy_stream_and_reads_each_timeline_apart(tmp_path) -
         raise AssertionError("a history object was replaced")
 
 
-def test_broken_history_objects_are_reported_not_skipped(tmp_path) -> None:
+def test_broken_history_objects_are_reported_not_skipped(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "repo")
     store.put(layout.history_key("c1", 1), b"{not json")
     view = Archive(store, "c1").read()

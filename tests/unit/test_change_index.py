@@ -321,13 +321,15 @@ def test_the_index_stage_uploads_at_once_and_removes_the_entry_when_both_are_don
     handed: list[SpoolEntry] = []
     removed = threading.Event()
 
+    def submit(entry: SpoolEntry) -> bool:
+        handed.append(entry)
+        return True
+
     def remove(entry: SpoolEntry) -> None:
         spool.remove(entry)
         removed.set()
 
-    stage = IndexStage(
-        lambda entry: handed.append(entry) or True, remove, lambda: "c/tl000001", pending, stop
-    )
+    stage = IndexStage(submit, remove, lambda: "c/tl000001", pending, stop)
     stage.start()
     try:
         fake = workload()

@@ -27,7 +27,7 @@ from backupd.storage.filestore import FileStore
 T0 = 1_700_000_000
 FILE = "mysql-bin.000001"
 TABLES = ("shop.orders", "shop.carts", "shop.items", "crm.notes")
-TEXTS = (
+TEXTS: tuple[str | None, ...] = (
     None,
     "DROP TABLE shop.tmp",
     "ALTER TABLE shop.orders ADD x INT",
