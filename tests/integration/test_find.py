@@ -31,17 +31,8 @@ pytestmark = pytest.mark.integration
 MIN_ROWS = 100
 SECRET = "bed-secret-4711"
 TABLES = ("orders", "customers", "items")
-JSON_KEYS: tuple[str, ...] = (
-    "gtid",
-    "timeline",
-    "file",
-    "pos",
-    "end_pos",
-    "commit_time",
-    "tables",
-    "rows",
-    "kind",
-)
+JSON_KEYS: tuple[str, ...]  # a `find --json` record's keys, grown below as features came
+JSON_KEYS = ("gtid", "timeline", "file", "pos", "end_pos", "commit_time", "tables", "rows", "kind")
 JSON_KEYS += ("statement",)
 JSON_KEYS += ("abandoned",)  # on a branch a later timeline abandoned (issue 13)
 
