@@ -14,6 +14,7 @@ lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy backupd
+	$(VENV)/bin/mypy bench tests
 
 test: lint
 	$(VENV)/bin/pytest -q
