@@ -122,13 +122,42 @@ class Query:
         pattern = self.statement
         if pattern is None or self.empty_matches:
             return True
-        return any(text is not None and pattern.search(text) for text in loaded.statements())
+        words = literals(pattern)
+        if words is None:
+            return any(text and pattern.search(text) for text in loaded.statements())
+        # plain words: one substring search of the whole frame, unparsed (a word has no
+        # quote, so a hit never spans two statements; one in an escape or `null` only
+        # costs decoding the object)
+        hay = loaded.statements_text()
+        if hay is None:  # version 1: no frame of its own
+            hay = "\n".join(text for text in loaded.statements() if text)
+        if pattern.flags & re.IGNORECASE:
+            hay = (hay if hay.isascii() else hay.translate(_FOLD)).lower()
+        return any(word in hay for word in words)
 
     def covers(self, seg: layout.SegmentKey) -> bool:
         """Whether a segment's time range can hold a match (its key says the range)."""
         if self.since is not None and seg.last_time < int(self.since.timestamp()):
             return False
         return not (self.until is not None and seg.first_time > self.until.timestamp())
+
+
+_SPECIAL = frozenset('.^$*+?{}[]\\|()"')
+# letters re.IGNORECASE matches to ASCII ones that str.lower() does not lower to them
+_FOLD = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s"})
+
+
+def literals(pattern: re.Pattern[str]) -> tuple[str, ...] | None:
+    """The words a pattern like `DROP|ALTER` is an alternation of (lowercased when it ignores
+    case), or None when it is any other regular expression: `--statement` then searches a
+    whole statements frame with `in` instead of a regex call per statement (~5x faster)."""
+    if pattern.flags & re.VERBOSE:
+        return None
+    words = pattern.pattern.split("|")
+    plain = (w and w.isascii() and w.isprintable() and not _SPECIAL & set(w) for w in words)
+    if not all(plain):
+        return None
+    return tuple(word.lower() for word in words) if pattern.flags & re.IGNORECASE else tuple(words)
 
 
 @dataclass(frozen=True)

@@ -109,8 +109,9 @@ class Loaded:
 
     def __init__(self, body: bytes) -> None:
         self._rest = body
-        self._frames: list[Any] = []
-        header = self._next()
+        self._texts: list[bytes] = []  # frames decompressed so far
+        self._frames: dict[int, Any] = {}  # and those parsed
+        header = self._doc(0)
         if not isinstance(header, dict) or header.get("version") not in READABLE:
             found = header.get("version") if isinstance(header, dict) else None
             raise ValueError(f"index object version {found!r} is not one of {READABLE}")
@@ -121,26 +122,37 @@ class Loaded:
         self.summary = Summary.from_json(header["summary"]) if self.version == 2 else None
         self._txns: list[Transaction] | None = None
 
-    def _next(self) -> Any:
-        """The next frame's document."""
-        try:
-            reader = zstandard.ZstdDecompressor().decompressobj()
-            text = reader.decompress(self._rest)
-        except zstandard.ZstdError as exc:
-            raise ValueError(f"index object does not decompress: {exc}") from exc
-        if len(text) > _MAX_FRAME:
-            raise ValueError("index object frame is too large")
-        self._rest = reader.unused_data
-        self._frames.append(json.loads(text))
-        return self._frames[-1]
+    def _text(self, number: int) -> bytes:
+        """Frame `number`'s JSON text (the frames before it decompressed on the way)."""
+        while len(self._texts) <= number:
+            try:
+                reader = zstandard.ZstdDecompressor().decompressobj()
+                text = reader.decompress(self._rest)
+            except zstandard.ZstdError as exc:
+                raise ValueError(f"index object does not decompress: {exc}") from exc
+            if len(text) > _MAX_FRAME:
+                raise ValueError("index object frame is too large")
+            self._rest = reader.unused_data
+            self._texts.append(text)
+        return self._texts[number]
+
+    def _doc(self, number: int) -> Any:
+        """Frame `number`'s document, parsed once."""
+        if number not in self._frames:
+            self._frames[number] = json.loads(self._text(number))
+        return self._frames[number]
+
+    def statements_text(self) -> str | None:
+        """The statements frame as its JSON text, unparsed (None for version 1): a plain word
+        without quote, backslash or control character appears in it exactly where it
+        appears in a statement (JSON escapes only those; non-ASCII is written as is)."""
+        return None if self._v1 is not None else self._text(1).decode()
 
     def statements(self) -> list[str | None]:
         """One per transaction, in order (None: it has none)."""
         if self._v1 is not None:
             return [item[6] for item in self._v1]
-        if len(self._frames) < 2:
-            self._next()
-        return list(self._frames[1])
+        return list(self._doc(1))
 
     def transactions(self) -> list[Transaction]:
         if self._txns is not None:
@@ -149,7 +161,7 @@ class Loaded:
             self._txns = [Transaction.from_list(self.file, item) for item in self._v1]
             return self._txns
         said = self.statements()
-        rows = self._frames[2] if len(self._frames) > 2 else self._next()
+        rows = self._doc(2)
         if len(rows) != len(said):
             raise ValueError("index object frames disagree on the transaction count")
         self._txns = [
@@ -170,7 +182,7 @@ class Loaded:
                 if wanted(t.commit_time, t.tables, t.kind, t.statement)
             ]
         said = self.statements()
-        rows = self._frames[2] if len(self._frames) > 2 else self._next()
+        rows = self._doc(2)
         if len(rows) != len(said):
             raise ValueError("index object frames disagree on the transaction count")
         return [

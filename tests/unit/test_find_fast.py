@@ -179,3 +179,43 @@ def test_a_damaged_or_unknown_object_is_refused() -> None:
         assert "version 3" in str(exc)
     else:
         raise AssertionError("an unknown version was accepted")
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(st.text(alphabet='iksIKSnul _-."', min_size=1, max_size=3), min_size=1, max_size=3),
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.text(alphabet='iksIKSnul_\n"\\\u0131\u0130\u017f\u212a\u00e9', max_size=12),
+        ),
+        max_size=6,
+    ),
+    st.booleans(),
+)
+def test_statement_words_are_found_as_the_regex_finds_them(
+    words: list[str], texts: list[str | None], ignore_case: bool
+) -> None:
+    """`--statement DROP|ALTER` searches a whole statements frame's JSON text with `in`
+    (lowered, with the letters IGNORECASE takes for ASCII ones folded): it may say yes where
+    no statement matches (a word in an escape, in `null`), never no where one does."""
+    try:
+        pattern = re.compile("|".join(words), re.IGNORECASE if ignore_case else 0)
+    except re.error:
+        return
+    txns = [
+        Transaction(f"0-1-{n}", "f.000001", n * 10, n * 10 + 9, 1, {}, "dml", text)
+        for n, text in enumerate(texts)
+    ]
+    body = encode(IndexObject("f.000001", 0, 100, txns))
+    loaded = index_format.load(body, hashlib.sha256(body).hexdigest())
+    expected = pattern.search("") is not None or any(
+        text and pattern.search(text) for text in texts
+    )
+    said = Query(statement=pattern).said(loaded)
+    assert said or not expected
+    if all(text is not None and not set('"\\\n') & set(text) for text in texts):
+        assert said == expected  # nothing escaped, no null: the JSON text says exactly
+    if expected or said:  # then the object's statements are searched one by one
+        found = loaded.select(Query(statement=pattern).matches_fields)
+        assert bool(found) == expected
