@@ -120,8 +120,8 @@ def _units(
     ends = {seg.end for seg in parts}
     starting: dict[int, layout.IndexKey] = {}  # the widest ending on a segment's end
     for index in indexes:
-        if index.file != (parts[0].file if parts else "") or index.end not in ends:
-            continue
+        if index.end <= index.start or index.end not in ends:
+            continue  # (an empty file's end marker has an empty index: it covers nothing)
         best = starting.get(index.start)
         if best is None or (index.end, index.key) > (best.end, best.key):
             starting[index.start] = index

@@ -203,7 +203,7 @@ class BinlogService:
         """Start the archived coordinate at the latest timeline's end (the spool adds to it).
 
         Returns that timeline's stream ("" before the first) and the files of every timeline
-        still made of several segments (left for compaction or roll-up)."""
+        still made of several segments (left for compaction or roll-up), newest first."""
         view = Archive(self.store(), self.cluster).read()
         latest = view.latest()
         if latest is None:
@@ -212,12 +212,19 @@ class BinlogService:
         if file:
             self.progress.restore(file, position, latest.last_time())
         self._cross_check(latest.stream, file, position)
-        return latest.stream, [
+        unfolded = [
             (found.stream, name)
             for found in view.timelines.values()
             for name, parts in layout.group_by_file(found.segments).items()
             if len(parts) > 1
         ]
+        # the file being written first: it grows, and readers list it most
+        newest_first = sorted(
+            unfolded,
+            key=lambda item: (item[0] == latest.stream, layout.file_order(item[1])),
+            reverse=True,
+        )
+        return latest.stream, newest_first
 
     def _cross_check(self, stream: str, file: str, position: int) -> None:
         """The state file says how far the last run saw the repository go; holding less now

@@ -130,7 +130,7 @@ def test_an_open_file_is_rolled_up_exactly(
         assert chain is not None
         return rollup.shadowed(chain.segments, segments, indexes) == ([], [])
 
-    wait_for(tidy, "the replaced parts to be deleted", timeout=60)
+    wait_for(tidy, "the replaced parts to be deleted", timeout=120)
     segments, _ = listed(s3, bucket, file)
     assert set(rolled) <= set(segments)
     again = find(config, "--table", "shop.orders", "--op", "delete", "--min-rows", str(MIN_ROWS))

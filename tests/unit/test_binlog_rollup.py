@@ -107,6 +107,19 @@ def test_plan_waits_for_indexes_and_leaves_big_segments() -> None:
     assert [(r.start, r.end) for r in plain] == [(0, 40), (40, 80)]  # [200-byte] left alone
 
 
+def test_an_empty_index_never_stands_for_a_segment() -> None:
+    """An index of no bytes (an empty end marker's) at a segment's start covers nothing: the
+    segment waits for its own, or its transactions would be missing from the fold's index."""
+    chain = [seg_key(0, 10), seg_key(10, 20), seg_key(20, 30)]
+    indexes = [index_key(0, 10), index_key(10, 10), index_key(20, 30)]
+    runs = rollup.plan(chain, indexes, 30, closed=False, indexed=True)
+    assert [(r.start, r.end) for r in runs] == []  # [10, 20) has no index: no run across it
+    indexes.append(index_key(10, 20))
+    runs = rollup.plan(chain, indexes, 30, closed=False, indexed=True)
+    assert [(r.start, r.end) for r in runs] == [(0, 30)]
+    assert [(i.start, i.end) for i in runs[0].indexes] == [(0, 10), (10, 20), (20, 30)]
+
+
 def test_shadowed_are_the_leftovers_of_an_interrupted_fold() -> None:
     whole = seg_key(0, 30)
     parts = [seg_key(0, 10), seg_key(10, 20), seg_key(20, 30), seg_key(30, 40)]
