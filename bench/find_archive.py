@@ -22,7 +22,7 @@ Shapes (`--shape`), what the daemon leaves behind after a week:
   whenever a batch would span half `binlog.rollup_bytes` (32 MiB). Each time another
   `rollup_bytes` are indexed, roll-up folds what is ready, planned by backupd's own
   `rollup.plan`, and deletes what the previous fold replaced; a closed file (1 GiB
-  `max_binlog_size`, larger than the 64 MiB that compaction takes whole) is rolled up to
+  `max_binlog_size`, larger than the 256 MiB that compaction takes whole) is rolled up to
   its end.
 - `unrolled`: the same with `rollup_bytes = 0` (before roll-up): files over 256 MiB keep one
   segment per second.

@@ -6,10 +6,10 @@ format: where segments overlap the longest wins. Only one timeline's segments ar
 compacted together (the stream is part of the request). Order of work keeps every moment
 restorable: verify the parts, store the whole, store its change index (the parts' indexes
 merged), store the manifest, only then delete the parts and their indexes.
-The whole file is held in memory, so only files up to twice `binlog.rollup_bytes` (with
-roll-up off, `MAX_BYTES`) are compacted whole; larger ones are rolled up instead, folded in
-runs of `rollup_bytes` (`rollup`) as open files are while they grow, which also keeps a
-file's index objects small enough for `find` to decode one quickly.
+The whole file is held in memory, so only files up to `MAX_BYTES` are compacted whole;
+larger ones are rolled up instead, folded in runs of `binlog.rollup_bytes` (`rollup`) as
+open files are while they grow. (Whole compaction also indexes a file whose segments missed
+their index; roll-up does not yet, so the limit stays at `MAX_BYTES` for now.)
 """
 
 from __future__ import annotations
@@ -122,13 +122,14 @@ class Compactor:
         index: bool = True,
         rollup_bytes: int = 0,
         tidy_seconds: float = TIDY_SECONDS,
+        whole_bytes: int = MAX_BYTES,
     ) -> None:
         self.target = target
         self.tidy_seconds = tidy_seconds
         self.recent = recent
         self.index = index
         self.rollup_bytes = rollup_bytes  # 0: open files stay as segments
-        self.whole_bytes = min(MAX_BYTES, 2 * rollup_bytes) if rollup_bytes else MAX_BYTES
+        self.whole_bytes = whole_bytes  # larger closed files are rolled up
         self._stop = stop
         self._lock = threading.Lock()
         self._waiting: set[tuple[str, str]] = set()

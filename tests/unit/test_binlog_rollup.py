@@ -262,9 +262,11 @@ def test_index_batches_stay_smaller_than_half_a_run() -> None:
     assert [(r[0].entry.start, r[-1].entry.end) for r in runs(pending)] == [(0, 100)]
 
 
-def test_a_closed_file_over_twice_rollup_bytes_is_rolled_up_to_its_end(tmp_path: Path) -> None:
-    """Compaction holds a file in memory, so with roll-up on it takes only files up to twice
-    `rollup_bytes` whole; a larger closed file is folded to its end, its last run shorter."""
+def test_a_closed_file_too_large_to_compact_whole_is_rolled_up_to_its_end(
+    tmp_path: Path,
+) -> None:
+    """Compaction holds a file in memory, so it takes files only up to a bound whole; a
+    larger closed file is folded to its end, its last run shorter."""
     store = FileStore(tmp_path / "repo")
     fake = FakeFile(FILE)
     for n in range(100):
@@ -274,8 +276,9 @@ def test_a_closed_file_over_twice_rollup_bytes_is_rolled_up_to_its_end(tmp_path:
     parts = chain_of(store).segments
     assert chain_of(store).closed and len(parts) > 40
     stop = threading.Event()
-    compactor = Compactor(Target(lambda: store, "1", "zstd", 3), stop, None, False, 3000)
-    assert compactor.whole_bytes == 6000 < len(fake.data)
+    target = Target(lambda: store, "1", "zstd", 3)
+    compactor = Compactor(target, stop, None, False, 3000, whole_bytes=6000)
+    assert compactor.whole_bytes < len(fake.data)
     compactor.start([("1", FILE)])
     try:
         deadline = time.monotonic() + 30
