@@ -21,6 +21,7 @@ import random
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,9 @@ def test_find_the_accident_and_undo_only_it(
     workdir: Path,
 ) -> None:
     db, reference = live_mariadb, restore_target
+    # this test's transactions only: the archive also holds the session's older binlogs,
+    # whose last segments may wait for compaction to index them
+    since = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     config = binlog_config(snap_config)
     start_daemon(write_config(config))
     sock = config["daemon"]["socket"]
@@ -195,7 +199,7 @@ def test_find_the_accident_and_undo_only_it(
 
     fresh = write_config({"storage": config["storage"], "snapshot": config["snapshot"]}, "x.toml")
     base = ("--config", str(fresh), "--json")
-    find_lists_it_first(base, accident, deleted)
+    find_lists_it_first(base, accident, deleted, since)
 
     code, doc, _ = ctl(*base, "drill", "--before", accident, "--work-dir", str(workdir / "d1"))
     assert code == 0, (work.seed, doc)
@@ -229,10 +233,11 @@ def test_find_the_accident_and_undo_only_it(
     run(db, [[f"DROP DATABASE IF EXISTS {SCHEMA}"]])
 
 
-def find_lists_it_first(base: tuple[str, ...], accident: str, deleted: int) -> None:
+def find_lists_it_first(base: tuple[str, ...], accident: str, deleted: int, since: str) -> None:
     """`backupctl find` names the accident first (newest first, only the mass DELETE has
     that many rows)."""
-    query = ("find", "--table", f"{SCHEMA}.orders", "--op", "delete", "--min-rows", str(deleted))
+    query: tuple[str, ...] = ("find", "--table", f"{SCHEMA}.orders", "--op", "delete")
+    query += ("--min-rows", str(deleted), "--since", since)
 
     def searched_everything() -> tuple[int, Any] | None:
         """The newest segments' index is stored when their file closes (the FLUSH before)
