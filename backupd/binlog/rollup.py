@@ -34,10 +34,7 @@ from backupd.binlog.fetch import load_segment
 from backupd.binlog.recent import RecentSegments
 from backupd.binlog.uploader import Target, encode
 from backupd.errors import ArchiveCorrupt
-from backupd.log import get_logger
 from backupd.storage import ObjectStore
-
-_log = get_logger("binlog.rollup")
 
 _PARALLEL_GETS = 8  # parts evicted from `recent` (a restart) are fetched this many at once
 
@@ -75,6 +72,11 @@ class _Unit:
         return self.parts[-1].end - self.parts[0].start
 
 
+def _span(units: list[_Unit]) -> int:
+    """Bytes of consecutive units (0 for none)."""
+    return units[-1].parts[-1].end - units[0].parts[0].start if units else 0
+
+
 def plan(
     chain: Sequence[layout.SegmentKey],
     indexes: Iterable[layout.IndexKey],
@@ -91,8 +93,7 @@ def plan(
 
     def close(final: bool) -> None:
         parts = tuple(seg for unit in current for seg in unit.parts)
-        size = sum(unit.size for unit in current)
-        if len(parts) > 1 and (size >= run_bytes or final):
+        if len(parts) > 1 and (_span(current) >= run_bytes or final):
             found = tuple(unit.index for unit in current if unit.index is not None)
             runs.append(Run(parts, found if indexed else ()))
         current.clear()
@@ -102,10 +103,10 @@ def plan(
         if (indexed and unit.index is None) or done or unit.size > 2 * run_bytes:
             close(final=closed)
             continue
-        if current and sum(u.size for u in current) + unit.size > 2 * run_bytes:
+        if _span(current) + unit.size > 2 * run_bytes:
             close(final=True)
         current.append(unit)
-        if sum(u.size for u in current) >= run_bytes:
+        if _span(current) >= run_bytes:
             close(final=True)
     close(final=closed)
     return runs
@@ -206,21 +207,16 @@ def _fold(
         raise ArchiveCorrupt(f"{run.parts[0].file} {run.start}..{run.end}: parts do not join")
     stream = run.parts[0].stream
     encoded = encode(stream, joined_extent(run.parts), raw, target.compression, target.level)
-    _merged_index(store, stream, run)
+    if len(run.indexes) > 1:  # (one is exactly the run's range already; none: index off)
+        _store_merged_index(store, stream, run)  # first: the object is never without one
     store.put(encoded.key.key, encoded.body)  # its parts are deleted by the next roll-up
     return encoded.key
 
 
-def _merged_index(store: ObjectStore, stream: str, run: Run) -> layout.IndexKey | None:
-    """The run's index: its parts' indexes merged into one [start, end), stored before the
-    run's object so the object is never without one."""
-    if not run.indexes:
-        return None
-    if len(run.indexes) == 1:
-        return run.indexes[0]  # already exactly the run's range
+def _store_merged_index(store: ObjectStore, stream: str, run: Run) -> None:
+    """The run's index: its parts' indexes merged into one [start, end)."""
     txns = index_store.merged(index_store.load_index(store, key) for key in run.indexes)
-    obj = IndexObject(run.parts[0].file, run.start, run.end, txns)
-    return index_store.store_index(store, stream, obj)
+    index_store.store_index(store, stream, IndexObject(run.parts[0].file, run.start, run.end, txns))
 
 
 def segment_bytes(
