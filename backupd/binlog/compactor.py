@@ -136,6 +136,7 @@ class Compactor:
         self._stored: dict[tuple[str, str], int] = {}  # bytes stored since the last job
         self._queue: queue.Queue[tuple[str, str]] = queue.Queue(1024)
         self._tidy: dict[tuple[str, str], float] = {}  # file -> when (monotonic) its job is due
+        self._settled = threading.Condition()  # notified as jobs finish (`settle`)
         self._thread = threading.Thread(target=self._run, name="binlog-compact", daemon=True)
 
     def start(self, files: list[tuple[str, str]]) -> None:
@@ -175,8 +176,9 @@ class Compactor:
         while not self._stop.is_set():
             now = time.monotonic()
             for due in [where for where, at in self._tidy.items() if at <= now]:
-                del self._tidy[due]
-                self.submit(*due)
+                self.submit(*due)  # queued before it leaves `_tidy`: `settle` sees it throughout
+                with self._settled:
+                    del self._tidy[due]
             try:
                 stream, file = self._queue.get(timeout=0.5)
             except queue.Empty:
@@ -187,6 +189,22 @@ class Compactor:
                 self._fold(stream, file)
             except BackupdError as exc:
                 _log.warning("compaction failed; segments kept", file=file, error=exc.message)
+            finally:
+                self._queue.task_done()
+                with self._settled:
+                    self._settled.notify_all()
+
+    def settle(self, timeout: float) -> bool:
+        """Wait until no job waits or runs and no tidy job is due later; False on timeout
+        (what a test awaits instead of polling the repository)."""
+        deadline = time.monotonic() + timeout
+        with self._settled:
+            while self._queue.unfinished_tasks or self._tidy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._settled.wait(left)
+        return True
 
     def _fold(self, stream: str, file: str) -> None:
         key = compact_file(self.target, stream, file, self.recent, self.index, self.whole_bytes)
@@ -201,4 +219,5 @@ class Compactor:
         for run in runs:
             _log.info("binlog segments rolled up", file=file, start=run.start, end=run.end)
         if runs:
-            self._tidy.setdefault((stream, file), time.monotonic() + self.tidy_seconds)
+            with self._settled:
+                self._tidy.setdefault((stream, file), time.monotonic() + self.tidy_seconds)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -223,14 +222,13 @@ def test_compactor_rolls_a_file_up_as_it_grows_and_tidies_after(tmp_path: Path) 
     compactor.start([])
     try:
         parts = chain_of(store).segments
-        for seg in parts[:5]:
+        few = next(n for n in range(len(parts)) if sum(p.size for p in parts[: n + 1]) >= 2500)
+        for seg in parts[:few]:
             compactor.stored("1", FILE, seg.size)  # under 2500 bytes: no job yet
-        assert len(chain_of(store).segments) == len(parts)
-        for seg in parts[5:]:
+        assert compactor.settle(5) and len(chain_of(store).segments) == len(parts)
+        for seg in parts[few:]:
             compactor.stored("1", FILE, seg.size)
-        deadline = time.monotonic() + 30
-        while len(chain_of(store).segments) >= len(parts) / 3 and time.monotonic() < deadline:
-            stop.wait(0.05)  # the compactor's thread reports nothing else to wait on
+        assert compactor.settle(30)  # the folds, then the tidy job 0.2 s later
         assert len(chain_of(store).segments) < len(parts) / 3
 
         def left() -> tuple[list[layout.SegmentKey], list[layout.IndexKey]]:
@@ -240,8 +238,6 @@ def test_compactor_rolls_a_file_up_as_it_grows_and_tidies_after(tmp_path: Path) 
             assert found is not None
             return rollup.shadowed(found.segments, segments, index_store.indexes_of(listed))
 
-        while left() != ([], []) and time.monotonic() < deadline:
-            stop.wait(0.05)
         assert left() == ([], [])  # a later job deleted what the folds replaced
     finally:
         stop.set()
@@ -277,13 +273,11 @@ def test_a_closed_file_too_large_to_compact_whole_is_rolled_up_to_its_end(
     assert chain_of(store).closed and len(parts) > 40
     stop = threading.Event()
     target = Target(lambda: store, "1", "zstd", 3)
-    compactor = Compactor(target, stop, None, False, 3000, whole_bytes=6000)
+    compactor = Compactor(target, stop, None, False, 3000, tidy_seconds=0.2, whole_bytes=6000)
     assert compactor.whole_bytes < len(fake.data)
     compactor.start([("1", FILE)])
     try:
-        deadline = time.monotonic() + 30
-        while len(chain_of(store).segments) >= len(parts) / 3 and time.monotonic() < deadline:
-            stop.wait(0.05)  # the compactor's thread reports nothing else to wait on
+        assert compactor.settle(30)
     finally:
         stop.set()
         compactor.join(5)
