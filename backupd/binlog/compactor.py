@@ -41,13 +41,15 @@ def compact_file(
     recent: RecentSegments | None = None,
     index: bool = True,
     max_bytes: int = MAX_BYTES,
+    keys: list[str] | None = None,
 ) -> layout.SegmentKey | None:
     """Compact one closed file of one timeline's `stream`; None when there is nothing to do
     (or it is not closed, or larger than `max_bytes`). Segments still in `recent` are not
     downloaded again. With `index`, the file's change index objects are merged into one
-    (without, they stay: a range still covers the same bytes)."""
+    (without, they stay: a range still covers the same bytes). `keys`: the file's listing,
+    when the caller has it."""
     store = target.store()
-    keys = [info.key for info in store.list(layout.file_prefix(stream, file))]
+    keys = rollup.file_keys(store, stream, file) if keys is None else keys
     segments = [seg for key in keys if (seg := layout.parse_segment(key)) is not None]
     found = layout.chain(segments)
     if found is None or not found.closed or found.holes or found.end > max_bytes:
@@ -207,14 +209,18 @@ class Compactor:
         return True
 
     def _fold(self, stream: str, file: str) -> None:
-        key = compact_file(self.target, stream, file, self.recent, self.index, self.whole_bytes)
+        keys = rollup.file_keys(self.target.store(), stream, file)  # one LIST for both steps
+        key = compact_file(
+            self.target, stream, file, self.recent, self.index, self.whole_bytes, keys
+        )
         if key is not None:
             _log.info("binlog file compacted", file=file, size=key.end)
             return
         if not self.rollup_bytes:
             return
+        # compaction changed nothing: the listing still holds
         runs = rollup.roll_up(
-            self.target, stream, file, self.rollup_bytes, self.recent, self.index, self._stop
+            self.target, stream, file, self.rollup_bytes, self.recent, self.index, self._stop, keys
         )
         for run in runs:
             _log.info("binlog segments rolled up", file=file, start=run.start, end=run.end)

@@ -175,11 +175,12 @@ def roll_up(
     recent: RecentSegments | None = None,
     index: bool = True,
     stop: threading.Event | None = None,
+    keys: list[str] | None = None,
 ) -> list[layout.SegmentKey]:
     """Delete what earlier folds of one file of `stream` replaced, and fold what is ready;
-    the objects stored (one per run)."""
+    the objects stored (one per run). `keys`: the file's listing, when the caller has it."""
     store = target.store()
-    keys = [info.key for info in store.list(layout.file_prefix(stream, file))]
+    keys = file_keys(store, stream, file) if keys is None else keys
     segments = [seg for key in keys if (seg := layout.parse_segment(key)) is not None]
     indexes = index_store.indexes_of(keys)
     found = layout.chain(segments)
@@ -217,6 +218,11 @@ def _store_merged_index(store: ObjectStore, stream: str, run: Run) -> None:
     """The run's index: its parts' indexes merged into one [start, end)."""
     txns = index_store.merged(index_store.load_index(store, key) for key in run.indexes)
     index_store.store_index(store, stream, IndexObject(run.parts[0].file, run.start, run.end, txns))
+
+
+def file_keys(store: ObjectStore, stream: str, file: str) -> list[str]:
+    """Every key under one file of `stream`: segments, indexes, the manifest (one LIST)."""
+    return [info.key for info in store.list(layout.file_prefix(stream, file))]
 
 
 def segment_bytes(

@@ -262,8 +262,10 @@ def test_a_closed_file_too_large_to_compact_whole_is_rolled_up_to_its_end(
     tmp_path: Path,
 ) -> None:
     """Compaction holds a file in memory, so it takes files only up to a bound whole; a
-    larger closed file is folded to its end, its last run shorter."""
-    store = FileStore(tmp_path / "repo")
+    larger closed file is folded to its end, its last run shorter. Each job (the fold, then
+    the tidy job) lists the file once, for compaction and roll-up alike."""
+    requests: list[str] = []
+    store = FileStore(tmp_path / "repo", on_request=requests.append)
     fake = FakeFile(FILE)
     for n in range(100):
         fake.transaction(Txn([100 + n % 7, 1000 + n]))
@@ -275,12 +277,14 @@ def test_a_closed_file_too_large_to_compact_whole_is_rolled_up_to_its_end(
     target = Target(lambda: store, "1", "zstd", 3)
     compactor = Compactor(target, stop, None, False, 3000, tidy_seconds=0.2, whole_bytes=6000)
     assert compactor.whole_bytes < len(fake.data)
+    requests.clear()
     compactor.start([("1", FILE)])
     try:
         assert compactor.settle(30)
     finally:
         stop.set()
         compactor.join(5)
+    assert requests.count("ListObjectsV2") == 2  # the fold's job and the tidy job
     folded = chain_of(store)
     assert folded.closed and folded.end == len(fake.data) and len(folded.segments) > 1
     assert folded.segments[-1].kind == "eof" and folded.segments[-1].size > 1
