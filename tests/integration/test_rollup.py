@@ -11,22 +11,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from backupd.binlog import layout, rollup
 from tests.conftest import ConfigFactory
 from tests.integration.test_binlog import (
     IN_USE_FLAG_OFFSET,
-    binlog_config,
     fetch,
     wait_archived,
     wait_for,
 )
-from tests.integration.test_find import MIN_ROWS, find, run_workload
+from tests.integration.test_find import MIN_ROWS, find, run_workload, s3_config  # noqa: F401
 from tests.testbed.daemon import DaemonProcess
 from tests.testbed.mariadb import MariaDB
-from tests.testbed.moto import MotoServer
 
 pytestmark = pytest.mark.integration
 
@@ -46,25 +43,15 @@ def listed(
 
 def test_an_open_file_is_rolled_up_exactly(
     live_mariadb: MariaDB,
-    base_config: dict[str, Any],
-    moto: MotoServer,
+    s3_config: tuple[Path, dict[str, Any], str, Any],  # noqa: F811
     write_config: ConfigFactory,
     start_daemon: Callable[..., DaemonProcess],
     tmp_path: Path,
 ) -> None:
     db = live_mariadb
-    bucket = f"rollup-{random.randrange(1 << 30)}"
-    s3 = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1")
-    s3.create_bucket(Bucket=bucket)
-    raw_config = binlog_config(
-        base_config, rollup_bytes=ROLLUP_BYTES, index_flush_seconds=0.5, segment_max_bytes=16384
-    )
-    raw_config["storage"] = {
-        "url": f"s3://{bucket}/repo",
-        "endpoint_url": moto.url,
-        "region": "us-east-1",
-        "cluster": "rollbed",
-    }
+    _config, raw_config, bucket, s3 = s3_config
+    folding = {"rollup_bytes": ROLLUP_BYTES, "index_flush_seconds": 0.5}
+    raw_config["binlog"].update(folding, segment_max_bytes=16384)
     config = write_config(raw_config)
     sock = str(raw_config["daemon"]["socket"])
     db.sql("FLUSH BINARY LOGS")
